@@ -1,0 +1,175 @@
+"""Generate CustomResourceDefinitions from the API models.
+
+`python -m tandem.api.crd crds/` writes one file per kind. The models are the source of truth; this
+module only translates pydantic's JSON Schema into a structural OpenAPI v3 schema the API server accepts:
+references inlined, optional fields without the `null` branch, no titles, exclusive bounds in OpenAPI
+3.0 form, no `additionalProperties: false` (the server prunes unknown fields instead).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .kinds import ALL_KINDS, CATEGORY, Kind
+
+# Keywords a structural schema may carry, in the order they are written (anything else is dropped).
+_KEPT = (
+    "type",
+    "description",
+    "default",
+    "enum",
+    "format",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+)
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline `$ref`s and collapse `anyOf: [X, null]` into X, merging sibling keywords."""
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
+        node = {**target, **node}  # field-level description/default win over the model's
+    if "anyOf" in node:
+        branches = [b for b in node.pop("anyOf") if b != {"type": "null"}]
+        if len(branches) != 1:
+            raise ValueError(f"cannot express a union of {branches} in a structural schema")
+        merged = _resolve(branches[0], defs)
+        node = {**merged, **node}
+        if node.get("default", 0) is None:
+            del node["default"]
+    return {k: _resolve(v, defs) if k != "default" else v for k, v in node.items()}
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_clean(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties",):
+            out[key] = {name: _clean(sub) for name, sub in value.items()}
+        elif key == "additionalProperties":
+            if isinstance(value, dict):
+                out[key] = _clean(value)
+            # `false` is the server's default behaviour (pruning) and is not allowed in a CRD.
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key in _KEPT:
+            out[key] = _clean(value) if key in ("items",) else value
+    return {key: out[key] for key in sorted(out, key=_KEPT.index)}
+
+
+def structural_schema(model: Any) -> dict[str, Any]:
+    """The OpenAPI v3 schema of a pydantic model, as a CRD wants it."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return dict(_clean(_resolve(raw, defs)))
+
+
+def crd_for(kind: Kind) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "tandem.dev/v1alpha1"},
+        "kind": {"type": "string", "description": kind.kind},
+        "metadata": {"type": "object"},
+        "spec": structural_schema(kind.spec),
+    }
+    if kind.status is not None:
+        properties["status"] = structural_schema(kind.status)
+    version: dict[str, Any] = {
+        "name": kind.version,
+        "served": True,
+        "storage": True,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "description": kind.description,
+                "required": ["spec"],
+                "properties": properties,
+            }
+        },
+        "additionalPrinterColumns": [dict(c) for c in kind.columns],
+    }
+    if kind.status is not None:
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": kind.crd_name,
+            "labels": {"app.kubernetes.io/name": "tandem", "app.kubernetes.io/part-of": "tandem"},
+        },
+        "spec": {
+            "group": kind.group,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
+                "categories": [CATEGORY],
+            },
+            "versions": [version],
+        },
+    }
+
+
+def render(kind: Kind) -> str:
+    header = "# Generated by `make crds` (python -m tandem.api.crd) from tandem.api. Do not edit.\n"
+    return header + yaml.safe_dump(crd_for(kind), sort_keys=False, width=100, allow_unicode=True)
+
+
+def file_name(kind: Kind) -> str:
+    return f"{kind.group}_{kind.plural}.yaml"
+
+
+def write_all(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in ALL_KINDS:
+        path = directory / file_name(kind)
+        path.write_text(render(kind))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    target = Path(argv[1] if len(argv) > 1 else "crds")
+    for path in write_all(target):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,161 @@
+"""The registry of Tandem kinds: names, models and table columns, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from .v1alpha1 import (
+    GROUP,
+    VERSION,
+    AdapterTrainingSpec,
+    AdapterTrainingStatus,
+    HybridEndpointSpec,
+    HybridEndpointStatus,
+    KnowledgeBaseSpec,
+    KnowledgeBaseStatus,
+    ReferenceGrantSpec,
+)
+
+CATEGORY = "tandem"
+READY_COLUMN = {
+    "name": "Ready",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    "description": "Whether the resource is Ready",
+}
+STATUS_COLUMN = {
+    "name": "Status",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+    "priority": 1,
+    "description": "What the Ready condition says",
+}
+AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One custom resource kind of group tandem.dev."""
+
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    description: str
+    spec: type[BaseModel]
+    status: type[BaseModel] | None
+    columns: tuple[dict[str, object], ...] = field(default=())
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def group(self) -> str:
+        return GROUP
+
+    @property
+    def version(self) -> str:
+        return VERSION
+
+    @property
+    def api_version(self) -> str:
+        return f"{GROUP}/{VERSION}"
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, object]:
+    col: dict[str, object] = {"name": name, "type": type_, "jsonPath": path, "description": description}
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+KNOWLEDGE_BASE = Kind(
+    kind="KnowledgeBase",
+    plural="knowledgebases",
+    short_names=("kb",),
+    description=(
+        "KnowledgeBase indexes documents from its sources into a Milvus collection, incrementally, with "
+        "per-source access labels, for HybridEndpoints to retrieve from."
+    ),
+    spec=KnowledgeBaseSpec,
+    status=KnowledgeBaseStatus,
+    columns=(
+        READY_COLUMN,
+        _column("Phase", "string", ".status.phase", "Pending, Indexing, Ready or Failed"),
+        _column("Documents", "integer", ".status.documents", "Documents indexed"),
+        _column("Chunks", "integer", ".status.chunks", "Chunks in the collection"),
+        _column("Revision", "string", ".status.indexedRevision", "Indexed revision", priority=1),
+        STATUS_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+ADAPTER_TRAINING = Kind(
+    kind="AdapterTraining",
+    plural="adaptertrainings",
+    short_names=("at",),
+    description=(
+        "AdapterTraining fine-tunes a base model with LoRA or QLoRA (PEFT on Ray) and produces a versioned "
+        "adapter, optionally from RAFT examples drawn from a KnowledgeBase."
+    ),
+    spec=AdapterTrainingSpec,
+    status=AdapterTrainingStatus,
+    columns=(
+        READY_COLUMN,
+        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed"),
+        _column("Step", "integer", ".status.step", "Optimiser steps done"),
+        _column("Loss", "number", ".status.loss", "Last training loss"),
+        _column("Version", "string", ".status.adapterVersion", "Adapter version"),
+        STATUS_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+HYBRID_ENDPOINT = Kind(
+    kind="HybridEndpoint",
+    plural="hybridendpoints",
+    short_names=("he",),
+    description=(
+        "HybridEndpoint serves a base model with LoRA adapters on vLLM behind a gateway that retrieves "
+        "from KnowledgeBases and answers on an OpenAI-compatible API with citations."
+    ),
+    spec=HybridEndpointSpec,
+    status=HybridEndpointStatus,
+    columns=(
+        READY_COLUMN,
+        _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready or Failed"),
+        _column("Replicas", "integer", ".status.readyReplicas", "vLLM pods ready"),
+        _column("URL", "string", ".status.url", "OpenAI-compatible URL", priority=1),
+        STATUS_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+REFERENCE_GRANT = Kind(
+    kind="ReferenceGrant",
+    plural="referencegrants",
+    short_names=("trg",),
+    description=(
+        "ReferenceGrant allows resources in other namespaces to refer to Tandem objects in this namespace "
+        "(a namespace is a tenant boundary; references across it must be granted by the target)."
+    ),
+    spec=ReferenceGrantSpec,
+    status=None,
+    columns=(AGE_COLUMN,),
+)
+
+ALL_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT, REFERENCE_GRANT)
+RECONCILED_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT)
+
+
+def by_kind(kind: str) -> Kind:
+    for k in ALL_KINDS:
+        if k.kind == kind:
+            return k
+    raise KeyError(f"unknown Tandem kind {kind!r}")

@@ -1,0 +1,167 @@
+"""Building blocks shared by the Tandem kinds: the model base, CEL rules, references, conditions.
+
+Every rule that crosses fields is written once, as a CEL expression on the model that owns it. The CRD
+generator copies it into `x-kubernetes-validations` (so the API server enforces it) and the model
+evaluates the same expression when it parses a body (so `tandem up` and the operator enforce it too).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self
+
+import celpy
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+GROUP = "tandem.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# RFC 1123 label: what Kubernetes accepts as the name of most objects and of list-map keys.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Go-style duration restricted to the units people use for schedules and timeouts.
+DURATION = r"^([0-9]+(s|m|h))+$"
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule: `rule` must hold for `self` (the object the model describes)."""
+
+    rule: str
+    message: str
+    field_path: str | None = None  # e.g. ".overlap": where the API server reports the failure
+
+    def as_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+@functools.cache
+def _compiled(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+class TandemModel(BaseModel):
+    """Base of every spec model: camelCase on the wire, strict about unknown fields, CEL-checked."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        if cls.cel_rules:
+            target["x-kubernetes-validations"] = [r.as_schema() for r in cls.cel_rules]
+        return schema
+
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> Self:
+        if not self.cel_rules:
+            return self
+        wire = celpy.json_to_cel(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        for rule in self.cel_rules:
+            if not _compiled(rule.rule).evaluate({"self": wire}):
+                where = (rule.field_path or "").lstrip(".")
+                raise ValueError(f"{where}: {rule.message}" if where else rule.message)
+        return self
+
+
+class StatusModel(BaseModel):
+    """Base of status models: written by the operator, read back tolerantly."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+def nested(model: type[BaseModel], description: str) -> Any:
+    """An object field that defaults to the model's own defaults (`default: {}` in the CRD)."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
+class LocalObjectReference(TandemModel):
+    """The name of an object in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
+
+
+class SecretKeyReference(TandemModel):
+    """A key of a Secret in the same namespace as the resource."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the Secret's data.")
+
+
+class CrossNamespaceReference(TandemModel):
+    """A Tandem object by name. Without a namespace it resolves in the referring resource's own namespace;
+    a reference into another namespace is honoured only if a ReferenceGrant in that namespace allows it."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the referenced object.")
+    namespace: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description=(
+            "Namespace of the referenced object; defaults to the referring resource's namespace. "
+            "Another namespace must grant the reference with a ReferenceGrant."
+        ),
+    )
+
+
+class ResourceList(TandemModel):
+    """Compute resources of one container or worker, as Kubernetes quantities."""
+
+    cpu: str | None = Field(default=None, description="CPU quantity, e.g. '2' or '500m'.")
+    memory: str | None = Field(default=None, description="Memory quantity, e.g. '8Gi'.")
+    gpu: int | None = Field(
+        default=None, ge=0, le=16, description="Number of GPUs (requested as nvidia.com/gpu)."
+    )
+
+
+class ComputeResources(TandemModel):
+    """Requests and limits, as in a container's `resources`."""
+
+    requests: ResourceList | None = Field(default=None, description="Minimum resources reserved.")
+    limits: ResourceList | None = Field(default=None, description="Maximum resources allowed.")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """An observation of one aspect of the resource, following the Kubernetes API conventions."""
+
+    type: str = Field(description="Condition type: Ready, Reconciling or Stalled.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase word naming the cause of the last transition.")
+    message: str = Field(default="", description="A human-readable explanation.")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this condition was computed from."
+    )
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+
+
+class CommonStatus(StatusModel):
+    """Status fields every Tandem kind carries."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the operator last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling and Stalled conditions (kstatus convention).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

@@ -1,0 +1,195 @@
+"""HybridEndpoint: vLLM with LoRA adapters behind a retrieving, citing, multi-tenant gateway."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .adaptertraining import ModelSource
+from .common import (
+    DNS_LABEL,
+    CelRule,
+    CommonStatus,
+    ComputeResources,
+    CrossNamespaceReference,
+    SecretKeyReference,
+    StatusModel,
+    TandemModel,
+    nested,
+)
+
+ADAPTER_URI = r"^(pvc|file|s3|https?|hf)://.+"
+
+
+class Adapter(TandemModel):
+    """A LoRA adapter served by vLLM, from an AdapterTraining or a URI."""
+
+    cel_rules = (
+        CelRule(
+            "has(self.adapterTrainingRef) != has(self.uri)",
+            "exactly one of adapterTrainingRef or uri must be set",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL, description="Adapter name, used as a route/model name."
+    )
+    adapter_training_ref: CrossNamespaceReference | None = Field(
+        default=None, description="Serve the latest adapter an AdapterTraining produced."
+    )
+    uri: str | None = Field(default=None, pattern=ADAPTER_URI, description="A PEFT adapter folder.")
+    rank: int | None = Field(
+        default=None, ge=1, le=512, description="LoRA rank; read from the adapter when omitted (URIs: set it)."
+    )
+
+
+class Route(TandemModel):
+    """A value of the request's `model` field: which adapter answers, and whether it retrieves."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="The model name clients use.")
+    adapter: str | None = Field(default=None, description="Adapter name; the base model when omitted.")
+    retrieval: bool = Field(default=True, description="Retrieve from the endpoint's knowledge bases.")
+
+
+class Retrieval(TandemModel):
+    """When and how much the gateway retrieves."""
+
+    mode: Literal["always", "auto", "never"] = Field(
+        default="auto",
+        description=(
+            "always: every request retrieves; never: none does; auto: retrieve, and use the passages only "
+            "when the best score reaches scoreThreshold (the response says which path was taken)."
+        ),
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="Passages retrieved per question.")
+    score_threshold: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Minimum similarity for a passage to be used."
+    )
+    max_context_tokens: int = Field(
+        default=1024, ge=64, le=131072, description="Token budget for passages in the prompt."
+    )
+
+
+class Tenant(TandemModel):
+    """A caller: its API keys, the ACL groups it may read, and its share of capacity."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Tenant name.")
+    api_key_secret_ref: SecretKeyReference = Field(description="Secret key holding the tenant's API key.")
+    groups: list[str] = Field(
+        default_factory=list, description="ACL groups whose documents this tenant may retrieve."
+    )
+    max_concurrent_requests: int = Field(
+        default=8, ge=1, le=10000, description="Requests in flight for this tenant; more get 429."
+    )
+
+
+class Autoscaling(TandemModel):
+    """Horizontal autoscaling of the vLLM pods."""
+
+    cel_rules = (
+        CelRule("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Fewest replicas; 0 allows a cold start on the first request."
+    )
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas.")
+    target_in_flight_requests: int = Field(
+        default=8, ge=1, le=10000, description="Target in-flight requests per replica."
+    )
+
+
+class Serving(TandemModel):
+    """The vLLM deployment."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.autoscaling) || !has(self.replicas)",
+            "set replicas or autoscaling, not both",
+            ".replicas",
+        ),
+    )
+
+    replicas: int | None = Field(default=None, ge=0, le=1000, description="Fixed replica count (default 1).")
+    autoscaling: Autoscaling | None = Field(default=None, description="Scale on load instead.")
+    image: str | None = Field(default=None, description="vLLM image; defaults to the operator's setting.")
+    resources: ComputeResources | None = Field(default=None, description="Resources of each vLLM pod.")
+    max_model_len: int = Field(default=4096, ge=128, le=1048576, description="Context length (--max-model-len).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(default="auto", description="--dtype.")
+    max_loras: int | None = Field(
+        default=None, ge=1, le=64, description="Adapters per batch (--max-loras); derived when omitted."
+    )
+    extra_args: list[str] = Field(default_factory=list, description="Further vLLM arguments.")
+
+
+class Gateway(TandemModel):
+    """The retrieving gateway in front of vLLM."""
+
+    replicas: int = Field(default=1, ge=1, le=100, description="Gateway replicas.")
+    max_concurrent_requests: int = Field(default=64, ge=1, le=100000, description="Requests in flight overall.")
+    request_timeout_seconds: int = Field(default=120, ge=1, le=3600, description="Time limit per request.")
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000, description="Largest request body.")
+    resources: ComputeResources | None = Field(default=None, description="Resources of each gateway pod.")
+
+
+class HybridEndpointSpec(TandemModel):
+    """What to serve and to whom."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.routes) || self.routes.all(r, !has(r.adapter) || "
+            "(has(self.adapters) && self.adapters.exists(a, a.name == r.adapter)))",
+            "every routes[].adapter must name an entry of adapters",
+            ".routes",
+        ),
+    )
+
+    base_model: ModelSource = Field(description="The base model vLLM serves.")
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LoRA adapters loaded at run time, without restarting vLLM.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    knowledge_bases: list[CrossNamespaceReference] = Field(
+        default_factory=list, max_length=32, description="KnowledgeBases the gateway retrieves from."
+    )
+    routes: list[Route] | None = Field(
+        default=None,
+        description=(
+            "Model names clients may request. Default: 'base' (no adapter), one per adapter, and "
+            "'hybrid' (first adapter with retrieval)."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    retrieval: Retrieval = nested(Retrieval, "When and how much to retrieve.")
+    tenants: list[Tenant] = Field(
+        default_factory=list,
+        description="Callers and their API keys; with none, the endpoint accepts unauthenticated requests.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    serving: Serving = nested(Serving, "The vLLM deployment.")
+    gateway: Gateway = nested(Gateway, "The gateway deployment.")
+
+
+class AdapterStatus(StatusModel):
+    """Where one adapter is loaded, as read from each ready vLLM pod's /v1/models."""
+
+    name: str = Field(description="Adapter name.")
+    version: str | None = Field(default=None, description="Adapter version served.")
+    loaded_replicas: int = Field(default=0, description="Ready vLLM pods that report it loaded.")
+    ready: bool = Field(default=False, description="Loaded on every ready vLLM pod.")
+
+
+class HybridEndpointStatus(CommonStatus):
+    """Serving state, as observed."""
+
+    phase: Literal["Pending", "Progressing", "Ready", "Failed"] | None = Field(
+        default=None, description="Summary of the conditions."
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the OpenAI-compatible API.")
+    replicas: int | None = Field(default=None, description="vLLM pods.")
+    ready_replicas: int | None = Field(default=None, description="vLLM pods ready.")
+    gateway_ready_replicas: int | None = Field(default=None, description="Gateway pods ready.")
+    adapters: list[AdapterStatus] = Field(default_factory=list, description="Per-adapter load state.")

