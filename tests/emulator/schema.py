@@ -257,16 +257,70 @@ def validate(schema: Schema | None, obj: JSON, old: JSON = None, *, root: bool =
     ``old`` is the previous object on updates: transition rules (those referencing ``oldSelf``)
     are evaluated only when the old value exists at the same path; they are skipped on creation.
     Returns the list of causes; an empty list means valid.
+
+    As in the apiserver, CEL rules are not evaluated when the OpenAPI validation has found
+    "blocking" errors (wrong types, unsupported enum values); a generic cause is added instead.
     """
     causes: list[Cause] = []
-    _validate(unwrap(schema), obj, old if old is not None else _MISSING, path='', root=root, causes=causes)
+    sch = unwrap(schema)
+    oldv = old if old is not None else _MISSING
+    _validate(sch, obj, oldv, path='', root=root, causes=causes)
+    if any(cause.reason in _BLOCKING for cause in causes):
+        if _has_rules(sch):
+            causes.append(Cause('<nil>', 'Invalid value: "null": some validation rules were not checked because '
+                                         'the object was invalid; correct the existing errors to complete validation'))
+    else:
+        _cel_walk(sch, obj, oldv, path='', root=root, causes=causes)
     return causes
+
+
+_BLOCKING = frozenset({'FieldValueTypeInvalid', 'FieldValueNotSupported'})
+
+
+def _has_rules(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        if schema.get('x-kubernetes-validations'):
+            return True
+        return any(_has_rules(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_rules(v) for v in schema)
+    return False
+
+
+def _cel_walk(schema: Schema, value: JSON, old: Any, *, path: str, root: bool, causes: list[Cause]) -> None:
+    if not schema or value is None:
+        return
+    if isinstance(value, dict):
+        props: Mapping[str, Any] = schema.get('properties') or {}
+        old_dict = old if isinstance(old, dict) else {}
+        addl = schema.get('additionalProperties')
+        for key, item in value.items():
+            if root and key in _ROOT_META_FIELDS:
+                continue
+            if key in props:
+                _cel_walk(props[key] or {}, item, old_dict.get(key, _MISSING), path=_child(path, key), root=False,
+                          causes=causes)
+            elif isinstance(addl, dict):
+                _cel_walk(addl, item, old_dict.get(key, _MISSING), path=_mapkey(path, key), root=False,
+                          causes=causes)
+    elif isinstance(value, list):
+        items = schema.get('items')
+        if isinstance(items, dict):
+            old_by_key = _old_list_items(schema, old)
+            keys = schema.get('x-kubernetes-list-map-keys') or []
+            for i, item in enumerate(value):
+                old_item: Any = _MISSING
+                if old_by_key is not None and isinstance(item, dict):
+                    old_item = old_by_key.get(tuple(item.get(k) for k in keys), _MISSING)
+                _cel_walk(items, item, old_item, path=_index(path, i), root=False, causes=causes)
+    if schema.get('x-kubernetes-validations'):
+        causes.extend(cel.check_rules(schema, value, None if old is _MISSING else old, path=path,
+                                      has_old=old is not _MISSING))
 
 
 def _validate(schema: Schema, value: JSON, old: Any, *, path: str, root: bool, causes: list[Cause]) -> None:
     if not schema:
         return
-    before = len(causes)
 
     if value is None:
         if schema.get('nullable'):
@@ -314,12 +368,6 @@ def _validate(schema: Schema, value: JSON, old: Any, *, path: str, root: bool, c
                 causes.append(Cause(path, f'Invalid value: {render_value(value)}: {path} in body {msg}'))
     if 'not' in schema and not validate(schema['not'], value, root=False):
         causes.append(Cause(path, f'Invalid value: {render_value(value)}: {path} in body must not validate the schema (not)'))
-
-    # CEL rules only run on values that passed the structural validation (the apiserver's CEL
-    # also requires well-typed data; it reports type errors instead of running the rules).
-    if len(causes) == before and schema.get('x-kubernetes-validations'):
-        causes.extend(cel.check_rules(schema, value, None if old is _MISSING else old, path=path,
-                                     has_old=old is not _MISSING))
 
 
 _INT_RANGES = {'int32': (-(2**31), 2**31 - 1), 'int64': (-(2**63), 2**63 - 1)}
@@ -429,13 +477,8 @@ def _validate_array(schema: Schema, value: list[Any], old: Any, path: str, cause
             seen_keys.append(key)
     items = schema.get('items')
     if isinstance(items, dict):
-        old_by_key = _old_list_items(schema, old)
         for i, item in enumerate(value):
-            old_item = _MISSING
-            if old_by_key is not None and isinstance(item, dict):
-                keys = schema.get('x-kubernetes-list-map-keys') or []
-                old_item = old_by_key.get(tuple(item.get(k) for k in keys), _MISSING)
-            _validate(items, item, old_item, path=_index(path, i), root=False, causes=causes)
+            _validate(items, item, _MISSING, path=_index(path, i), root=False, causes=causes)
 
 
 def _old_list_items(schema: Schema, old: Any) -> dict[tuple[Any, ...], Any] | None:
