@@ -10,7 +10,6 @@ from .common import (
     CelRule,
     CommonStatus,
     CrossNamespaceReference,
-    StatusModel,
     TandemModel,
     nested,
 )
@@ -49,9 +48,7 @@ class Dataset(TandemModel):
     """Training examples as JSONL."""
 
     cel_rules = (
-        CelRule(
-            "has(self.configMap) != has(self.uri)", "exactly one of configMap or uri must be set"
-        ),
+        CelRule("has(self.configMap) != has(self.uri)", "exactly one of configMap or uri must be set"),
     )
 
     format: Literal["chat", "instruction"] = Field(
@@ -74,7 +71,9 @@ class Raft(TandemModel):
     """Retrieval-augmented fine-tuning: examples pair each question with its oracle passage and
     distractors from a KnowledgeBase, teaching the adapter to answer from context and cite it."""
 
-    knowledge_base_ref: CrossNamespaceReference = Field(description="The KnowledgeBase to draw passages from.")
+    knowledge_base_ref: CrossNamespaceReference = Field(
+        description="The KnowledgeBase to draw passages from."
+    )
     distractors: int = Field(default=3, ge=0, le=20, description="Distractor passages per example.")
     oracle_fraction: float = Field(
         default=0.8, ge=0.0, le=1.0, description="Share of examples whose context includes the oracle."
@@ -115,7 +114,9 @@ class Training(TandemModel):
     """Optimisation schedule."""
 
     epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the training set.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps (wins over epochs).")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many steps (wins over epochs)."
+    )
     learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
     scheduler: Literal["linear", "cosine", "constant"] = Field(default="cosine", description="LR schedule.")
     warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Share of steps warming up.")
@@ -123,7 +124,9 @@ class Training(TandemModel):
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per update.")
     max_seq_length: int = Field(default=1024, ge=32, le=131072, description="Tokens per example (truncated).")
     seed: int = Field(default=42, ge=0, description="Random seed.")
-    checkpoint_every_steps: int = Field(default=50, ge=1, description="Checkpoint interval; runs resume from the last.")
+    checkpoint_every_steps: int = Field(
+        default=50, ge=1, description="Checkpoint interval; runs resume from the last."
+    )
 
 
 class TrainingResources(TandemModel):

@@ -33,21 +33,29 @@ class Adapter(TandemModel):
     )
 
     name: str = Field(
-        min_length=1, max_length=63, pattern=DNS_LABEL, description="Adapter name, used as a route/model name."
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Adapter name, used as a route/model name.",
     )
     adapter_training_ref: CrossNamespaceReference | None = Field(
         default=None, description="Serve the latest adapter an AdapterTraining produced."
     )
     uri: str | None = Field(default=None, pattern=ADAPTER_URI, description="A PEFT adapter folder.")
     rank: int | None = Field(
-        default=None, ge=1, le=512, description="LoRA rank; read from the adapter when omitted (URIs: set it)."
+        default=None,
+        ge=1,
+        le=512,
+        description="LoRA rank; read from the adapter when omitted (URIs: set it).",
     )
 
 
 class Route(TandemModel):
     """A value of the request's `model` field: which adapter answers, and whether it retrieves."""
 
-    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="The model name clients use.")
+    name: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL, description="The model name clients use."
+    )
     adapter: str | None = Field(default=None, description="Adapter name; the base model when omitted.")
     retrieval: bool = Field(default=True, description="Retrieve from the endpoint's knowledge bases.")
 
@@ -88,7 +96,9 @@ class Autoscaling(TandemModel):
     """Horizontal autoscaling of the vLLM pods."""
 
     cel_rules = (
-        CelRule("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
+        CelRule(
+            "self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"
+        ),
     )
 
     min_replicas: int = Field(
@@ -115,7 +125,9 @@ class Serving(TandemModel):
     autoscaling: Autoscaling | None = Field(default=None, description="Scale on load instead.")
     image: str | None = Field(default=None, description="vLLM image; defaults to the operator's setting.")
     resources: ComputeResources | None = Field(default=None, description="Resources of each vLLM pod.")
-    max_model_len: int = Field(default=4096, ge=128, le=1048576, description="Context length (--max-model-len).")
+    max_model_len: int = Field(
+        default=4096, ge=128, le=1048576, description="Context length (--max-model-len)."
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(default="auto", description="--dtype.")
     max_loras: int | None = Field(
         default=None, ge=1, le=64, description="Adapters per batch (--max-loras); derived when omitted."
@@ -127,9 +139,13 @@ class Gateway(TandemModel):
     """The retrieving gateway in front of vLLM."""
 
     replicas: int = Field(default=1, ge=1, le=100, description="Gateway replicas.")
-    max_concurrent_requests: int = Field(default=64, ge=1, le=100000, description="Requests in flight overall.")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, le=100000, description="Requests in flight overall."
+    )
     request_timeout_seconds: int = Field(default=120, ge=1, le=3600, description="Time limit per request.")
-    max_request_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000, description="Largest request body.")
+    max_request_bytes: int = Field(
+        default=1_000_000, ge=1024, le=100_000_000, description="Largest request body."
+    )
     resources: ComputeResources | None = Field(default=None, description="Resources of each gateway pod.")
 
 

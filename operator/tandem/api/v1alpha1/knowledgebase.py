@@ -40,9 +40,7 @@ class ConfigMapSource(TandemModel):
     """Each key of a ConfigMap in the KnowledgeBase's namespace is one document."""
 
     name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
-    keys: list[str] | None = Field(
-        default=None, description="Keys to index; all keys when omitted."
-    )
+    keys: list[str] | None = Field(default=None, description="Keys to index; all keys when omitted.")
 
 
 class DirectorySource(TandemModel):
@@ -92,7 +90,9 @@ class S3Source(TandemModel):
     region: str | None = Field(default=None, description="Bucket region.")
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
-        description="Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; ambient credentials if omitted.",
+        description=(
+            "Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; ambient credentials if omitted."
+        ),
     )
     include: list[str] = Field(default_factory=lambda: ["**/*"], description="Glob patterns of keys.")
 
@@ -132,9 +132,7 @@ class Source(TandemModel):
 class Chunking(TandemModel):
     """How documents are split into passages."""
 
-    cel_rules = (
-        CelRule("self.overlap < self.size", "overlap must be smaller than size", ".overlap"),
-    )
+    cel_rules = (CelRule("self.overlap < self.size", "overlap must be smaller than size", ".overlap"),)
 
     strategy: Literal["token", "structure"] = Field(
         default="structure",
@@ -168,7 +166,11 @@ class VectorIndex(TandemModel):
     """The Milvus vector index of the collection."""
 
     cel_rules = (
-        CelRule("!has(self.nlist) || self.type.startsWith('IVF')", "nlist applies to IVF index types only", ".nlist"),
+        CelRule(
+            "!has(self.nlist) || self.type.startsWith('IVF')",
+            "nlist applies to IVF index types only",
+            ".nlist",
+        ),
         CelRule(
             "(!has(self.m) && !has(self.efConstruction)) || self.type.startsWith('HNSW')",
             "m and efConstruction apply to HNSW index types only",
@@ -230,7 +232,9 @@ class Scale(TandemModel):
     """How ingest runs: one Job, or a RayJob whose workers embed in parallel (large corpora)."""
 
     cel_rules = (
-        CelRule("self.engine == 'RayJob' || self.workers == 1", "workers > 1 needs engine RayJob", ".workers"),
+        CelRule(
+            "self.engine == 'RayJob' || self.workers == 1", "workers > 1 needs engine RayJob", ".workers"
+        ),
     )
 
     engine: Literal["Job", "RayJob"] = Field(default="Job", description="Job or RayJob (Ray Data).")

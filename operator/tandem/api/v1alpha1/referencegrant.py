@@ -33,5 +33,7 @@ class GrantTo(TandemModel):
 class ReferenceGrantSpec(TandemModel):
     """Grants references from `from` to `to` (which lies in this grant's namespace)."""
 
-    from_: list[GrantFrom] = Field(alias="from", min_length=1, max_length=16, description="Allowed referrers.")
+    from_: list[GrantFrom] = Field(
+        alias="from", min_length=1, max_length=16, description="Allowed referrers."
+    )
     to: list[GrantTo] = Field(min_length=1, max_length=16, description="Objects they may refer to.")

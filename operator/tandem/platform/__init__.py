@@ -1,0 +1,1 @@
+"""Where workloads run: a Kubernetes cluster (kopf operator) or this machine (`tandem up`)."""

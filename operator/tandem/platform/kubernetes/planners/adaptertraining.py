@@ -1,0 +1,121 @@
+"""AdapterTraining -> spec ConfigMap + a KubeRay RayJob running PEFT training under Ray Train."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tandem.api.v1alpha1 import AdapterTrainingSpec
+
+from ..ownership import Owner, child_name, digest
+from ..pods import ray_job
+from ..settings import OperatorSettings
+from ..volumes import Mounts
+from . import Plan
+
+SPEC_DIR = "/etc/tandem"
+
+
+@dataclass(frozen=True)
+class ResolvedKnowledgeBase:
+    """A referenced KnowledgeBase as far as a consumer needs it: where its chunks are."""
+
+    namespace: str
+    name: str
+    collection: str
+    milvus_uri: str
+    revision: str | None
+
+
+def adapter_version(spec: AdapterTrainingSpec, raft_kb: ResolvedKnowledgeBase | None) -> str:
+    """The version an unchanged spec and unchanged data map to: retraining is skipped when it matches."""
+    if spec.output.version:
+        return spec.output.version
+    inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
+    return "v" + digest({"inputs": inputs, "raftRevision": raft_kb.revision if raft_kb else None}, 8)
+
+
+def plan_adapter_training(
+    owner: Owner,
+    spec: AdapterTrainingSpec,
+    settings: OperatorSettings,
+    raft_kb: ResolvedKnowledgeBase | None = None,
+    run_token: str = "",
+) -> Plan:
+    version = adapter_version(spec, raft_kb)
+    revision = digest({"version": version, "output": spec.output.uri, "run": run_token})
+    name = child_name(owner.name, f"train-{revision}")
+    mounts = Mounts()
+    mounts.add_config_map(name, SPEC_DIR)
+    base_model = mounts.resolve(spec.base_model.uri, read_only=True, where="spec.baseModel.uri")
+    dataset = (
+        mounts.resolve(spec.dataset.uri, read_only=True, where="spec.dataset.uri")
+        if spec.dataset is not None and spec.dataset.uri
+        else None
+    )
+    output_root = mounts.resolve(spec.output.uri, read_only=False, where="spec.output.uri")
+    adapter_dir = f"{output_root.rstrip('/')}/{owner.name}-{version}"
+    if spec.dataset is not None and spec.dataset.config_map is not None:
+        ref = spec.dataset.config_map
+        mounts.volumes.append({"name": "dataset", "configMap": {"name": ref.name}})
+        mounts.mounts.append({"name": "dataset", "mountPath": "/mnt/dataset", "readOnly": True})
+        dataset = f"/mnt/dataset/{ref.key}"
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(name, "training"),
+        "data": {
+            "spec.json": json.dumps(
+                {
+                    "namespace": owner.namespace,
+                    "name": owner.name,
+                    "version": version,
+                    "baseModel": base_model,
+                    "dataset": dataset,
+                    "output": adapter_dir,
+                    "raftKnowledgeBase": (
+                        {"collection": raft_kb.collection, "milvusUri": raft_kb.milvus_uri}
+                        if raft_kb
+                        else None
+                    ),
+                    "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        },
+    }
+    res = spec.resources
+    worker_resources: dict[str, Any] = {
+        "requests": {"cpu": str(res.cpus_per_worker), "memory": res.memory_per_worker},
+        "limits": {"memory": res.memory_per_worker},
+    }
+    if res.gpus_per_worker:
+        worker_resources["requests"]["nvidia.com/gpu"] = res.gpus_per_worker
+        worker_resources["limits"]["nvidia.com/gpu"] = res.gpus_per_worker
+    job = ray_job(
+        owner.metadata(name, "training"),
+        entrypoint=f"python -m tandem.workloads.train --spec {SPEC_DIR}/spec.json",
+        image=spec.image or settings.worker_image,
+        ray_version=settings.ray_version,
+        mounts=mounts,
+        pull_policy=settings.image_pull_policy,
+        env=[{"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"}],
+        head_resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        workers=res.workers,
+        worker_resources=worker_resources,
+    )
+    if res.gpu_type:
+        worker_spec = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+        worker_spec["nodeSelector"] = {"nvidia.com/gpu.product": res.gpu_type}
+    return Plan(
+        children=[config, job],
+        work=job,
+        facts={
+            "version": version,
+            "adapterUri": f"{spec.output.uri.rstrip('/')}/{owner.name}-{version}",
+            "revision": revision,
+        },
+    )

@@ -1,0 +1,78 @@
+"""Deletion: the Job that removes a resource's external state before its finalizer is released.
+
+A KnowledgeBase owns a Milvus collection and an AdapterTraining owns adapter artifacts; both live
+outside the cluster's garbage collector. Unless the spec retains them, a cleanup Job removes them
+(the operator never runs workloads in its own process) and the finalizer waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tandem.api.kinds import ADAPTER_TRAINING, KNOWLEDGE_BASE, Kind
+from tandem.api.v1alpha1 import AdapterTrainingSpec, KnowledgeBaseSpec
+
+from ..ownership import Owner, child_name
+from ..pods import container, pod_spec
+from ..settings import OperatorSettings
+from ..volumes import Mounts
+from .adaptertraining import plan_adapter_training
+from .knowledgebase import SPEC_DIR, plan_knowledge_base
+
+
+def plan_cleanup(
+    kind: Kind, owner: Owner, raw_spec: dict[str, Any], settings: OperatorSettings
+) -> dict[str, Any] | None:
+    mounts = Mounts()
+    if kind is KNOWLEDGE_BASE:
+        kb = KnowledgeBaseSpec.model_validate(raw_spec)
+        if kb.retain_on_delete:
+            return None
+        plan = plan_knowledge_base(owner, kb, settings)
+        command = [
+            "python",
+            "-m",
+            "tandem.workloads.ingest",
+            "--spec",
+            f"{SPEC_DIR}/spec.json",
+            "--drop-collection",
+        ]
+    elif kind is ADAPTER_TRAINING:
+        at = AdapterTrainingSpec.model_validate(raw_spec)
+        if at.output.retain_on_delete:
+            return None
+        plan = plan_adapter_training(owner, at, settings)
+        mounts.resolve(at.output.uri, read_only=False, where="spec.output.uri")
+        command = [
+            "python",
+            "-m",
+            "tandem.workloads.train",
+            "--spec",
+            f"{SPEC_DIR}/spec.json",
+            "--delete-artifacts",
+        ]
+    else:
+        return None
+    # The spec ConfigMap of the current plan is still there: children outlive the finalizer.
+    config = next(c for c in plan.children if c["kind"] == "ConfigMap")
+    mounts.add_config_map(config["metadata"]["name"], SPEC_DIR)
+    cleaner = container(
+        "cleanup",
+        settings.worker_image,
+        command=command,
+        mounts=mounts,
+        pull_policy=settings.image_pull_policy,
+    )
+    name = child_name(owner.name, "cleanup")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.metadata(name, "cleanup"),
+        "spec": {
+            "backoffLimit": 6,
+            "template": {
+                "metadata": {"labels": owner.labels("cleanup")},
+                "spec": pod_spec([cleaner], mounts, restartPolicy="Never"),
+            },
+        },
+    }

@@ -1,0 +1,335 @@
+"""HybridEndpoint -> vLLM Deployment + Service, gateway Deployment + Service + config, HPA, NetworkPolicy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tandem.api.v1alpha1 import HybridEndpointSpec
+
+from ..ownership import Owner, child_name
+from ..pods import container, pod_spec, resources
+from ..settings import OperatorSettings
+from ..volumes import Mounts, PlanError
+from . import Plan
+from .adaptertraining import ResolvedKnowledgeBase
+
+CONFIG_DIR = "/etc/tandem"
+KEYS_DIR = "/var/run/tandem/keys"
+VLLM_PORT = 8000
+GATEWAY_PORT = 8080
+BASE_MODEL_NAME = "base"
+# vLLM accepts only these values for --max-lora-rank.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """An adapter ready to be served: where its folder is, and its rank."""
+
+    name: str
+    uri: str
+    rank: int
+    version: str | None
+
+
+def default_routes(spec: HybridEndpointSpec) -> list[dict[str, Any]]:
+    if spec.routes is not None:
+        return [r.model_dump(by_alias=True, exclude_none=True) for r in spec.routes]
+    routes: list[dict[str, Any]] = [{"name": "base", "retrieval": False}]
+    routes += [{"name": a.name, "adapter": a.name, "retrieval": False} for a in spec.adapters]
+    if spec.knowledge_bases:
+        first = spec.adapters[0].name if spec.adapters else None
+        routes.append({"name": "hybrid", "retrieval": True, **({"adapter": first} if first else {})})
+    return routes
+
+
+def max_lora_rank(adapters: list[ResolvedAdapter]) -> int:
+    needed = max((a.rank for a in adapters), default=8)
+    for rank in LORA_RANKS:
+        if rank >= needed:
+            return rank
+    raise PlanError(
+        "AdapterRankTooLarge", f"adapter rank {needed} exceeds vLLM's maximum of {LORA_RANKS[-1]}"
+    )
+
+
+def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
+    uri = spec.base_model.uri
+    if spec.base_model.gguf_file:
+        raise PlanError(
+            "ModelNotServable",
+            "spec.baseModel.ggufFile: vLLM serves Hugging Face folders; point baseModel at the folder an "
+            "AdapterTraining converted (its output store keeps it next to the adapters)",
+        )
+    if uri.startswith("pypi://"):
+        raise PlanError(
+            "ModelNotServable",
+            "spec.baseModel.uri: pypi:// models are for `tandem up`; in a cluster use pvc://, s3:// or hf://",
+        )
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    return mounts.resolve(uri, read_only=True, where="spec.baseModel.uri")
+
+
+def plan_hybrid_endpoint(
+    owner: Owner,
+    spec: HybridEndpointSpec,
+    settings: OperatorSettings,
+    adapters: list[ResolvedAdapter],
+    knowledge_bases: list[ResolvedKnowledgeBase],
+) -> Plan:
+    vllm_name = child_name(owner.name, "vllm")
+    gateway_name = child_name(owner.name, "gateway")
+    config_name = child_name(owner.name, "config")
+    vllm_labels = owner.labels("vllm")
+    gateway_labels = owner.labels("gateway")
+
+    # vLLM pods: the base model and adapter folders mounted read-only. The adapter list itself comes from
+    # the mounted ConfigMap, which the kubelet refreshes in place: new adapter versions load without a
+    # pod restart (the adapter-sync sidecar calls /v1/load_lora_adapter on its own pod).
+    vllm_mounts = Mounts()
+    model_path = _base_model(spec, vllm_mounts)
+    adapter_paths = {
+        a.name: vllm_mounts.resolve(a.uri, read_only=True, where=f"spec.adapters[{a.name}]") for a in adapters
+    }
+    vllm_mounts.add_config_map(config_name, CONFIG_DIR)
+    vllm_mounts.volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
+    vllm_mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    serving = spec.serving
+    args = [
+        "--host=0.0.0.0",
+        f"--port={VLLM_PORT}",
+        f"--model={model_path}",
+        f"--served-model-name={BASE_MODEL_NAME}",
+        f"--max-model-len={serving.max_model_len}",
+        f"--dtype={serving.dtype}",
+    ]
+    if spec.adapters:
+        args += [
+            "--enable-lora",
+            f"--max-loras={serving.max_loras or min(len(spec.adapters), 8)}",
+            f"--max-lora-rank={max_lora_rank(adapters)}",
+        ]
+    args += serving.extra_args
+    gpus = 0 if serving.resources else 1
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
+        {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
+    ]
+    probe = {"httpGet": {"path": "/health", "port": VLLM_PORT}}
+    vllm = container(
+        "vllm",
+        serving.image or settings.vllm_image,
+        command=["python3", "-m", "vllm.entrypoints.openai.api_server", *args],
+        mounts=vllm_mounts,
+        pull_policy=settings.image_pull_policy,
+        env=env,
+        resources_=resources(serving.resources, gpus=gpus),
+        ports=[{"name": "http", "containerPort": VLLM_PORT}],
+        extra={
+            # Model load can take many minutes: the startup probe allows 30 before liveness applies.
+            "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
+            "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+            "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
+        },
+    )
+    sync = container(
+        "adapter-sync",
+        settings.worker_image,
+        command=[
+            "python",
+            "-m",
+            "tandem.workloads.adapter_sync",
+            "--config",
+            f"{CONFIG_DIR}/gateway.json",
+            "--vllm",
+            f"http://127.0.0.1:{VLLM_PORT}",
+        ],
+        mounts=vllm_mounts,
+        pull_policy=settings.image_pull_policy,
+        resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    )
+    vllm_spec: dict[str, Any] = {
+        "selector": {"matchLabels": vllm_labels},
+        "template": {"metadata": {"labels": vllm_labels}, "spec": pod_spec([vllm, sync], vllm_mounts)},
+    }
+    if serving.autoscaling is None:
+        vllm_spec["replicas"] = 1 if serving.replicas is None else serving.replicas
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(config_name, "gateway"),
+        "data": {
+            "gateway.json": json.dumps(
+                {
+                    "endpoint": {"namespace": owner.namespace, "name": owner.name},
+                    "vllmUrl": f"http://{vllm_name}:{VLLM_PORT}",
+                    "baseModel": BASE_MODEL_NAME,
+                    "routes": default_routes(spec),
+                    "adapters": [
+                        {"name": a.name, "path": adapter_paths[a.name], "version": a.version}
+                        for a in adapters
+                    ],
+                    "knowledgeBases": [
+                        {
+                            "namespace": kb.namespace,
+                            "name": kb.name,
+                            "collection": kb.collection,
+                            "milvusUri": kb.milvus_uri,
+                        }
+                        for kb in knowledge_bases
+                    ],
+                    "retrieval": spec.retrieval.model_dump(by_alias=True, mode="json"),
+                    "tenants": [
+                        {
+                            "name": t.name,
+                            "groups": t.groups,
+                            "maxConcurrentRequests": t.max_concurrent_requests,
+                            "apiKeyFile": f"{KEYS_DIR}/{t.name}/api-key",
+                        }
+                        for t in spec.tenants
+                    ],
+                    "limits": spec.gateway.model_dump(
+                        by_alias=True, mode="json", exclude={"replicas", "resources"}
+                    ),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        },
+    }
+
+    gateway_mounts = Mounts()
+    gateway_mounts.add_config_map(config_name, CONFIG_DIR)
+    for tenant in spec.tenants:
+        volume = f"key-{tenant.name}"
+        ref = tenant.api_key_secret_ref
+        gateway_mounts.volumes.append(
+            {
+                "name": volume,
+                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "api-key"}]},
+            }
+        )
+        gateway_mounts.mounts.append(
+            {"name": volume, "mountPath": f"{KEYS_DIR}/{tenant.name}", "readOnly": True}
+        )
+    health = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
+    gateway = container(
+        "gateway",
+        settings.gateway_image,
+        command=[
+            "python",
+            "-m",
+            "tandem.workloads.gateway",
+            "--config",
+            f"{CONFIG_DIR}/gateway.json",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(GATEWAY_PORT),
+        ],
+        mounts=gateway_mounts,
+        pull_policy=settings.image_pull_policy,
+        env=[{"name": "HF_HUB_OFFLINE", "value": "1"}],
+        resources_=resources(spec.gateway.resources),
+        ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
+        extra={
+            "readinessProbe": {**health, "periodSeconds": 5},
+            "livenessProbe": {**health, "periodSeconds": 10},
+        },
+    )
+
+    children: list[dict[str, Any]] = [
+        config,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": owner.metadata(vllm_name, "vllm"),
+            "spec": vllm_spec,
+        },
+        _service(owner, vllm_name, "vllm", vllm_labels, VLLM_PORT, VLLM_PORT),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": owner.metadata(gateway_name, "gateway"),
+            "spec": {
+                "replicas": spec.gateway.replicas,
+                "selector": {"matchLabels": gateway_labels},
+                "template": {
+                    "metadata": {"labels": gateway_labels},
+                    "spec": pod_spec([gateway], gateway_mounts),
+                },
+            },
+        },
+        _service(owner, owner.name, "gateway", gateway_labels, 80, GATEWAY_PORT),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": owner.metadata(vllm_name, "vllm"),
+            "spec": {
+                # Only this endpoint's gateway may talk to its vLLM pods: retrieval and tenant checks
+                # cannot be bypassed by calling vLLM directly.
+                "podSelector": {"matchLabels": vllm_labels},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": gateway_labels}}],
+                        "ports": [{"protocol": "TCP", "port": VLLM_PORT}],
+                    }
+                ],
+            },
+        },
+    ]
+    if serving.autoscaling is not None:
+        auto = serving.autoscaling
+        children.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": owner.metadata(vllm_name, "vllm"),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": vllm_name},
+                    # minReplicas 0 needs the HPAScaleToZero feature gate; the spec allows it on purpose.
+                    "minReplicas": auto.min_replicas,
+                    "maxReplicas": auto.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Pods",
+                            "pods": {
+                                "metric": {"name": "vllm_num_requests_running"},
+                                "target": {
+                                    "type": "AverageValue",
+                                    "averageValue": str(auto.target_in_flight_requests),
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return Plan(
+        children=children,
+        facts={
+            "url": f"http://{owner.name}.{owner.namespace}.svc/v1",
+            "vllmDeployment": vllm_name,
+            "gatewayDeployment": gateway_name,
+        },
+    )
+
+
+def _service(
+    owner: Owner, name: str, component: str, selector: dict[str, str], port: int, target: int
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(name, component),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": target, "protocol": "TCP"}],
+        },
+    }

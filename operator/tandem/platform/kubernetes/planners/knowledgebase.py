@@ -1,0 +1,158 @@
+"""KnowledgeBase -> spec ConfigMap + ingest Job (or RayJob) + refresh CronJob."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tandem.api.v1alpha1 import KnowledgeBaseSpec
+from tandem.naming import collection_name
+
+from ..ownership import Owner, child_name, digest
+from ..pods import container, pod_spec, ray_job, resources
+from ..settings import OperatorSettings
+from ..volumes import Mounts, PlanError
+from . import Plan
+
+SPEC_DIR = "/etc/tandem"
+
+
+def _source_inputs(spec: KnowledgeBaseSpec, mounts: Mounts) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Where each source is readable inside the pod, and the env that carries its credentials."""
+    locations: dict[str, str] = {}
+    env: list[dict[str, Any]] = []
+    for source in spec.sources:
+        where = f"spec.sources[{source.name}]"
+        if source.directory is not None:
+            if not source.directory.claim_name:
+                raise PlanError(
+                    "LocalPathInCluster",
+                    f"{where}.directory: a path without claimName is only readable by `tandem up`; "
+                    "set claimName to the PersistentVolumeClaim holding the files",
+                )
+            locations[source.name] = mounts.resolve(
+                f"pvc://{source.directory.claim_name}/{source.directory.path.lstrip('/')}",
+                read_only=True,
+                where=where,
+            )
+        elif source.config_map is not None:
+            volume = f"cm-{source.name}"
+            mounts.volumes.append({"name": volume, "configMap": {"name": source.config_map.name}})
+            mounts.mounts.append({"name": volume, "mountPath": f"/mnt/{volume}", "readOnly": True})
+            locations[source.name] = f"/mnt/{volume}"
+        elif source.s3 is not None and source.s3.credentials_secret_ref is not None:
+            secret = source.s3.credentials_secret_ref.name
+            prefix = "TANDEM_S3_" + source.name.upper().replace("-", "_")
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                env.append(
+                    {"name": f"{prefix}_{key}", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                )
+    return locations, env
+
+
+def plan_knowledge_base(
+    owner: Owner, spec: KnowledgeBaseSpec, settings: OperatorSettings, run_token: str = ""
+) -> Plan:
+    collection = collection_name(owner.namespace, owner.name)
+    milvus_uri = spec.milvus.uri or settings.default_milvus_uri
+    wire_spec = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    revision = digest({"spec": wire_spec, "run": run_token})
+    name = child_name(owner.name, f"ingest-{revision}")
+
+    mounts = Mounts()
+    mounts.add_config_map(name, SPEC_DIR)
+    locations, env = _source_inputs(spec, mounts)
+    env = [
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TANDEM_MILVUS_URI", "value": milvus_uri},
+        *env,
+    ]
+    if spec.milvus.credentials_secret_ref is not None:
+        ref = spec.milvus.credentials_secret_ref
+        env.append(
+            {"name": "TANDEM_MILVUS_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(name, "ingest"),
+        "data": {
+            "spec.json": json.dumps(
+                {
+                    "namespace": owner.namespace,
+                    "name": owner.name,
+                    "collection": collection,
+                    "milvusUri": milvus_uri,
+                    "revision": revision,
+                    "sourceLocations": locations,
+                    "spec": wire_spec,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        },
+    }
+    command = ["python", "-m", "tandem.workloads.ingest", "--spec", f"{SPEC_DIR}/spec.json"]
+    pod_resources = resources(spec.resources)
+    ingest = container(
+        "ingest",
+        settings.worker_image,
+        command=command,
+        mounts=mounts,
+        pull_policy=settings.image_pull_policy,
+        env=env,
+        resources_=pod_resources,
+    )
+    work: dict[str, Any]
+    if spec.scale.engine == "RayJob":
+        work = ray_job(
+            owner.metadata(name, "ingest"),
+            entrypoint=" ".join([*command, "--ray-workers", str(spec.scale.workers)]),
+            image=settings.worker_image,
+            ray_version=settings.ray_version,
+            mounts=mounts,
+            pull_policy=settings.image_pull_policy,
+            env=env,
+            head_resources=pod_resources,
+            workers=spec.scale.workers,
+            worker_resources=pod_resources,
+        )
+    else:
+        work = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": owner.metadata(name, "ingest"),
+            "spec": _job_spec(ingest, mounts, owner),
+        }
+    children = [config, work]
+    if spec.refresh.schedule:
+        refresh = child_name(owner.name, "refresh")
+        job_spec = _job_spec(ingest, mounts, owner)
+        children.append(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": owner.metadata(refresh, "refresh"),
+                "spec": {
+                    "schedule": spec.refresh.schedule,
+                    "suspend": spec.refresh.suspend,
+                    "concurrencyPolicy": "Forbid",
+                    "successfulJobsHistoryLimit": 1,
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": {"metadata": {"labels": owner.labels("refresh")}, "spec": job_spec},
+                },
+            }
+        )
+    return Plan(children=children, work=work, facts={"collection": collection, "revision": revision})
+
+
+def _job_spec(ingest: dict[str, Any], mounts: Mounts, owner: Owner) -> dict[str, Any]:
+    # Ingest is idempotent (content-hash upserts), so a retried pod resumes rather than duplicates.
+    return {
+        "backoffLimit": 4,
+        "template": {
+            "metadata": {"labels": owner.labels("ingest")},
+            "spec": pod_spec([ingest], mounts, restartPolicy="Never"),
+        },
+    }

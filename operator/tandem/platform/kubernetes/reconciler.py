@@ -1,0 +1,424 @@
+"""Level-triggered reconciliation: spec -> plan -> children -> observed status. Knows nothing of kopf.
+
+One `reconcile(body)` serves every trigger (create, update, resume, a child's event, the resync timer),
+so they cannot disagree. Writes happen only where the observed state differs from the plan: a steady
+state costs reads and no writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tandem.api.kinds import ADAPTER_TRAINING, HYBRID_ENDPOINT, KNOWLEDGE_BASE, REFERENCE_GRANT, Kind, by_kind
+from tandem.api.v1alpha1 import (
+    AdapterTrainingSpec,
+    CrossNamespaceReference,
+    HybridEndpointSpec,
+    KnowledgeBaseSpec,
+)
+
+from . import metrics
+from .api import ApiError, KubeApi
+from .conditions import READY, Outcome, condition, conditions_for, is_ready
+from .observe import deployment_replicas, work_outcome
+from .ownership import RECONCILE_TOKEN, Owner
+from .planners import Plan
+from .planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
+from .planners.cleanup import plan_cleanup
+from .planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
+from .planners.knowledgebase import plan_knowledge_base
+from .references import reference_allowed
+from .settings import OperatorSettings
+from .volumes import PlanError
+
+log = logging.getLogger("tandem.operator")
+
+# (body, type, reason, message): posts a Kubernetes Event about the object.
+EventSink = Callable[[dict[str, Any], str, str, str], None]
+
+CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
+    KNOWLEDGE_BASE.kind: (
+        ("v1", "ConfigMap"),
+        ("batch/v1", "Job"),
+        ("batch/v1", "CronJob"),
+        ("ray.io/v1", "RayJob"),
+    ),
+    ADAPTER_TRAINING.kind: (("v1", "ConfigMap"), ("batch/v1", "Job"), ("ray.io/v1", "RayJob")),
+    HYBRID_ENDPOINT.kind: (
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ),
+}
+DEFAULT_URI_ADAPTER_RANK = 16
+
+
+class Blocked(Exception):
+    """Reconciliation cannot go on now; the outcome says why (a missing or forbidden reference...)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether `live` already says everything `desired` says (extra fields set by the server are fine)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return bool(live == desired)
+
+
+@dataclass
+class Result:
+    """What one reconciliation saw and did."""
+
+    outcome: Outcome
+    writes: int = 0
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, api: KubeApi, settings: OperatorSettings, events: EventSink | None = None) -> None:
+        self.api = api
+        self.settings = settings
+        self.events = events or (lambda body, type_, reason, message: None)
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    # -- entry points -----------------------------------------------------------------------------------
+
+    async def reconcile(self, body: dict[str, Any]) -> Result:
+        """Bring one resource's children and status in line with its spec. Serialised per resource."""
+        kind = by_kind(body["kind"])
+        meta = body["metadata"]
+        lock = self._locks.setdefault((kind.kind, meta["namespace"], meta["name"]), asyncio.Lock())
+        async with lock:
+            started = time.monotonic()
+            try:
+                result = await self._reconcile(kind, body)
+            except ApiError as e:
+                metrics.RECONCILE_ERRORS.labels(kind.kind, f"api_{e.status}").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+            metrics.RECONCILES.labels(kind.kind, result.outcome.state).inc()
+            return result
+
+    async def reconcile_by_name(self, kind_name: str, namespace: str, name: str) -> Result | None:
+        """Re-read the resource and reconcile it (used when a child changes)."""
+        kind = by_kind(kind_name)
+        body = await self.api.get(kind.api_version, kind.kind, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        return await self.reconcile(body)
+
+    async def finalize(self, body: dict[str, Any]) -> Outcome:
+        """Clean up external state before the resource goes. Ready outcome = done, finalizer may go."""
+        kind = by_kind(body["kind"])
+        owner = Owner.from_body(body)
+        try:
+            job = plan_cleanup(kind, owner, body.get("spec") or {}, self.settings)
+        except (ValidationError, PlanError) as e:
+            # Nothing valid was ever created from an invalid spec; do not block deletion on it.
+            log.warning("skipping cleanup of %s %s/%s: %s", kind.kind, owner.namespace, owner.name, e)
+            return Outcome.ready("NothingToClean", str(e))
+        if job is None:
+            return Outcome.ready("Retained", "external state is retained by the spec")
+        live = await self.api.get("batch/v1", "Job", owner.namespace, job["metadata"]["name"])
+        if live is None:
+            await self._write(self.api.apply(job), "Job", "apply")
+            return Outcome.progressing("CleaningUp", f"started cleanup Job {job['metadata']['name']}")
+        outcome = work_outcome(live, "Job", "cleanup")
+        return outcome
+
+    # -- per kind ---------------------------------------------------------------------------------------
+
+    async def _reconcile(self, kind: Kind, body: dict[str, Any]) -> Result:
+        owner = Owner.from_body(body)
+        token = (body["metadata"].get("annotations") or {}).get(RECONCILE_TOKEN, "")
+        figures: dict[str, Any] = {}
+        writes = 0
+        try:
+            if kind is KNOWLEDGE_BASE:
+                kb_spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
+                plan = plan_knowledge_base(owner, kb_spec, self.settings, token)
+                live, writes = await self._sync_children(owner, plan)
+                outcome, figures = self._knowledge_base_status(plan, live)
+            elif kind is ADAPTER_TRAINING:
+                at_spec = AdapterTrainingSpec.model_validate(body.get("spec") or {})
+                raft_kb = None
+                if at_spec.raft is not None:
+                    raft_kb = await self._resolve_knowledge_base(
+                        kind, owner, at_spec.raft.knowledge_base_ref, True
+                    )
+                plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
+                live, writes = await self._sync_children(owner, plan)
+                outcome, figures = self._adapter_training_status(plan, live)
+            elif kind is HYBRID_ENDPOINT:
+                he_spec = HybridEndpointSpec.model_validate(body.get("spec") or {})
+                adapters, waiting = await self._resolve_adapters(owner, he_spec)
+                kbs = [
+                    await self._resolve_knowledge_base(kind, owner, ref, False)
+                    for ref in he_spec.knowledge_bases
+                ]
+                plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
+                live, writes = await self._sync_children(owner, plan)
+                outcome, figures = self._hybrid_endpoint_status(he_spec, plan, live, waiting)
+            else:
+                raise KeyError(f"{kind.kind} is not reconciled")
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
+            outcome = Outcome.stalled("InvalidSpec", f"{where}: {first['msg']}")
+        except PlanError as e:
+            outcome = Outcome.stalled(e.reason, str(e))
+        except Blocked as e:
+            outcome = e.outcome
+        writes += await self._write_status(kind, body, outcome, figures)
+        return Result(outcome=outcome, writes=writes, status=figures)
+
+    def _knowledge_base_status(
+        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]]
+    ) -> tuple[Outcome, dict[str, Any]]:
+        assert plan.work is not None
+        work = live.get(_key(plan.work))
+        outcome = work_outcome(work, plan.work["kind"], "ingest")
+        revision = plan.facts["revision"]
+        figures: dict[str, Any] = {
+            "collection": plan.facts["collection"],
+            "ingestJob": plan.work["metadata"]["name"],
+        }
+        if outcome.state == "Ready":
+            outcome = Outcome.ready(
+                "Indexed", f"collection {plan.facts['collection']} holds revision {revision}"
+            )
+            figures["indexedRevision"] = revision
+            completed = ((work or {}).get("status") or {}).get("completionTime")
+            if completed:
+                figures["lastIndexedTime"] = completed
+        figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(
+            outcome.state, "Indexing" if outcome.reason == "Running" else "Pending"
+        )
+        return outcome, figures
+
+    def _adapter_training_status(
+        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]]
+    ) -> tuple[Outcome, dict[str, Any]]:
+        assert plan.work is not None
+        outcome = work_outcome(live.get(_key(plan.work)), "RayJob", "training")
+        figures: dict[str, Any] = {
+            "rayJob": plan.work["metadata"]["name"],
+            "adapterVersion": plan.facts["version"],
+        }
+        if outcome.state == "Ready":
+            outcome = Outcome.ready("Trained", f"adapter {plan.facts['adapterUri']} written")
+            figures["adapterUri"] = plan.facts["adapterUri"]
+        figures["phase"] = {"Ready": "Succeeded", "Stalled": "Failed"}.get(
+            outcome.state, "Running" if outcome.reason == "Running" else "Pending"
+        )
+        return outcome, figures
+
+    def _hybrid_endpoint_status(
+        self,
+        spec: HybridEndpointSpec,
+        plan: Plan,
+        live: dict[tuple[str, str, str], dict[str, Any]],
+        waiting: list[str],
+    ) -> tuple[Outcome, dict[str, Any]]:
+        desired, ready = deployment_replicas(
+            live.get(("apps/v1", "Deployment", plan.facts["vllmDeployment"]))
+        )
+        gw_desired, gw_ready = deployment_replicas(
+            live.get(("apps/v1", "Deployment", plan.facts["gatewayDeployment"]))
+        )
+        # Adapter load state is read from each ready vLLM pod's /v1/models; until it has been read, no
+        # adapter is reported loaded (status never claims more than was observed).
+        adapters = [{"name": a.name, "loadedReplicas": 0, "ready": False} for a in spec.adapters]
+        figures: dict[str, Any] = {
+            "url": plan.facts["url"],
+            "replicas": desired,
+            "readyReplicas": ready,
+            "gatewayReadyReplicas": gw_ready,
+            "adapters": adapters,
+        }
+        if ready < desired or gw_ready < gw_desired:
+            outcome = Outcome.progressing(
+                "Deploying", f"vLLM {ready}/{desired} ready, gateway {gw_ready}/{gw_desired} ready"
+            )
+        elif waiting:
+            outcome = Outcome.progressing("WaitingForAdapters", f"waiting for adapters: {', '.join(waiting)}")
+        elif spec.adapters:
+            outcome = Outcome.progressing(
+                "VerifyingAdapters",
+                f"checking that {len(spec.adapters)} adapter(s) are loaded on every vLLM pod",
+            )
+        else:
+            outcome = Outcome.ready(
+                "Serving", f"vLLM {ready}/{desired} and gateway {gw_ready}/{gw_desired} ready"
+            )
+        figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(outcome.state, "Progressing")
+        return outcome, figures
+
+    # -- references -------------------------------------------------------------------------------------
+
+    async def _resolve(
+        self, referrer: Kind, owner: Owner, target: Kind, ref: CrossNamespaceReference
+    ) -> dict[str, Any]:
+        namespace = ref.namespace or owner.namespace
+        where = f"{target.kind} {namespace}/{ref.name}"
+        if namespace != owner.namespace:
+            grants = await self.api.list(REFERENCE_GRANT.api_version, REFERENCE_GRANT.kind, namespace)
+            if not reference_allowed(
+                from_kind=referrer.kind,
+                from_namespace=owner.namespace,
+                to_kind=target.kind,
+                to_namespace=namespace,
+                to_name=ref.name,
+                grants=grants,
+            ):
+                raise Blocked(
+                    Outcome.stalled(
+                        "ReferenceNotPermitted",
+                        f"{where} is in another namespace and no ReferenceGrant there allows "
+                        f"{referrer.kind}s from namespace {owner.namespace}",
+                    )
+                )
+        obj = await self.api.get(target.api_version, target.kind, namespace, ref.name)
+        if obj is None:
+            raise Blocked(Outcome.stalled(f"{target.kind}NotFound", f"{where} does not exist"))
+        return obj
+
+    async def _resolve_knowledge_base(
+        self, referrer: Kind, owner: Owner, ref: CrossNamespaceReference, must_be_ready: bool
+    ) -> ResolvedKnowledgeBase:
+        kb = await self._resolve(referrer, owner, KNOWLEDGE_BASE, ref)
+        status = kb.get("status") or {}
+        if must_be_ready and not is_ready(kb):
+            raise Blocked(
+                Outcome.progressing(
+                    "WaitingForKnowledgeBase",
+                    f"KnowledgeBase {kb['metadata']['namespace']}/{ref.name} is not Ready yet",
+                )
+            )
+        spec = KnowledgeBaseSpec.model_validate(kb.get("spec") or {})
+        return ResolvedKnowledgeBase(
+            namespace=kb["metadata"]["namespace"],
+            name=ref.name,
+            collection=status.get("collection")
+            or plan_knowledge_base(Owner.from_body(kb), spec, self.settings).facts["collection"],
+            milvus_uri=spec.milvus.uri or self.settings.default_milvus_uri,
+            revision=status.get("indexedRevision"),
+        )
+
+    async def _resolve_adapters(
+        self, owner: Owner, spec: HybridEndpointSpec
+    ) -> tuple[list[ResolvedAdapter], list[str]]:
+        resolved, waiting = [], []
+        for adapter in spec.adapters:
+            if adapter.uri:
+                resolved.append(
+                    ResolvedAdapter(adapter.name, adapter.uri, adapter.rank or DEFAULT_URI_ADAPTER_RANK, None)
+                )
+                continue
+            assert adapter.adapter_training_ref is not None
+            training = await self._resolve(
+                HYBRID_ENDPOINT, owner, ADAPTER_TRAINING, adapter.adapter_training_ref
+            )
+            status = training.get("status") or {}
+            if not status.get("adapterUri"):
+                waiting.append(adapter.name)
+                continue
+            rank = adapter.rank or AdapterTrainingSpec.model_validate(training["spec"]).lora.r
+            resolved.append(
+                ResolvedAdapter(adapter.name, status["adapterUri"], rank, status.get("adapterVersion"))
+            )
+        return resolved, waiting
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    async def _write(self, call: Awaitable[Any], kind: str, verb: str) -> Any:
+        metrics.API_WRITES.labels(kind, verb).inc()
+        return await call
+
+    async def _sync_children(
+        self, owner: Owner, plan: Plan
+    ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], int]:
+        """Apply what differs, prune what is no longer planned; return the children as they now are."""
+        live: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for api_version, kind in CHILD_KINDS[owner.kind]:
+            for obj in await self.api.list(api_version, kind, owner.namespace, owner.selector()):
+                live[_key(obj)] = obj
+        writes = 0
+        planned = set()
+        for child in plan.children:
+            key = _key(child)
+            planned.add(key)
+            current = live.get(key)
+            if current is not None and contains(current, child):
+                continue
+            if current is None:
+                stranger = await self.api.get(child["apiVersion"], child["kind"], owner.namespace, key[2])
+                if stranger is not None and not self._owned(stranger, owner):
+                    raise Blocked(
+                        Outcome.stalled(
+                            "ChildNameConflict",
+                            f"{child['kind']} {owner.namespace}/{key[2]} exists and is not managed by this "
+                            f"{owner.kind}; rename or delete it",
+                        )
+                    )
+            live[key] = await self._write(self.api.apply(child), child["kind"], "apply")
+            writes += 1
+            if current is None:
+                log.info("created %s %s/%s for %s", child["kind"], owner.namespace, key[2], owner.name)
+        for key, obj in list(live.items()):
+            if key not in planned and self._owned(obj, owner):
+                await self._write(self.api.delete(key[0], key[1], owner.namespace, key[2]), key[1], "delete")
+                writes += 1
+                del live[key]
+        return live, writes
+
+    @staticmethod
+    def _owned(obj: dict[str, Any], owner: Owner) -> bool:
+        refs = obj.get("metadata", {}).get("ownerReferences") or []
+        return any(r.get("uid") == owner.uid for r in refs)
+
+    async def _write_status(
+        self, kind: Kind, body: dict[str, Any], outcome: Outcome, figures: dict[str, Any]
+    ) -> int:
+        old = body.get("status") or {}
+        generation = body["metadata"].get("generation")
+        new = {
+            **figures,
+            "observedGeneration": generation,
+            "conditions": conditions_for(outcome, generation, old.get("conditions") or []),
+        }
+        if all(old.get(k) == v for k, v in new.items()):
+            return 0
+        meta = body["metadata"]
+        await self._write(
+            self.api.patch_status(kind.api_version, kind.kind, meta["namespace"], meta["name"], new),
+            kind.kind,
+            "status",
+        )
+        before = condition(old, READY)
+        if before is None or (before.get("status"), before.get("reason")) != (
+            "True" if outcome.state == "Ready" else "False",
+            outcome.reason,
+        ):
+            event_type = "Warning" if outcome.state == "Stalled" else "Normal"
+            self.events(body, event_type, outcome.reason, outcome.message)
+        return 1

@@ -1,0 +1,40 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default) or default
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Images and defaults the planners put into child objects."""
+
+    worker_image: str = "ghcr.io/tandem-dev/tandem-worker:0.1.0"
+    gateway_image: str = "ghcr.io/tandem-dev/tandem-gateway:0.1.0"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    ray_version: str = "2.50.0"
+    default_milvus_uri: str = "http://milvus.milvus.svc:19530"
+    image_pull_policy: str = "IfNotPresent"
+    # How often every resource is re-reconciled even without events (drift repair).
+    resync_seconds: float = 60.0
+    namespaces: tuple[str, ...] = field(default=())  # empty: the whole cluster
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        d = cls()
+        namespaces = tuple(n for n in _env("TANDEM_NAMESPACES", "").split(",") if n)
+        return cls(
+            worker_image=_env("TANDEM_WORKER_IMAGE", d.worker_image),
+            gateway_image=_env("TANDEM_GATEWAY_IMAGE", d.gateway_image),
+            vllm_image=_env("TANDEM_VLLM_IMAGE", d.vllm_image),
+            ray_version=_env("TANDEM_RAY_VERSION", d.ray_version),
+            default_milvus_uri=_env("TANDEM_DEFAULT_MILVUS_URI", d.default_milvus_uri),
+            image_pull_policy=_env("TANDEM_IMAGE_PULL_POLICY", d.image_pull_policy),
+            resync_seconds=float(_env("TANDEM_RESYNC_SECONDS", str(d.resync_seconds))),
+            namespaces=namespaces,
+        )

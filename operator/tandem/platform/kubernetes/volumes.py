@@ -1,0 +1,55 @@
+"""Turn the storage URIs of a spec into volumes and in-pod paths."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PlanError(ValueError):
+    """The spec cannot be realised on a cluster as written; `reason` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Mounts:
+    """Volumes and mounts a pod needs, collected while resolving URIs (one volume per claim)."""
+
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+
+    def resolve(self, uri: str, *, read_only: bool, where: str) -> str:
+        """The path or URI a workload in the pod uses for `uri`."""
+        scheme, _, rest = uri.partition("://")
+        if scheme == "file":
+            raise PlanError(
+                "LocalPathInCluster",
+                f"{where}: {uri} is a local path, which only `tandem up` can read; "
+                "use pvc://CLAIM/PATH or s3://BUCKET/PREFIX in a cluster",
+            )
+        if scheme != "pvc":
+            return uri  # fetched by the workload itself (s3, https, hf, pypi)
+        claim, _, sub = rest.partition("/")
+        volume = "pvc-" + re.sub(r"[^a-z0-9-]", "-", claim.lower())[:50]
+        mount_path = f"/mnt/{volume}"
+        existing = next((m for m in self.mounts if m["name"] == volume), None)
+        if existing is None:
+            self.volumes.append(
+                {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+            )
+            self.mounts.append({"name": volume, "mountPath": mount_path, "readOnly": read_only})
+        elif not read_only:
+            # A claim written anywhere in the pod is mounted read-write everywhere in it.
+            existing["readOnly"] = False
+            for vol in self.volumes:
+                if vol["name"] == volume:
+                    vol["persistentVolumeClaim"]["readOnly"] = False
+        return f"{mount_path}/{sub}".rstrip("/")
+
+    def add_config_map(self, name: str, mount_path: str) -> None:
+        self.volumes.append({"name": "spec", "configMap": {"name": name}})
+        self.mounts.append({"name": "spec", "mountPath": mount_path, "readOnly": True})
