@@ -98,6 +98,7 @@ class Reconciler:
         self.settings = settings
         self.events = events or (lambda body, type_, reason, message: None)
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._queued: set[tuple[str, str, str]] = set()
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -118,8 +119,18 @@ class Reconciler:
             metrics.RECONCILES.labels(kind.kind, result.outcome.state).inc()
             return result
 
-    async def reconcile_by_name(self, kind_name: str, namespace: str, name: str) -> Result | None:
-        """Re-read the resource and reconcile it (used when a child changes)."""
+    async def trigger(self, kind_name: str, namespace: str, name: str) -> Result | None:
+        """Re-read a resource and reconcile it (when a child changes). A burst of child events while one
+        reconciliation is queued costs that one reconciliation, not one per event."""
+        key = (kind_name, namespace, name)
+        if key in self._queued:
+            return None
+        self._queued.add(key)
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                pass  # wait for a running reconciliation to finish, so the re-read below sees its writes
+        finally:
+            self._queued.discard(key)
         kind = by_kind(kind_name)
         body = await self.api.get(kind.api_version, kind.kind, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
