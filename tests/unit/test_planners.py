@@ -1,0 +1,224 @@
+"""Planners turn specs into child manifests: owned, labelled, valid Kubernetes objects, deterministic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tandem.api.v1alpha1 import AdapterTrainingSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.platform.kubernetes.ownership import Owner
+from tandem.platform.kubernetes.planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
+from tandem.platform.kubernetes.planners.cleanup import plan_cleanup
+from tandem.platform.kubernetes.planners.hybridendpoint import (
+    ResolvedAdapter,
+    max_lora_rank,
+    plan_hybrid_endpoint,
+)
+from tandem.platform.kubernetes.planners.knowledgebase import plan_knowledge_base
+from tandem.platform.kubernetes.settings import OperatorSettings
+from tandem.platform.kubernetes.volumes import PlanError
+from tests.manifests import example
+
+SETTINGS = OperatorSettings()
+
+
+def owner(kind: str, name: str = "x", namespace: str = "team") -> Owner:
+    return Owner("tandem.dev/v1alpha1", kind, namespace, name, f"uid-{name}")
+
+
+def kb_plan(spec: dict[str, Any] | None = None, token: str = ""):  # type: ignore[no-untyped-def]
+    spec = spec or example("KnowledgeBase")["spec"]
+    return plan_knowledge_base(
+        owner("KnowledgeBase", "handbook"), KnowledgeBaseSpec.model_validate(spec), SETTINGS, token
+    )
+
+
+def he_plan(spec: dict[str, Any] | None = None, adapters: list[ResolvedAdapter] | None = None):  # type: ignore[no-untyped-def]
+    spec = spec or example("HybridEndpoint")["spec"]
+    kb = ResolvedKnowledgeBase("team", "handbook", "tandem_team__handbook", "http://milvus:19530", "r1")
+    return plan_hybrid_endpoint(
+        owner("HybridEndpoint", "assistant"),
+        HybridEndpointSpec.model_validate(spec),
+        SETTINGS,
+        adapters
+        if adapters is not None
+        else [ResolvedAdapter("house-style", "pvc://adapters/handbook/hs-v1", 8, "v1")],
+        [kb],
+    )
+
+
+def at_plan(spec: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    spec = spec or example("AdapterTraining")["spec"]
+    return plan_adapter_training(
+        owner("AdapterTraining", "house-style"), AdapterTrainingSpec.model_validate(spec), SETTINGS
+    )
+
+
+def all_plans():  # type: ignore[no-untyped-def]
+    return [("KnowledgeBase", kb_plan()), ("AdapterTraining", at_plan()), ("HybridEndpoint", he_plan())]
+
+
+@pytest.mark.parametrize("kind,plan", all_plans(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_child_is_owned_and_labelled(kind: str, plan: Any) -> None:
+    assert plan.children
+    for child in plan.children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "team"
+        [ref] = meta["ownerReferences"]
+        assert ref["kind"] == kind and ref["controller"] is True and ref["uid"].startswith("uid-")
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "tandem"
+        assert labels["tandem.dev/kind"] == kind.lower()
+        assert labels["tandem.dev/name"] == ref["name"]
+        assert len(meta["name"]) <= 63
+
+
+@pytest.mark.parametrize("kind,plan", all_plans(), ids=lambda v: v if isinstance(v, str) else "")
+def test_core_children_pass_the_kubernetes_schemas(kind: str, plan: Any) -> None:
+    for child in plan.children:
+        if child["apiVersion"] == "ray.io/v1":
+            continue  # checked against KubeRay's own CRD in test_rayjobs_match_kuberay_schema
+        kubernetes_validate.validate(child, "1.32", strict=True)
+
+
+def test_pods_run_restricted() -> None:
+    for _, plan in all_plans():
+        for child in plan.children:
+            spec = child.get("spec", {})
+            template = spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template")
+            pods = [template] if template else []
+            if child["kind"] == "RayJob":
+                cluster = spec["rayClusterSpec"]
+                pods = [cluster["headGroupSpec"]["template"]] + [
+                    g["template"] for g in cluster["workerGroupSpecs"]
+                ]
+            for pod in pods:
+                assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+                for c in pod["spec"]["containers"]:
+                    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+                    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_knowledge_base_plan_is_deterministic_and_new_spec_means_new_job() -> None:
+    a, b = kb_plan(), kb_plan()
+    assert a.children == b.children
+    assert a.work is not None and a.work["kind"] == "Job"
+    spec = example("KnowledgeBase")["spec"]
+    spec["chunking"]["size"] = 512
+    changed = kb_plan(spec)
+    assert changed.work is not None and changed.work["metadata"]["name"] != a.work["metadata"]["name"]
+    rerun = kb_plan(token="2026-11-22T10:00")
+    assert rerun.work is not None and rerun.work["metadata"]["name"] != a.work["metadata"]["name"]
+    assert a.facts["collection"] == "tandem_team__handbook"
+
+
+def test_knowledge_base_refresh_and_sources_reach_the_pod() -> None:
+    plan = kb_plan()
+    kinds = [c["kind"] for c in plan.children]
+    assert kinds == ["ConfigMap", "Job", "CronJob"]
+    cron = plan.children[2]
+    assert cron["spec"]["schedule"] == "*/30 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = plan.work["spec"]["template"]["spec"]  # type: ignore[index]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["handbook-docs"]
+    assert pod["containers"][0]["command"][:3] == ["python", "-m", "tandem.workloads.ingest"]
+
+
+def test_knowledge_base_on_ray_when_scaled_out() -> None:
+    spec = example("KnowledgeBase")["spec"]
+    spec["scale"] = {"engine": "RayJob", "workers": 4}
+    plan = kb_plan(spec)
+    assert plan.work is not None and plan.work["kind"] == "RayJob"
+    assert plan.work["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 4
+    assert "--ray-workers 4" in plan.work["spec"]["entrypoint"]
+
+
+def test_local_paths_are_refused_in_a_cluster_with_a_fix() -> None:
+    spec = example("KnowledgeBase")["spec"]
+    spec["sources"][1]["directory"].pop("claimName")
+    with pytest.raises(PlanError, match="set claimName") as err:
+        kb_plan(spec)
+    assert err.value.reason == "LocalPathInCluster"
+    at = example("AdapterTraining")["spec"]
+    at["output"]["uri"] = "file:///tmp/adapters"
+    with pytest.raises(PlanError, match="spec.output.uri"):
+        at_plan(at)
+
+
+def test_adapter_training_rayjob_asks_for_gpus_and_writes_a_versioned_adapter() -> None:
+    plan = at_plan()
+    job = plan.work
+    assert job is not None and job["kind"] == "RayJob"
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    version = plan.facts["version"]
+    assert plan.facts["adapterUri"] == f"pvc://adapters/handbook/house-style-{version}"
+    # The same inputs make the same version (no retraining); another learning rate makes another.
+    assert at_plan().facts["version"] == version
+    spec = example("AdapterTraining")["spec"]
+    spec["training"]["learningRate"] = 0.001
+    assert at_plan(spec).facts["version"] != version
+    # The output location is not an input of the adapter: moving it keeps the version.
+    spec = example("AdapterTraining")["spec"]
+    spec["output"]["uri"] = "pvc://other/place"
+    assert at_plan(spec).facts["version"] == version
+
+
+def test_hybrid_endpoint_vllm_args_follow_the_adapters() -> None:
+    plan = he_plan()
+    vllm = next(
+        c for c in plan.children if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("-vllm")
+    )
+    args = vllm["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--enable-lora" in args and "--max-lora-rank=8" in args and "--max-loras=1" in args
+    assert "replicas" not in vllm["spec"]  # the HPA owns it
+    hpa = next(c for c in plan.children if c["kind"] == "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert max_lora_rank([ResolvedAdapter("a", "s3://b/a", 12, None)]) == 16
+    with pytest.raises(PlanError):
+        max_lora_rank([ResolvedAdapter("a", "s3://b/a", 600, None)])
+
+
+def test_hybrid_endpoint_without_adapters_has_no_lora_flags_and_fixed_replicas() -> None:
+    spec = example("HybridEndpoint")["spec"]
+    spec["adapters"] = []
+    spec["serving"] = {"replicas": 2}
+    plan = he_plan(spec, adapters=[])
+    vllm = next(
+        c for c in plan.children if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("-vllm")
+    )
+    assert "--enable-lora" not in vllm["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert vllm["spec"]["replicas"] == 2
+    assert not [c for c in plan.children if c["kind"] == "HorizontalPodAutoscaler"]
+
+
+def test_hybrid_endpoint_isolates_vllm_and_mounts_tenant_keys() -> None:
+    plan = he_plan()
+    policy = next(c for c in plan.children if c["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "vllm"
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed["app.kubernetes.io/component"] == "gateway"
+    gateway = next(
+        c for c in plan.children if c["metadata"]["name"].endswith("-gateway") and c["kind"] == "Deployment"
+    )
+    secrets = [
+        v["secret"]["secretName"] for v in gateway["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    ]
+    assert secrets == ["assistant-keys", "assistant-keys"]
+    assert plan.facts["url"] == "http://assistant.team.svc/v1"
+
+
+def test_cleanup_job_only_when_state_is_not_retained() -> None:
+    from tandem.api.kinds import ADAPTER_TRAINING, KNOWLEDGE_BASE
+
+    kb = example("KnowledgeBase")["spec"]
+    job = plan_cleanup(KNOWLEDGE_BASE, owner("KnowledgeBase", "handbook"), kb, SETTINGS)
+    assert (
+        job is not None and "--drop-collection" in job["spec"]["template"]["spec"]["containers"][0]["command"]
+    )
+    kb["retainOnDelete"] = True
+    assert plan_cleanup(KNOWLEDGE_BASE, owner("KnowledgeBase", "handbook"), kb, SETTINGS) is None
+    at = example("AdapterTraining")["spec"]  # artifacts are retained by default
+    assert plan_cleanup(ADAPTER_TRAINING, owner("AdapterTraining", "house-style"), at, SETTINGS) is None
