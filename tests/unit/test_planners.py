@@ -143,7 +143,7 @@ def test_local_paths_are_refused_in_a_cluster_with_a_fix() -> None:
     assert err.value.reason == "LocalPathInCluster"
     at = example("AdapterTraining")["spec"]
     at["output"]["uri"] = "file:///tmp/adapters"
-    with pytest.raises(PlanError, match="spec.output.uri"):
+    with pytest.raises(PlanError, match=r"spec\.output\.uri"):
         at_plan(at)
 
 

@@ -19,20 +19,20 @@ from .v1alpha1 import (
 )
 
 CATEGORY = "tandem"
-READY_COLUMN = {
+READY_COLUMN: dict[str, object] = {
     "name": "Ready",
     "type": "string",
     "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     "description": "Whether the resource is Ready",
 }
-STATUS_COLUMN = {
+STATUS_COLUMN: dict[str, object] = {
     "name": "Status",
     "type": "string",
     "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
     "priority": 1,
     "description": "What the Ready condition says",
 }
-AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+AGE_COLUMN: dict[str, object] = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
 @dataclass(frozen=True)

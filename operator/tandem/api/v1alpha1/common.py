@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 import celpy
+from celpy.adapter import json_to_cel
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
@@ -73,7 +74,7 @@ class TandemModel(BaseModel):
     def _check_cel_rules(self) -> Self:
         if not self.cel_rules:
             return self
-        wire = celpy.json_to_cel(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        wire = json_to_cel(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
         for rule in self.cel_rules:
             if not _compiled(rule.rule).evaluate({"self": wire}):
                 where = (rule.field_path or "").lstrip(".")

@@ -88,7 +88,7 @@ class KubeApi:
             configuration.verify_ssl = False
         else:
             try:
-                k8s_config.load_incluster_config(client_configuration=configuration)
+                k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except k8s_config.ConfigException:
                 await k8s_config.load_kube_config(client_configuration=configuration)
         return cls(k8s_client.ApiClient(configuration))

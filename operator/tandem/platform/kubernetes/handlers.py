@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from tandem.api.kinds import ADAPTER_TRAINING, GROUP, KNOWLEDGE_BASE, RECONCILED_KINDS
-from tandem.api.v1alpha1 import VERSION
+from tandem.api.kinds import ADAPTER_TRAINING, KNOWLEDGE_BASE, RECONCILED_KINDS
+from tandem.api.v1alpha1 import GROUP, VERSION
 
 from .api import KubeApi, resource_of
 from .conditions import Outcome
@@ -69,7 +69,7 @@ def probe(memo: kopf.Memo, **_: Any) -> bool:
 
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
 
 
 async def _reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
