@@ -230,6 +230,11 @@ class Emulator(kmock.KubernetesEmulator):
         text = body.decode('utf-8', errors='replace')
         content_type = raw_request.headers.get('Content-Type', '')
         data: Any = None
+        if body and 'protobuf' in content_type:
+            raise errors.unsupported_media_type(content_type, [
+                'application/json', 'application/yaml', 'application/merge-patch+json',
+                'application/json-patch+json', 'application/strategic-merge-patch+json',
+                'application/apply-patch+yaml'])
         if body:
             try:
                 if 'yaml' in content_type:

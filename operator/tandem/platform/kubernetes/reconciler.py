@@ -107,7 +107,14 @@ class Reconciler:
         kind = by_kind(body["kind"])
         meta = body["metadata"]
         lock = self._locks.setdefault((kind.kind, meta["namespace"], meta["name"]), asyncio.Lock())
+        waited = lock.locked()
         async with lock:
+            if waited:
+                # Another reconciliation just wrote children and status: the body we were handed is stale.
+                fresh = await self.api.get(kind.api_version, kind.kind, meta["namespace"], meta["name"])
+                if fresh is None:
+                    return Result(outcome=Outcome.progressing("Deleted", "the resource is gone"))
+                body = fresh
             started = time.monotonic()
             try:
                 result = await self._reconcile(kind, body)
