@@ -43,9 +43,21 @@ def main() -> int:
     kubeconfig = workdir / "kubeconfig"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulator", "--crds", str(ROOT / "crds"),
-         "--crds", str(ROOT / "tests/emulator/upstream"), "--kubeconfig", str(kubeconfig)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.emulator",
+            "--crds",
+            str(ROOT / "crds"),
+            "--crds",
+            str(ROOT / "tests/emulator/upstream"),
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     processes = [emulator]
     try:
@@ -57,10 +69,21 @@ def main() -> int:
         banner(f"API emulator at {url} (kubeconfig {kubeconfig})")
         operator_log = (workdir / "operator.log").open("w")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "tandem.platform.kubernetes", "--health", f"http://127.0.0.1:{free_port()}/healthz",
-             "--metrics-port", "0", "--peering", ""],
-            cwd=ROOT, env={**env, "TANDEM_KUBE_SERVER": url, "TANDEM_RESYNC_SECONDS": "3"},
-            stdout=operator_log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tandem.platform.kubernetes",
+                "--health",
+                f"http://127.0.0.1:{free_port()}/healthz",
+                "--metrics-port",
+                "0",
+                "--peering",
+                "",
+            ],
+            cwd=ROOT,
+            env={**env, "TANDEM_KUBE_SERVER": url, "TANDEM_RESYNC_SECONDS": "3"},
+            stdout=operator_log,
+            stderr=subprocess.STDOUT,
         )
         processes.append(operator)
 
@@ -73,12 +96,20 @@ def main() -> int:
         kubectl("apply", "-f", str(ROOT / "examples/basic"))
         banner("an invalid manifest is refused by the CRD schema, naming the field")
         bad = workdir / "bad.yaml"
-        bad.write_text((ROOT / "examples/basic/10-knowledgebase.yaml").read_text().replace("overlap: 32", "overlap: 300"))
+        bad.write_text(
+            (ROOT / "examples/basic/10-knowledgebase.yaml").read_text().replace("overlap: 32", "overlap: 300")
+        )
         kubectl("apply", "-f", str(bad), check=False)
         time.sleep(4)
         banner("what the operator created (kubectl get ... -l app.kubernetes.io/managed-by=tandem)")
-        kubectl("get", "configmaps,jobs,cronjobs,rayjobs,deployments,services,networkpolicies,hpa",
-                "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by=tandem")
+        kubectl(
+            "get",
+            "configmaps,jobs,cronjobs,rayjobs,deployments,services,networkpolicies,hpa",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "app.kubernetes.io/managed-by=tandem",
+        )
         banner("kubectl get tandem (nothing runs pods here, so the work is still in progress)")
         kubectl("get", "tandem", "-n", NAMESPACE)
         banner("playing the cluster's controllers: Jobs complete, KubeRay finishes, Deployments roll out")
