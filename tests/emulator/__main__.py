@@ -14,20 +14,25 @@ import logging
 import signal
 import sys
 
-from tests.emulator.fixtures import run_emulator
+from tests.emulator.runner import run_emulator
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog='python -m tests.emulator', description='Kubernetes API emulator')
-    parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=0, help='0 for a free port (see the READY line)')
-    parser.add_argument('--crds', action='append', default=[], help='a CRD YAML file or a directory (repeatable)')
-    parser.add_argument('--kubeconfig', default=None, help='write a kubeconfig pointing to the emulator here')
-    parser.add_argument('--namespace', default='default', help='the default namespace in the kubeconfig')
-    parser.add_argument('--history-size', type=int, default=1000, help='watch events kept per resource')
-    parser.add_argument('--no-implicit-namespaces', action='store_true',
-                        help='fail with 404 on objects in nonexistent namespaces (as a real cluster does)')
-    parser.add_argument('--verbose', '-v', action='store_true')
+    parser = argparse.ArgumentParser(prog="python -m tests.emulator", description="Kubernetes API emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 for a free port (see the READY line)")
+    parser.add_argument(
+        "--crds", action="append", default=[], help="a CRD YAML file or a directory (repeatable)"
+    )
+    parser.add_argument("--kubeconfig", default=None, help="write a kubeconfig pointing to the emulator here")
+    parser.add_argument("--namespace", default="default", help="the default namespace in the kubeconfig")
+    parser.add_argument("--history-size", type=int, default=1000, help="watch events kept per resource")
+    parser.add_argument(
+        "--no-implicit-namespaces",
+        action="store_true",
+        help="fail with 404 on objects in nonexistent namespaces (as a real cluster does)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -46,7 +51,7 @@ async def _main(args: argparse.Namespace) -> None:
     ) as emulator:
         if args.kubeconfig:
             emulator.write_kubeconfig(args.kubeconfig, namespace=args.namespace)
-        print(f'READY {emulator.url}', flush=True)
+        print(f"READY {emulator.url}", flush=True)
         await stop.wait()
 
 
@@ -57,5 +62,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

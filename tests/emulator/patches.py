@@ -22,32 +22,32 @@ from typing import Any
 
 import jsonpatch
 
-MERGE_PATCH = 'application/merge-patch+json'
-JSON_PATCH = 'application/json-patch+json'
-STRATEGIC_MERGE_PATCH = 'application/strategic-merge-patch+json'
-APPLY_PATCH = 'application/apply-patch+yaml'
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = (MERGE_PATCH, JSON_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
 
 # Well-known merge keys of lists in Kubernetes built-in types (by the field name of the list).
 MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    'containers': ('name',),
-    'initContainers': ('name',),
-    'ephemeralContainers': ('name',),
-    'env': ('name',),
-    'volumes': ('name',),
-    'volumeMounts': ('mountPath',),
-    'volumeDevices': ('devicePath',),
-    'imagePullSecrets': ('name',),
-    'ports': ('containerPort', 'port'),
-    'conditions': ('type',),
-    'ownerReferences': ('uid',),
-    'hostAliases': ('ip',),
-    'topologySpreadConstraints': ('topologyKey',),
-    'resourceClaims': ('name',),
-    'metrics': (),  # atomic
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "imagePullSecrets": ("name",),
+    "ports": ("containerPort", "port"),
+    "conditions": ("type",),
+    "ownerReferences": ("uid",),
+    "hostAliases": ("ip",),
+    "topologySpreadConstraints": ("topologyKey",),
+    "resourceClaims": ("name",),
+    "metrics": (),  # atomic
 }
 # Primitive lists merged as sets by the strategic merge patch.
-SET_LISTS = frozenset({'finalizers'})
+SET_LISTS = frozenset({"finalizers"})
 
 
 class PatchError(ValueError):
@@ -70,43 +70,49 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def json_patch(target: Any, patch: Any) -> Any:
     """RFC 6902 JSON patch. Raises PatchError on failed operations (e.g. a failed ``test``)."""
     if not isinstance(patch, list):
-        raise PatchError('json patch must be a list of operations')
+        raise PatchError("json patch must be a list of operations")
     try:
         return jsonpatch.apply_patch(copy.deepcopy(target), patch)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError) as e:
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        KeyError,
+        IndexError,
+        TypeError,
+    ) as e:
         raise PatchError(str(e)) from e
 
 
 def _merge_key(field: str, items: list[Any]) -> str | None:
     candidates = MERGE_KEYS.get(field)
     if candidates is None:
-        candidates = ('name',)  # a heuristic for unknown lists of named objects
+        candidates = ("name",)  # a heuristic for unknown lists of named objects
     for key in candidates:
         if items and all(isinstance(item, dict) and key in item for item in items):
             return key
     return None
 
 
-def strategic_merge_patch(target: Any, patch: Any, *, field: str = '') -> Any:
+def strategic_merge_patch(target: Any, patch: Any, *, field: str = "") -> Any:
     """An approximation of the strategic merge patch (see the module docstring)."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    if patch.get('$patch') == 'replace':
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != '$patch'}
-    if patch.get('$patch') == 'delete':
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+    if patch.get("$patch") == "delete":
         return None
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     orders: dict[str, list[Any]] = {}
     for key, value in patch.items():
-        if key.startswith('$setElementOrder/'):
-            orders[key.split('/', 1)[1]] = value
+        if key.startswith("$setElementOrder/"):
+            orders[key.split("/", 1)[1]] = value
             continue
-        if key.startswith('$deleteFromPrimitiveList/'):
-            name = key.split('/', 1)[1]
+        if key.startswith("$deleteFromPrimitiveList/"):
+            name = key.split("/", 1)[1]
             if isinstance(result.get(name), list):
                 result[name] = [v for v in result[name] if v not in value]
             continue
-        if key.startswith('$'):
+        if key.startswith("$"):
             continue  # $retainKeys and other directives are not emulated
         if value is None:
             result.pop(key, None)
@@ -130,15 +136,15 @@ def _merge_lists(field: str, current: Any, patch: list[Any]) -> list[Any]:
     current_list = current if isinstance(current, list) else []
     if field in SET_LISTS and all(not isinstance(v, dict | list) for v in patch):
         return current_list + [v for v in patch if v not in current_list]
-    key = _merge_key(field, [p for p in patch if not (isinstance(p, dict) and '$patch' in p and len(p) <= 2)])
+    key = _merge_key(field, [p for p in patch if not (isinstance(p, dict) and "$patch" in p and len(p) <= 2)])
     if key is None or not all(isinstance(c, dict) for c in current_list):
-        return [p for p in copy.deepcopy(patch) if not (isinstance(p, dict) and p.get('$patch') == 'delete')]
+        return [p for p in copy.deepcopy(patch) if not (isinstance(p, dict) and p.get("$patch") == "delete")]
     result = copy.deepcopy(current_list)
     for item in patch:
         if not isinstance(item, dict):
             continue
         index = next((i for i, c in enumerate(result) if c.get(key) == item.get(key)), None)
-        if item.get('$patch') == 'delete':
+        if item.get("$patch") == "delete":
             if index is not None:
                 del result[index]
         elif index is None:
@@ -153,7 +159,9 @@ def _reorder(field: str, items: list[Any], order: list[Any]) -> list[Any]:
         return items
     if all(not isinstance(o, dict) for o in order):
         ranked = {v: i for i, v in enumerate(order) if isinstance(v, str | int | float | bool)}
-        return sorted(items, key=lambda v: ranked.get(v, len(ranked)) if isinstance(v, str | int | float) else 0)
+        return sorted(
+            items, key=lambda v: ranked.get(v, len(ranked)) if isinstance(v, str | int | float) else 0
+        )
     key = _merge_key(field, order)
     if key is None:
         return items
@@ -168,7 +176,7 @@ def apply_patch(target: Any, patch: Any) -> Any:
 
 def patch_object(content_type: str, target: Any, patch: Any) -> Any:
     """Dispatch by the PATCH content type (media type parameters are ignored)."""
-    media = content_type.split(';', 1)[0].strip().lower()
+    media = content_type.split(";", 1)[0].strip().lower()
     if media == MERGE_PATCH:
         return merge_patch(target, patch)
     if media == JSON_PATCH:
@@ -177,4 +185,4 @@ def patch_object(content_type: str, target: Any, patch: Any) -> Any:
         return strategic_merge_patch(target, patch)
     if media == APPLY_PATCH:
         return apply_patch(target, patch)
-    raise PatchError(f'unsupported patch type: {content_type}')
+    raise PatchError(f"unsupported patch type: {content_type}")

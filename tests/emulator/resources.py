@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_VERBS = ('create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch')
+DEFAULT_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class ResourceType:
     version: str
     plural: str
     kind: str
-    singular: str = ''
+    singular: str = ""
     namespaced: bool = True
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -35,7 +35,7 @@ class ResourceType:
 
     @property
     def api_version(self) -> str:
-        return f'{self.group}/{self.version}' if self.group else self.version
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def group_version(self) -> str:
@@ -43,7 +43,7 @@ class ResourceType:
 
     @property
     def list_kind(self) -> str:
-        return self.list_kind_override or f'{self.kind}List'
+        return self.list_kind_override or f"{self.kind}List"
 
     @property
     def storage_key(self) -> tuple[str, str]:
@@ -53,12 +53,12 @@ class ResourceType:
     @property
     def qualified_name(self) -> str:
         """e.g. "knowledgebases.tandem.dev" or "configmaps" — as used in Conflict/NotFound messages."""
-        return f'{self.plural}.{self.group}' if self.group else self.plural
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
     @property
     def qualified_kind(self) -> str:
         """e.g. "KnowledgeBase.tandem.dev" or "ConfigMap" — as used in Invalid messages."""
-        return f'{self.kind}.{self.group}' if self.group else self.kind
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def is_custom(self) -> bool:
@@ -68,56 +68,60 @@ class ResourceType:
     def subresources(self) -> tuple[str, ...]:
         subs: list[str] = []
         if self.status_subresource:
-            subs.append('status')
+            subs.append("status")
         if self.scale_subresource is not None:
-            subs.append('scale')
+            subs.append("scale")
         return tuple(subs)
 
-    def url(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
-        prefix = f'/apis/{self.group}/{self.version}' if self.group else f'/api/{self.version}'
+    def url(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         parts = [prefix]
         if self.namespaced and namespace:
-            parts.append(f'namespaces/{namespace}')
+            parts.append(f"namespaces/{namespace}")
         parts.append(self.plural)
         if name:
             parts.append(name)
         if subresource:
             parts.append(subresource)
-        return '/'.join(parts)
+        return "/".join(parts)
 
 
 def resource_types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
     """Build the resource types of all served versions of an apiextensions.k8s.io/v1 CRD dict."""
-    spec = crd.get('spec') or {}
-    names = spec.get('names') or {}
-    group = spec['group']
-    plural = names['plural']
-    kind = names['kind']
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec["group"]
+    plural = names["plural"]
+    kind = names["kind"]
     result: list[ResourceType] = []
-    crd_name = (crd.get('metadata') or {}).get('name') or f'{plural}.{group}'
-    for version in spec.get('versions') or []:
-        if not version.get('served', True):
+    crd_name = (crd.get("metadata") or {}).get("name") or f"{plural}.{group}"
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
             continue
-        subresources = version.get('subresources') or spec.get('subresources') or {}
-        schema = (version.get('schema') or spec.get('validation') or {}).get('openAPIV3Schema')
-        columns = version.get('additionalPrinterColumns') or spec.get('additionalPrinterColumns') or []
-        result.append(ResourceType(
-            group=group,
-            version=version['name'],
-            plural=plural,
-            kind=kind,
-            singular=names.get('singular') or kind.lower(),
-            namespaced=(spec.get('scope') or 'Namespaced') == 'Namespaced',
-            short_names=tuple(names.get('shortNames') or ()),
-            categories=tuple(names.get('categories') or ()),
-            status_subresource='status' in subresources,
-            scale_subresource=subresources.get('scale'),
-            schema=copy.deepcopy(schema) if schema else None,
-            printer_columns=tuple(columns),
-            crd_name=crd_name,
-            storage=bool(version.get('storage', True)),
-            list_kind_override=names.get('listKind'),
-        ))
+        subresources = version.get("subresources") or spec.get("subresources") or {}
+        schema = (version.get("schema") or spec.get("validation") or {}).get("openAPIV3Schema")
+        columns = version.get("additionalPrinterColumns") or spec.get("additionalPrinterColumns") or []
+        result.append(
+            ResourceType(
+                group=group,
+                version=version["name"],
+                plural=plural,
+                kind=kind,
+                singular=names.get("singular") or kind.lower(),
+                namespaced=(spec.get("scope") or "Namespaced") == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                status_subresource="status" in subresources,
+                scale_subresource=subresources.get("scale"),
+                schema=copy.deepcopy(schema) if schema else None,
+                printer_columns=tuple(columns),
+                crd_name=crd_name,
+                storage=bool(version.get("storage", True)),
+                list_kind_override=names.get("listKind"),
+            )
+        )
     return result
 
 
@@ -137,7 +141,7 @@ class Registry:
 
     def add_crd(self, crd: Mapping[str, Any]) -> list[ResourceType]:
         rtypes = resource_types_from_crd(crd)
-        name = (crd.get('metadata') or {}).get('name') or ''
+        name = (crd.get("metadata") or {}).get("name") or ""
         self.remove_crd(name)
         self.add_many(rtypes)
         self._crds[name] = [(r.group, r.version, r.plural) for r in rtypes]
@@ -155,24 +159,25 @@ class Registry:
         Find by a loose spec: "configmaps", "v1/configmaps", "tandem.dev/v1/knowledgebases",
         "knowledgebases.tandem.dev", "kb" (short name), "KnowledgeBase" (kind). Raises KeyError.
         """
-        parts = spec.split('/')
+        parts = spec.split("/")
         if len(parts) == 3:
             found = self.get(parts[0], parts[1], parts[2])
             if found:
                 return found
         elif len(parts) == 2:
-            group, version = ('', parts[0]) if '.' not in parts[0] else (parts[0], '')
+            group, version = ("", parts[0]) if "." not in parts[0] else (parts[0], "")
             for rt in self._types.values():
                 if rt.plural == parts[1] and rt.group == group and (not version or rt.version == version):
                     return rt
         else:
             lowered = spec.lower()
             candidates = [
-                rt for rt in self._types.values()
+                rt
+                for rt in self._types.values()
                 if lowered in (rt.plural, rt.singular, rt.kind.lower(), rt.qualified_name)
                 or lowered in rt.short_names
             ]
-            candidates.sort(key=lambda rt: (rt.group != '', not rt.storage))
+            candidates.sort(key=lambda rt: (rt.group != "", not rt.storage))
             if candidates:
                 return candidates[0]
         raise KeyError(spec)
@@ -209,10 +214,10 @@ def _version_priority(version: str) -> tuple[int, int, int]:
     """Kubernetes version ordering: GA > beta > alpha, higher numbers first."""
     import re
 
-    m = re.match(r'^v(\d+)(?:(alpha|beta)(\d+))?$', version)
+    m = re.match(r"^v(\d+)(?:(alpha|beta)(\d+))?$", version)
     if not m:
         return (3, 0, 0)
     major = int(m.group(1))
-    stage = {'alpha': 2, 'beta': 1, None: 0}[m.group(2)]
+    stage = {"alpha": 2, "beta": 1, None: 0}[m.group(2)]
     minor = int(m.group(3) or 0)
     return (stage, -major, -minor)

@@ -29,57 +29,57 @@ class Requirement:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         match self.op:
-            case '=':
+            case "=":
                 return labels.get(self.key) == self.values[0] if self.key in labels else False
-            case '!=':
+            case "!=":
                 return labels.get(self.key) != self.values[0]
-            case 'in':
+            case "in":
                 return self.key in labels and labels[self.key] in self.values
-            case 'notin':
+            case "notin":
                 return self.key not in labels or labels[self.key] not in self.values
-            case 'exists':
+            case "exists":
                 return self.key in labels
-            case '!':
+            case "!":
                 return self.key not in labels
-        raise SelectorError(f'unknown operator {self.op!r}')  # pragma: no cover
+        raise SelectorError(f"unknown operator {self.op!r}")  # pragma: no cover
 
 
-_KEY = r'[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?'
-_SET_RE = re.compile(rf'^\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*')
-_EQ_RE = re.compile(rf'^\s*({_KEY})\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*')
-_NOT_RE = re.compile(rf'^\s*!\s*({_KEY})\s*')
-_EXISTS_RE = re.compile(rf'^\s*({_KEY})\s*')
+_KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_SET_RE = re.compile(rf"^\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*")
+_EQ_RE = re.compile(rf"^\s*({_KEY})\s*(==|!=|=)\s*([-A-Za-z0-9_.]*)\s*")
+_NOT_RE = re.compile(rf"^\s*!\s*({_KEY})\s*")
+_EXISTS_RE = re.compile(rf"^\s*({_KEY})\s*")
 
 
 def parse_label_selector(text: str | None) -> list[Requirement]:
     """Parse a label selector string. Raises :class:`SelectorError` if malformed."""
     reqs: list[Requirement] = []
-    rest = (text or '').strip()
+    rest = (text or "").strip()
     while rest:
         if m := _SET_RE.match(rest):
-            values = tuple(v.strip() for v in m.group(3).split(',') if v.strip())
+            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
             reqs.append(Requirement(m.group(1), m.group(2), values))
         elif m := _EQ_RE.match(rest):
-            op = "=" if m.group(2) in ('=', '==') else '!='
+            op = "=" if m.group(2) in ("=", "==") else "!="
             reqs.append(Requirement(m.group(1), op, (m.group(3),)))
         elif m := _NOT_RE.match(rest):
-            reqs.append(Requirement(m.group(1), '!'))
+            reqs.append(Requirement(m.group(1), "!"))
         elif m := _EXISTS_RE.match(rest):
-            reqs.append(Requirement(m.group(1), 'exists'))
+            reqs.append(Requirement(m.group(1), "exists"))
         else:
-            raise SelectorError(f'unable to parse requirement: {rest!r}')
-        rest = rest[m.end():].strip()
-        if rest.startswith(','):
+            raise SelectorError(f"unable to parse requirement: {rest!r}")
+        rest = rest[m.end() :].strip()
+        if rest.startswith(","):
             rest = rest[1:].strip()
             if not rest:
-                raise SelectorError('trailing comma in the selector')
+                raise SelectorError("trailing comma in the selector")
         elif rest:
-            raise SelectorError(f'unable to parse requirement: {rest!r}')
+            raise SelectorError(f"unable to parse requirement: {rest!r}")
     return reqs
 
 
 def match_labels(reqs: list[Requirement], obj: Mapping[str, Any]) -> bool:
-    labels = (obj.get('metadata') or {}).get('labels') or {}
+    labels = (obj.get("metadata") or {}).get("labels") or {}
     return all(req.matches(labels) for req in reqs)
 
 
@@ -91,32 +91,32 @@ class FieldRequirement:
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         actual = _field_value(obj, self.path)
-        return (actual == self.value) if self.op == '=' else (actual != self.value)
+        return (actual == self.value) if self.op == "=" else (actual != self.value)
 
 
 def _field_value(obj: Mapping[str, Any], path: str) -> str:
     node: Any = obj
-    for part in path.split('.'):
+    for part in path.split("."):
         if not isinstance(node, Mapping):
-            return ''
+            return ""
         node = node.get(part)
     if node is None:
-        return ''
+        return ""
     if isinstance(node, bool):
-        return 'true' if node else 'false'
+        return "true" if node else "false"
     return str(node)
 
 
 def parse_field_selector(text: str | None) -> list[FieldRequirement]:
     reqs: list[FieldRequirement] = []
-    for part in (text or '').split(','):
+    for part in (text or "").split(","):
         part = part.strip()
         if not part:
             continue
-        m = re.match(r'^([A-Za-z0-9_.\-]+)\s*(==|!=|=)\s*(.*)$', part)
+        m = re.match(r"^([A-Za-z0-9_.\-]+)\s*(==|!=|=)\s*(.*)$", part)
         if not m:
-            raise SelectorError(f'invalid field selector: {part!r}')
-        op = '!=' if m.group(2) == '!=' else '='
+            raise SelectorError(f"invalid field selector: {part!r}")
+        op = "!=" if m.group(2) == "!=" else "="
         reqs.append(FieldRequirement(m.group(1), op, m.group(3).strip()))
     return reqs
 

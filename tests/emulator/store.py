@@ -40,9 +40,9 @@ from tests.emulator.selectors import Selector
 StorageKey = tuple[str, str]  # (group, plural)
 ObjectKey = tuple[str, str]  # (namespace or '', name)
 
-_DNS1123_SUBDOMAIN = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
-_DNS1123_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
-_GENERATE_CHARS = 'bcdfghjklmnpqrstvwxz2456789'
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
     "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
@@ -56,7 +56,7 @@ _LABEL_MSG = (
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,9 @@ class WriteResult:
 class Store:
     """Objects of all resources, the resourceVersion counter, event histories, watchers."""
 
-    def __init__(self, registry: Registry, *, history_size: int = 1000, implicit_namespaces: bool = True) -> None:
+    def __init__(
+        self, registry: Registry, *, history_size: int = 1000, implicit_namespaces: bool = True
+    ) -> None:
         self.registry = registry
         self.history_size = history_size
         self.implicit_namespaces = implicit_namespaces
@@ -103,8 +105,9 @@ class Store:
         obj = self._objects[rt.storage_key].get(self._key(rt, namespace, name))
         return None if obj is None else self._present(rt, obj)
 
-    def list(self, rt: ResourceType, namespace: str | None = None,
-             selector: Selector | None = None) -> list[dict[str, Any]]:
+    def list_objects(
+        self, rt: ResourceType, namespace: str | None = None, selector: Selector | None = None
+    ) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = []
         for (ns, _), obj in sorted(self._objects[rt.storage_key].items()):
             if rt.namespaced and namespace and ns != namespace:
@@ -121,14 +124,14 @@ class Store:
 
     def _present(self, rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
         result = copy.deepcopy(dict(obj))
-        result['apiVersion'] = rt.api_version
+        result["apiVersion"] = rt.api_version
         if rt.schema:
             # Defaults are also applied on reads (as the apiserver does for data from etcd).
             schema.apply_defaults(rt.schema, result)
         return result
 
     def _key(self, rt: ResourceType, namespace: str | None, name: str) -> ObjectKey:
-        return ((namespace or '') if rt.namespaced else '', name)
+        return ((namespace or "") if rt.namespaced else "", name)
 
     # -------------------------------------------------------------------------------------------------
     # Watching
@@ -167,11 +170,17 @@ class Store:
         self.resource_version += 1
         return self.resource_version
 
-    def _commit(self, rt: ResourceType, key: ObjectKey, obj: dict[str, Any], event_type: str,
-                old: dict[str, Any] | None) -> dict[str, Any]:
+    def _commit(
+        self,
+        rt: ResourceType,
+        key: ObjectKey,
+        obj: dict[str, Any],
+        event_type: str,
+        old: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         rv = self._next_rv()
-        obj.setdefault('metadata', {})['resourceVersion'] = str(rv)
-        if event_type == 'DELETED':
+        obj.setdefault("metadata", {})["resourceVersion"] = str(rv)
+        if event_type == "DELETED":
             self._objects[rt.storage_key].pop(key, None)
         else:
             self._objects[rt.storage_key][key] = copy.deepcopy(obj)
@@ -182,24 +191,41 @@ class Store:
     # Creating
     # -------------------------------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False,
-               field_validation: str | None = None) -> WriteResult:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        field_validation: str | None = None,
+    ) -> WriteResult:
         if not isinstance(body, dict):
-            raise errors.bad_request('the body of the request must be a JSON object')
+            raise errors.bad_request("the body of the request must be a JSON object")
         obj = copy.deepcopy(body)
         self._check_type_meta(rt, obj)
-        meta = obj.setdefault('metadata', {})
+        meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise errors.bad_request('metadata must be an object')
+            raise errors.bad_request("metadata must be an object")
         namespace = self._resolve_namespace(rt, namespace, meta)
 
-        if not meta.get('name'):
-            if meta.get('generateName'):
-                meta['name'] = self._generate_name(rt, namespace, meta['generateName'])
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                meta["name"] = self._generate_name(rt, namespace, meta["generateName"])
             else:
-                raise errors.invalid(rt.kind, rt.group, '', [
-                    Cause('metadata.name', 'Required value: name or generateName is required', 'FieldValueRequired')])
-        name = meta['name']
+                raise errors.invalid(
+                    rt.kind,
+                    rt.group,
+                    "",
+                    [
+                        Cause(
+                            "metadata.name",
+                            "Required value: name or generateName is required",
+                            "FieldValueRequired",
+                        )
+                    ],
+                )
+        name = meta["name"]
         self._validate_name(rt, name)
 
         key = self._key(rt, namespace, name)
@@ -208,135 +234,173 @@ class Store:
         if namespace:
             self._ensure_namespace(namespace, creating_in=True, dry_run=dry_run)
 
-        for transient in ('resourceVersion', 'deletionTimestamp', 'deletionGracePeriodSeconds',
-                          'managedFields', 'selfLink'):
+        for transient in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(transient, None)
-        meta['uid'] = str(uuid.uuid4())
-        meta['creationTimestamp'] = now_rfc3339()
-        meta['generation'] = 1
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        meta["generation"] = 1
         if rt.status_subresource:
-            obj.pop('status', None)
+            obj.pop("status", None)
 
         warnings = self._prepare_custom(rt, obj, None, field_validation)
         self._type_specific_create(rt, obj)
 
         if dry_run:
             return WriteResult(self._present(rt, obj), warnings, created=True)
-        result = self._commit(rt, key, obj, 'ADDED', None)
+        result = self._commit(rt, key, obj, "ADDED", None)
         if rt == builtin.CRD_TYPE or (rt.group, rt.plural) == builtin.CRD_TYPE.storage_key:
             self._install_crd_from_object(result)
             result = self.get(rt, None, name)
         return WriteResult(result, warnings, created=True)
 
     def _check_type_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
-        kind = obj.get('kind')
-        api_version = obj.get('apiVersion')
+        kind = obj.get("kind")
+        api_version = obj.get("apiVersion")
         if kind is not None and kind != rt.kind:
             raise errors.bad_request(
-                f'the API version in the data ({api_version}) does not match the expected API version '
-                f'({rt.api_version})' if api_version != rt.api_version else
-                f'the kind in the data ({kind}) does not match the expected kind ({rt.kind})')
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({rt.api_version})"
+                if api_version != rt.api_version
+                else f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
+            )
         if api_version is not None and api_version != rt.api_version:
             # The same group of another version is accepted (no conversion needed: the None strategy).
-            group = api_version.rsplit('/', 1)[0] if '/' in api_version else ''
+            group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
             if group != rt.group:
                 raise errors.bad_request(
-                    f'the API version in the data ({api_version}) does not match the expected API version '
-                    f'({rt.api_version})')
-        obj['kind'] = rt.kind
-        obj['apiVersion'] = rt.api_version
+                    f"the API version in the data ({api_version}) does not match the expected API version "
+                    f"({rt.api_version})"
+                )
+        obj["kind"] = rt.kind
+        obj["apiVersion"] = rt.api_version
 
-    def _resolve_namespace(self, rt: ResourceType, url_namespace: str | None, meta: dict[str, Any]) -> str | None:
+    def _resolve_namespace(
+        self, rt: ResourceType, url_namespace: str | None, meta: dict[str, Any]
+    ) -> str | None:
         if not rt.namespaced:
-            meta.pop('namespace', None)
+            meta.pop("namespace", None)
             return None
-        body_namespace = meta.get('namespace')
+        body_namespace = meta.get("namespace")
         if url_namespace and body_namespace and url_namespace != body_namespace:
             raise errors.bad_request(
-                'the namespace of the provided object does not match the namespace sent on the request')
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         namespace = url_namespace or body_namespace
         if not namespace:
-            raise errors.bad_request('the namespace of the object is required for a namespaced resource')
-        meta['namespace'] = namespace
+            raise errors.bad_request("the namespace of the object is required for a namespaced resource")
+        meta["namespace"] = namespace
         return str(namespace)
 
     def _generate_name(self, rt: ResourceType, namespace: str | None, prefix: str) -> str:
         for _ in range(100):
-            name = prefix + ''.join(random.choices(_GENERATE_CHARS, k=5))
+            name = prefix + "".join(random.choices(_GENERATE_CHARS, k=5))
             if self._key(rt, namespace, name) not in self._objects[rt.storage_key]:
                 return name
-        raise errors.ApiError(500, 'AlreadyExists', 'cannot generate a unique name')  # pragma: no cover
+        raise errors.ApiError(500, "AlreadyExists", "cannot generate a unique name")  # pragma: no cover
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
-        label_only = rt.storage_key in {('', 'namespaces'), ('', 'services')}
-        regex, msg, limit = (_DNS1123_LABEL, _LABEL_MSG, 63) if label_only else (_DNS1123_SUBDOMAIN,
-                                                                                  _SUBDOMAIN_MSG, 253)
+        label_only = rt.storage_key in {("", "namespaces"), ("", "services")}
+        regex, msg, limit = (
+            (_DNS1123_LABEL, _LABEL_MSG, 63) if label_only else (_DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG, 253)
+        )
         if not isinstance(name, str) or not regex.match(name) or len(name) > limit:
-            raise errors.invalid(rt.kind, rt.group, str(name), [
-                Cause('metadata.name', f'Invalid value: {schema.render_value(name)}: {msg}')])
+            raise errors.invalid(
+                rt.kind,
+                rt.group,
+                str(name),
+                [Cause("metadata.name", f"Invalid value: {schema.render_value(name)}: {msg}")],
+            )
 
-    def _prepare_custom(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
-                        field_validation: str | None) -> list[str]:
+    def _prepare_custom(
+        self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, field_validation: str | None
+    ) -> list[str]:
         """Prune, default, validate a custom resource (in place). Returns warnings."""
         if not rt.schema:
             return []
         warnings: list[str] = []
         unknown = schema.unknown_fields(rt.schema, obj)
-        if unknown and (field_validation or '').lower() == 'strict':
-            listed = ', '.join(f'unknown field "{u}"' for u in unknown)
-            raise errors.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                                     f'strict decoding error: {listed}')
-        if unknown and (field_validation or '').lower() != 'ignore':
+        if unknown and (field_validation or "").lower() == "strict":
+            listed = ", ".join(f'unknown field "{u}"' for u in unknown)
+            raise errors.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {listed}"
+            )
+        if unknown and (field_validation or "").lower() != "ignore":
             warnings.extend(f'unknown field "{u}"' for u in unknown)
         schema.prune(rt.schema, obj)
         schema.apply_defaults(rt.schema, obj)
         causes = schema.validate(rt.schema, obj, old)
         if causes:
-            raise errors.invalid(rt.kind, rt.group, (obj.get('metadata') or {}).get('name', ''), causes)
+            raise errors.invalid(rt.kind, rt.group, (obj.get("metadata") or {}).get("name", ""), causes)
         return warnings
 
     def _type_specific_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
-        if rt.storage_key == ('', 'namespaces'):
-            obj.setdefault('spec', {'finalizers': ['kubernetes']})
-            obj['status'] = {'phase': 'Active'}
-            labels = obj['metadata'].setdefault('labels', {})
-            labels.setdefault('kubernetes.io/metadata.name', obj['metadata']['name'])
-        elif rt.storage_key == ('', 'pods'):
-            obj['status'] = {'phase': 'Pending'}
+        if rt.storage_key == ("", "namespaces"):
+            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["status"] = {"phase": "Active"}
+            labels = obj["metadata"].setdefault("labels", {})
+            labels.setdefault("kubernetes.io/metadata.name", obj["metadata"]["name"])
+        elif rt.storage_key == ("", "pods"):
+            obj["status"] = {"phase": "Pending"}
         elif rt.storage_key == builtin.CRD_TYPE.storage_key:
             self._validate_crd(obj)
-            names = (obj.get('spec') or {}).get('names') or {}
-            obj['status'] = {
-                'acceptedNames': copy.deepcopy(names),
-                'conditions': [
-                    {'type': 'NamesAccepted', 'status': 'True', 'reason': 'NoConflicts',
-                     'message': 'no conflicts found', 'lastTransitionTime': now_rfc3339()},
-                    {'type': 'Established', 'status': 'True', 'reason': 'InitialNamesAccepted',
-                     'message': 'the initial names have been accepted', 'lastTransitionTime': now_rfc3339()},
+            names = (obj.get("spec") or {}).get("names") or {}
+            obj["status"] = {
+                "acceptedNames": copy.deepcopy(names),
+                "conditions": [
+                    {
+                        "type": "NamesAccepted",
+                        "status": "True",
+                        "reason": "NoConflicts",
+                        "message": "no conflicts found",
+                        "lastTransitionTime": now_rfc3339(),
+                    },
+                    {
+                        "type": "Established",
+                        "status": "True",
+                        "reason": "InitialNamesAccepted",
+                        "message": "the initial names have been accepted",
+                        "lastTransitionTime": now_rfc3339(),
+                    },
                 ],
-                'storedVersions': [v['name'] for v in (obj.get('spec') or {}).get('versions') or []
-                                   if v.get('storage')],
+                "storedVersions": [
+                    v["name"] for v in (obj.get("spec") or {}).get("versions") or [] if v.get("storage")
+                ],
             }
 
     def _validate_crd(self, crd: dict[str, Any]) -> None:
-        spec = crd.get('spec') or {}
-        names = spec.get('names') or {}
-        name = crd['metadata']['name']
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        name = crd["metadata"]["name"]
         causes: list[Cause] = []
-        if not spec.get('group'):
-            causes.append(Cause('spec.group', 'Required value', 'FieldValueRequired'))
-        if not names.get('plural'):
-            causes.append(Cause('spec.names.plural', 'Required value', 'FieldValueRequired'))
-        if not names.get('kind'):
-            causes.append(Cause('spec.names.kind', 'Required value', 'FieldValueRequired'))
-        if not spec.get('versions'):
-            causes.append(Cause('spec.versions', 'Invalid value: "null": must have exactly one version marked as '
-                                                 'storage version'))
-        if not causes and name != f'{names["plural"]}.{spec["group"]}':
-            causes.append(Cause('metadata.name', f'Invalid value: {schema.render_value(name)}: must be spec.names.'
-                                                 f'plural+"."+spec.group'))
+        if not spec.get("group"):
+            causes.append(Cause("spec.group", "Required value", "FieldValueRequired"))
+        if not names.get("plural"):
+            causes.append(Cause("spec.names.plural", "Required value", "FieldValueRequired"))
+        if not names.get("kind"):
+            causes.append(Cause("spec.names.kind", "Required value", "FieldValueRequired"))
+        if not spec.get("versions"):
+            causes.append(
+                Cause(
+                    "spec.versions",
+                    'Invalid value: "null": must have exactly one version marked as storage version',
+                )
+            )
+        if not causes and name != f"{names['plural']}.{spec['group']}":
+            causes.append(
+                Cause(
+                    "metadata.name",
+                    f'Invalid value: {schema.render_value(name)}: must be spec.names.plural+"."+spec.group',
+                )
+            )
         if causes:
-            raise errors.invalid('CustomResourceDefinition', 'apiextensions.k8s.io', name, causes)
+            raise errors.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 
     def _install_crd_from_object(self, crd: Mapping[str, Any]) -> None:
         self.registry.add_crd(crd)
@@ -349,17 +413,22 @@ class Store:
 
     def _ensure_namespace(self, namespace: str, *, creating_in: bool = False, dry_run: bool = False) -> None:
         ns_rt = builtin.NAMESPACE_TYPE
-        existing = self._objects[ns_rt.storage_key].get(('', namespace))
+        existing = self._objects[ns_rt.storage_key].get(("", namespace))
         if existing is not None:
-            if creating_in and (existing.get('metadata') or {}).get('deletionTimestamp'):
+            if creating_in and (existing.get("metadata") or {}).get("deletionTimestamp"):
                 raise errors.forbidden(
-                    f'unable to create new content in namespace {namespace} because it is being terminated',
-                    namespace, '', 'namespaces')
+                    f"unable to create new content in namespace {namespace} because it is being terminated",
+                    namespace,
+                    "",
+                    "namespaces",
+                )
             return
         if not self.implicit_namespaces:
-            raise errors.not_found('', 'namespaces', namespace)
+            raise errors.not_found("", "namespaces", namespace)
         if not dry_run:
-            self.create(ns_rt, None, {'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': namespace}})
+            self.create(
+                ns_rt, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
 
     def ensure_namespace(self, namespace: str) -> None:
         self._ensure_namespace(namespace)
@@ -368,11 +437,20 @@ class Store:
     # Updating
     # -------------------------------------------------------------------------------------------------
 
-    def replace(self, rt: ResourceType, namespace: str | None, name: str, body: Any, *,
-                subresource: str | None = None, dry_run: bool = False,
-                field_validation: str | None = None, from_patch: bool = False) -> WriteResult:
+    def replace(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str | None = None,
+        from_patch: bool = False,
+    ) -> WriteResult:
         if not isinstance(body, dict):
-            raise errors.bad_request('the body of the request must be a JSON object')
+            raise errors.bad_request("the body of the request must be a JSON object")
         key = self._key(rt, namespace, name)
         stored = self._objects[rt.storage_key].get(key)
         if stored is None:
@@ -380,60 +458,82 @@ class Store:
         old = copy.deepcopy(stored)
         obj = copy.deepcopy(body)
         self._check_type_meta(rt, obj)
-        meta = obj.setdefault('metadata', {})
+        meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise errors.bad_request('metadata must be an object')
-        if meta.get('name') is not None and meta.get('name') != name:
+            raise errors.bad_request("metadata must be an object")
+        if meta.get("name") is not None and meta.get("name") != name:
             raise errors.bad_request(
-                f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
-        if rt.namespaced and meta.get('namespace') and meta['namespace'] != namespace:
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
+        if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
             raise errors.bad_request(
-                'the namespace of the provided object does not match the namespace sent on the request')
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
 
         # Optimistic concurrency.
-        old_meta = old['metadata']
-        given_rv = meta.get('resourceVersion')
+        old_meta = old["metadata"]
+        given_rv = meta.get("resourceVersion")
         if given_rv:
-            if str(given_rv) != old_meta['resourceVersion']:
+            if str(given_rv) != old_meta["resourceVersion"]:
                 raise errors.conflict(rt.group, rt.plural, name)
         elif not from_patch and rt.is_custom:
-            raise errors.invalid(rt.kind, rt.group, name, [Cause(
-                'metadata.resourceVersion', 'Invalid value: 0x0: must be specified for an update')])
+            raise errors.invalid(
+                rt.kind,
+                rt.group,
+                name,
+                [Cause("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")],
+            )
 
-        if subresource == 'status':
+        if subresource == "status":
             new = copy.deepcopy(old)
-            if 'status' in obj:
-                new['status'] = obj['status']
+            if "status" in obj:
+                new["status"] = obj["status"]
             else:
-                new.pop('status', None)
+                new.pop("status", None)
         else:
             new = obj
             if rt.status_subresource:
-                if 'status' in old:
-                    new['status'] = copy.deepcopy(old['status'])
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
                 else:
-                    new.pop('status', None)
-            new_meta = new['metadata']
-            for immutable in ('uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds',
-                              'generation', 'name', 'namespace'):
+                    new.pop("status", None)
+            new_meta = new["metadata"]
+            for immutable in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "name",
+                "namespace",
+            ):
                 if immutable in old_meta:
                     new_meta[immutable] = old_meta[immutable]
                 else:
                     new_meta.pop(immutable, None)
-            new_meta.pop('managedFields', None)
-            if old_meta.get('deletionTimestamp'):
-                added = set(new_meta.get('finalizers') or []) - set(old_meta.get('finalizers') or [])
+            new_meta.pop("managedFields", None)
+            if old_meta.get("deletionTimestamp"):
+                added = set(new_meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
                 if added:
-                    raise errors.invalid(rt.kind, rt.group, name, [Cause(
-                        'metadata.finalizers', f'Forbidden: no new finalizers can be added if the object is being '
-                                               f'deleted, found new finalizers {sorted(added)!r}',
-                        'FieldValueForbidden')])
-        new['metadata']['resourceVersion'] = old_meta['resourceVersion']
-        if rt.storage_key == builtin.CRD_TYPE.storage_key and subresource != 'status':
+                    raise errors.invalid(
+                        rt.kind,
+                        rt.group,
+                        name,
+                        [
+                            Cause(
+                                "metadata.finalizers",
+                                f"Forbidden: no new finalizers can be added if the object is being "
+                                f"deleted, found new finalizers {sorted(added)!r}",
+                                "FieldValueForbidden",
+                            )
+                        ],
+                    )
+        new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        if rt.storage_key == builtin.CRD_TYPE.storage_key and subresource != "status":
             self._validate_crd(new)
 
-        warnings = self._prepare_custom(rt, new, old, field_validation) if subresource != 'status' else []
-        if subresource == 'status' and rt.schema:
+        warnings = self._prepare_custom(rt, new, old, field_validation) if subresource != "status" else []
+        if subresource == "status" and rt.schema:
             schema.prune(rt.schema, new)
             schema.apply_defaults(rt.schema, new)
             causes = schema.validate(rt.schema, new, old)
@@ -442,17 +542,17 @@ class Store:
 
         # Generation: bumped when anything other than metadata/status changes.
         if self._spec_changed(old, new):
-            new['metadata']['generation'] = int(old_meta.get('generation') or 0) + 1
+            new["metadata"]["generation"] = int(old_meta.get("generation") or 0) + 1
 
         if self._same(old, new):
             return WriteResult(self._present(rt, old), warnings)
         if dry_run:
             return WriteResult(self._present(rt, new), warnings)
 
-        result = self._commit(rt, key, new, 'MODIFIED', old)
+        result = self._commit(rt, key, new, "MODIFIED", old)
         if rt.storage_key == builtin.CRD_TYPE.storage_key:
             self._install_crd_from_object(result)
-        if new['metadata'].get('deletionTimestamp') and not new['metadata'].get('finalizers'):
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             result = self._purge(rt, key)
         return WriteResult(result, warnings)
 
@@ -465,10 +565,21 @@ class Store:
     def _same(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         return bool(old == new)
 
-    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, body: Any, *,
-              subresource: str | None = None, dry_run: bool = False, field_validation: str | None = None,
-              field_manager: str | None = None, force: bool = False) -> WriteResult:
-        media = content_type.split(';', 1)[0].strip().lower()
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> WriteResult:
+        media = content_type.split(";", 1)[0].strip().lower()
         if media not in patches.PATCH_TYPES or (rt.is_custom and media == patches.STRATEGIC_MERGE_PATCH):
             accepted = [patches.JSON_PATCH, patches.MERGE_PATCH, patches.APPLY_PATCH]
             if not rt.is_custom:
@@ -479,11 +590,11 @@ class Store:
         if stored is None:
             if media == patches.APPLY_PATCH and subresource is None:
                 if not isinstance(body, dict):
-                    raise errors.bad_request('the apply patch must be an object')
+                    raise errors.bad_request("the apply patch must be an object")
                 body = copy.deepcopy(body)
-                body.setdefault('metadata', {})['name'] = name
+                body.setdefault("metadata", {})["name"] = name
                 if rt.namespaced:
-                    body['metadata'].setdefault('namespace', namespace)
+                    body["metadata"].setdefault("namespace", namespace)
                 return self.create(rt, namespace, body, dry_run=dry_run, field_validation=field_validation)
             raise errors.not_found(rt.group, rt.plural, name)
         if media == patches.APPLY_PATCH and isinstance(body, dict):
@@ -492,75 +603,107 @@ class Store:
         try:
             patched = patches.patch_object(content_type, current, body)
         except patches.PatchError as e:
-            raise errors.ApiError(422 if media == patches.JSON_PATCH else 400,
-                                  'Invalid' if media == patches.JSON_PATCH else 'BadRequest', str(e)) from e
+            raise errors.ApiError(
+                422 if media == patches.JSON_PATCH else 400,
+                "Invalid" if media == patches.JSON_PATCH else "BadRequest",
+                str(e),
+            ) from e
         if not isinstance(patched, dict):
-            raise errors.bad_request('the patched object must be a JSON object')
-        patched_rv = (patched.get('metadata') or {}).get('resourceVersion')
-        if patched_rv and str(patched_rv) != stored['metadata']['resourceVersion']:
+            raise errors.bad_request("the patched object must be a JSON object")
+        patched_rv = (patched.get("metadata") or {}).get("resourceVersion")
+        if patched_rv and str(patched_rv) != stored["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.group, rt.plural, name)
-        patched.setdefault('metadata', {})['resourceVersion'] = stored['metadata']['resourceVersion']
-        return self.replace(rt, namespace, name, patched, subresource=subresource, dry_run=dry_run,
-                            field_validation=field_validation, from_patch=True)
+        patched.setdefault("metadata", {})["resourceVersion"] = stored["metadata"]["resourceVersion"]
+        return self.replace(
+            rt,
+            namespace,
+            name,
+            patched,
+            subresource=subresource,
+            dry_run=dry_run,
+            field_validation=field_validation,
+            from_patch=True,
+        )
 
     # -------------------------------------------------------------------------------------------------
     # Deleting
     # -------------------------------------------------------------------------------------------------
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: Mapping[str, Any] | None = None,
-               *, dry_run: bool = False) -> WriteResult:
+    def delete(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> WriteResult:
         options = options or {}
         key = self._key(rt, namespace, name)
         stored = self._objects[rt.storage_key].get(key)
         if stored is None:
             raise errors.not_found(rt.group, rt.plural, name)
-        meta = stored['metadata']
-        preconditions = options.get('preconditions') or {}
-        if preconditions.get('uid') and preconditions['uid'] != meta.get('uid'):
-            raise errors.conflict(rt.group, rt.plural, name,
-                                  f'Precondition failed: UID in precondition: {preconditions["uid"]}, '
-                                  f'UID in object meta: {meta.get("uid")}')
-        precondition_rv = preconditions.get('resourceVersion') or (options.get('metadata') or {}).get(
-            'resourceVersion')
-        if precondition_rv and str(precondition_rv) != meta.get('resourceVersion'):
-            raise errors.conflict(rt.group, rt.plural, name,
-                                  f'Precondition failed: ResourceVersion in precondition: {precondition_rv}, '
-                                  f'ResourceVersion in object meta: {meta.get("resourceVersion")}')
-        policy = options.get('propagationPolicy')
-        if options.get('orphanDependents') is True:
-            policy = 'Orphan'
+        meta = stored["metadata"]
+        preconditions = options.get("preconditions") or {}
+        if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
+            raise errors.conflict(
+                rt.group,
+                rt.plural,
+                name,
+                f"Precondition failed: UID in precondition: {preconditions['uid']}, "
+                f"UID in object meta: {meta.get('uid')}",
+            )
+        precondition_rv = preconditions.get("resourceVersion") or (options.get("metadata") or {}).get(
+            "resourceVersion"
+        )
+        if precondition_rv and str(precondition_rv) != meta.get("resourceVersion"):
+            raise errors.conflict(
+                rt.group,
+                rt.plural,
+                name,
+                f"Precondition failed: ResourceVersion in precondition: {precondition_rv}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+            )
+        policy = options.get("propagationPolicy")
+        if options.get("orphanDependents") is True:
+            policy = "Orphan"
         if dry_run:
             return WriteResult(self._present(rt, stored))
-        if policy == 'Orphan':
-            self._orphaning.add(meta['uid'])
-        if meta.get('deletionTimestamp'):
+        if policy == "Orphan":
+            self._orphaning.add(meta["uid"])
+        if meta.get("deletionTimestamp"):
             return WriteResult(self._present(rt, stored))  # already being deleted
-        if rt.storage_key == ('', 'namespaces'):
+        if rt.storage_key == ("", "namespaces"):
             return WriteResult(self._delete_namespace(rt, key))
-        if meta.get('finalizers'):
+        if meta.get("finalizers"):
             old = copy.deepcopy(stored)
             new = copy.deepcopy(stored)
-            new['metadata']['deletionTimestamp'] = now_rfc3339()
-            new['metadata']['deletionGracePeriodSeconds'] = 0
-            new['metadata']['generation'] = int(meta.get('generation') or 0) + 1
-            return WriteResult(self._commit(rt, key, new, 'MODIFIED', old))
+            new["metadata"]["deletionTimestamp"] = now_rfc3339()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["generation"] = int(meta.get("generation") or 0) + 1
+            return WriteResult(self._commit(rt, key, new, "MODIFIED", old))
         return WriteResult(self._purge(rt, key))
 
-    def delete_collection(self, rt: ResourceType, namespace: str | None, selector: Selector | None,
-                          options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def delete_collection(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        selector: Selector | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
         deleted = []
-        for obj in self.list(rt, namespace, selector):
-            meta = obj['metadata']
-            if self._key(rt, meta.get('namespace'), meta['name']) in self._objects[rt.storage_key]:
-                deleted.append(self.delete(rt, meta.get('namespace'), meta['name'], options).object)
+        for obj in self.list_objects(rt, namespace, selector):
+            meta = obj["metadata"]
+            if self._key(rt, meta.get("namespace"), meta["name"]) in self._objects[rt.storage_key]:
+                deleted.append(self.delete(rt, meta.get("namespace"), meta["name"], options).object)
         return deleted
 
     def _purge(self, rt: ResourceType, key: ObjectKey) -> dict[str, Any]:
         """Finally remove the object (no finalizers left), then garbage-collect its dependents."""
         stored = self._objects[rt.storage_key][key]
         final = copy.deepcopy(stored)
-        result = self._commit(rt, key, final, 'DELETED', stored)
-        uid = final['metadata'].get('uid')
+        result = self._commit(rt, key, final, "DELETED", stored)
+        uid = final["metadata"].get("uid")
         if rt.storage_key == builtin.CRD_TYPE.storage_key:
             self._uninstall_crd(final)
         if uid:
@@ -572,13 +715,13 @@ class Store:
         return result
 
     def _uninstall_crd(self, crd: Mapping[str, Any]) -> None:
-        spec = crd.get('spec') or {}
-        group, plural = spec.get('group', ''), (spec.get('names') or {}).get('plural', '')
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
         rtypes = self.registry.versions_of(group, plural)
         for okey in list(self._objects[(group, plural)]):
             if rtypes:
                 self._purge_force(rtypes[0], okey)
-        self.registry.remove_crd(crd['metadata']['name'])
+        self.registry.remove_crd(crd["metadata"]["name"])
         for callback in self.on_crd_change:
             callback()
 
@@ -587,25 +730,25 @@ class Store:
             self._purge(rt, key)
 
     def _collect_garbage(self, owner_uid: str, *, orphan: bool) -> None:
-        live_uids = {obj['metadata'].get('uid') for _, _, obj in self.all_objects()}
+        live_uids = {obj["metadata"].get("uid") for _, _, obj in self.all_objects()}
         for skey, okey, obj in self.all_objects():
-            refs = (obj.get('metadata') or {}).get('ownerReferences') or []
-            if not any(ref.get('uid') == owner_uid for ref in refs):
+            refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+            if not any(ref.get("uid") == owner_uid for ref in refs):
                 continue
             rt = self._any_type(skey)
             if rt is None or okey not in self._objects[skey]:
                 continue
-            remaining = [ref for ref in refs if ref.get('uid') != owner_uid]
-            if orphan or any(ref.get('uid') in live_uids for ref in remaining):
+            remaining = [ref for ref in refs if ref.get("uid") != owner_uid]
+            if orphan or any(ref.get("uid") in live_uids for ref in remaining):
                 # Orphaned or still owned by others: only the dangling reference is removed.
                 new = copy.deepcopy(obj)
                 if remaining:
-                    new['metadata']['ownerReferences'] = remaining
+                    new["metadata"]["ownerReferences"] = remaining
                 else:
-                    new['metadata'].pop('ownerReferences', None)
-                self._commit(rt, okey, new, 'MODIFIED', obj)
+                    new["metadata"].pop("ownerReferences", None)
+                self._commit(rt, okey, new, "MODIFIED", obj)
             else:
-                self.delete(rt, okey[0] or None, okey[1], {'propagationPolicy': 'Background'})
+                self.delete(rt, okey[0] or None, okey[1], {"propagationPolicy": "Background"})
 
     def _any_type(self, skey: StorageKey) -> ResourceType | None:
         for rt in self.registry:
@@ -618,27 +761,31 @@ class Store:
         stored = self._objects[rt.storage_key][key]
         old = copy.deepcopy(stored)
         new = copy.deepcopy(stored)
-        new['metadata']['deletionTimestamp'] = now_rfc3339()
-        new['metadata']['deletionGracePeriodSeconds'] = 0
-        new.setdefault('status', {})['phase'] = 'Terminating'
-        result = self._commit(rt, key, new, 'MODIFIED', old)
+        new["metadata"]["deletionTimestamp"] = now_rfc3339()
+        new["metadata"]["deletionGracePeriodSeconds"] = 0
+        new.setdefault("status", {})["phase"] = "Terminating"
+        result = self._commit(rt, key, new, "MODIFIED", old)
         for skey, okey, _obj in self.all_objects():
             other = self._any_type(skey)
-            if other is not None and other.namespaced and okey[0] == namespace and \
-                    okey in self._objects[skey]:
-                self.delete(other, namespace, okey[1], {'propagationPolicy': 'Background'})
+            if (
+                other is not None
+                and other.namespaced
+                and okey[0] == namespace
+                and okey in self._objects[skey]
+            ):
+                self.delete(other, namespace, okey[1], {"propagationPolicy": "Background"})
         if self._maybe_finish_namespace(namespace):
             return self._present(rt, new)
         return result
 
     def _maybe_finish_namespace(self, namespace: str) -> bool:
         ns_rt = builtin.NAMESPACE_TYPE
-        ns = self._objects[ns_rt.storage_key].get(('', namespace))
-        if ns is None or not ns['metadata'].get('deletionTimestamp'):
+        ns = self._objects[ns_rt.storage_key].get(("", namespace))
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
             return False
         for skey, okey, _obj in self.all_objects():
             other = self._any_type(skey)
             if other is not None and other.namespaced and okey[0] == namespace:
                 return False
-        self._purge(ns_rt, ('', namespace))
+        self._purge(ns_rt, ("", namespace))
         return True

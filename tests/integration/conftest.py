@@ -21,11 +21,11 @@ import pytest_asyncio
 # Read when the handlers module registers its resync timer: short, so drift repair shows in seconds.
 os.environ.setdefault("TANDEM_RESYNC_SECONDS", "2")
 
-import kopf  # noqa: E402
+import kopf
 
-from tests.emulator.fixtures import run_emulator  # noqa: E402
-from tests.emulator.server import Emulator, load_manifests  # noqa: E402
-from tests.manifests import CRDS, ROOT  # noqa: E402
+from tests.emulator.fixtures import run_emulator
+from tests.emulator.server import Emulator, load_manifests
+from tests.manifests import CRDS, ROOT
 
 UPSTREAM = ROOT / "tests" / "emulator" / "upstream"
 
