@@ -23,7 +23,7 @@ import kmock
 import yaml
 from kmock._internal import apps, enums, parsing, references, rendering
 
-from tests.emulator import builtin, discovery, errors, tables
+from tests.emulator import builtin, discovery, errors, protobuf, tables
 from tests.emulator.resources import Registry, ResourceType
 from tests.emulator.schema import Cause
 from tests.emulator.selectors import Selector, SelectorError
@@ -61,7 +61,7 @@ def load_manifests(*sources: str | pathlib.Path | Mapping[str, Any] | Iterable[A
     return result
 
 
-@attrs.define(kw_only=True)
+@attrs.define(kw_only=True, repr=False)
 class Emulator(kmock.KubernetesEmulator):
     """
     A faithful-enough Kubernetes API server in memory (see README.md).
@@ -94,6 +94,12 @@ class Emulator(kmock.KubernetesEmulator):
             self.store.ensure_namespace(ns)
         if self.kopf_peering:
             self.install_crds(builtin.KOPF_PEERING_CRDS)
+
+    def __repr__(self) -> str:
+        url = self.url if self.servers else "not listening"
+        return (
+            f"<Emulator {url} resourceVersion={self.store.resource_version} requests={len(self._requests)}>"
+        )
 
     # ---------------------------------------------------------------------------------------------------
     # Public API for tests
@@ -274,18 +280,21 @@ class Emulator(kmock.KubernetesEmulator):
         content_type = raw_request.headers.get("Content-Type", "")
         data: Any = None
         if body and "protobuf" in content_type:
-            raise errors.unsupported_media_type(
-                content_type,
-                [
-                    "application/json",
-                    "application/yaml",
-                    "application/merge-patch+json",
-                    "application/json-patch+json",
-                    "application/strategic-merge-patch+json",
-                    "application/apply-patch+yaml",
-                ],
-            )
-        if body:
+            try:
+                data = protobuf.decode(body)
+            except protobuf.ProtobufError as e:
+                raise errors.unsupported_media_type(
+                    content_type,
+                    [
+                        "application/json",
+                        "application/yaml",
+                        "application/merge-patch+json",
+                        "application/json-patch+json",
+                        "application/strategic-merge-patch+json",
+                        "application/apply-patch+yaml",
+                    ],
+                ) from e
+        elif body:
             try:
                 data = yaml.load(text, Loader=_YAML_LOADER) if "yaml" in content_type else json.loads(text)
             except (ValueError, yaml.YAMLError) as e:

@@ -342,10 +342,14 @@ class Store:
 
     def _type_specific_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         if rt.storage_key == ("", "namespaces"):
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            spec = obj.setdefault("spec", {})
+            if not spec.get("finalizers"):
+                spec["finalizers"] = ["kubernetes"]
             obj["status"] = {"phase": "Active"}
             labels = obj["metadata"].setdefault("labels", {})
             labels.setdefault("kubernetes.io/metadata.name", obj["metadata"]["name"])
+        elif rt.storage_key == ("", "secrets") and not obj.get("type"):
+            obj["type"] = "Opaque"
         elif rt.storage_key == ("", "pods"):
             obj["status"] = {"phase": "Pending"}
         elif rt.storage_key == builtin.CRD_TYPE.storage_key:
@@ -541,7 +545,7 @@ class Store:
                 raise errors.invalid(rt.kind, rt.group, name, causes)
 
         # Generation: bumped when anything other than metadata/status changes.
-        if self._spec_changed(old, new):
+        if self._spec_changed(rt, old, new):
             new["metadata"]["generation"] = int(old_meta.get("generation") or 0) + 1
 
         if self._same(old, new):
@@ -557,8 +561,12 @@ class Store:
         return WriteResult(result, warnings)
 
     @staticmethod
-    def _spec_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-        keys = (set(old) | set(new)) - builtin.NON_SPEC_FIELDS
+    def _spec_changed(rt: ResourceType, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        # For custom resources without the status subresource, the status is just another field.
+        ignored = builtin.NON_SPEC_FIELDS
+        if rt.is_custom and not rt.status_subresource:
+            ignored = ignored - {"status"}
+        keys = (set(old) | set(new)) - ignored
         return any(old.get(k) != new.get(k) for k in keys)
 
     @staticmethod

@@ -23,7 +23,7 @@ os.environ.setdefault("TANDEM_RESYNC_SECONDS", "2")
 
 import kopf
 
-from tests.emulator.fixtures import run_emulator
+from tests.emulator.runner import run_emulator
 from tests.emulator.server import Emulator, load_manifests
 from tests.manifests import CRDS, ROOT
 

@@ -241,6 +241,19 @@ def test_builtin_kinds_apply_and_namespaces(cluster: dict[str, Any]) -> None:
     assert "NotFound" in kubectl(cluster, "get", "deploy", "web", "-n", "web", check=False)
 
 
+def test_imperative_creation(cluster: dict[str, Any]) -> None:
+    # kubectl sends these as protobuf.
+    kubectl(cluster, "create", "namespace", "imperative")
+    kubectl(cluster, "create", "configmap", "c", "--from-literal=a=b", "-n", "imperative")
+    kubectl(cluster, "create", "secret", "generic", "s", "--from-literal=pw=x", "-n", "imperative")
+    kubectl(cluster, "create", "serviceaccount", "robot", "-n", "imperative")
+    assert kubectl(cluster, "get", "cm", "c", "-n", "imperative", "-o", "jsonpath={.data.a}") == "b"
+    assert kubectl(cluster, "get", "secret", "s", "-n", "imperative", "-o", "jsonpath={.data.pw}") == "eA=="
+    assert (
+        kubectl(cluster, "get", "sa", "robot", "-n", "imperative", "-o", "name") == "serviceaccount/robot\n"
+    )
+
+
 OPERATOR = """
 import kopf
 
