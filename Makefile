@@ -40,13 +40,15 @@ test-fast: venv
 test-integration: venv tools
 	$(BIN)/pytest -q tests/integration
 
+LINT_DIRS := $(wildcard operator tests benchmarks scripts)
+
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks scripts
-	$(BIN)/ruff format --check operator tests benchmarks scripts
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/mypy
 
 crds: venv
-	$(BIN)/python -m tandem.api.crd crds
+	$(BIN)/python -m tandem.api.crd crds $(wildcard charts/tandem/crds)
 
 demo: venv tools
 	$(BIN)/python scripts/demo.py
