@@ -71,7 +71,7 @@ def test_defaults_and_cel_rules_reach_the_crd() -> None:
     kb = crd_for(ALL_KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     chunking = kb["properties"]["chunking"]
     assert chunking["default"] == {}
-    assert chunking["properties"]["size"]["default"] == 256
+    assert chunking["properties"]["size"]["default"] == 200
     assert {
         "rule": "self.overlap < self.size",
         "message": "overlap must be smaller than size",

@@ -165,9 +165,10 @@ def write_all(directory: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    target = Path(argv[1] if len(argv) > 1 else "crds")
-    for path in write_all(target):
-        print(path)
+    """Write the CRDs into each directory given (default: crds/)."""
+    for target in argv[1:] or ["crds"]:
+        for path in write_all(Path(target)):
+            print(path)
     return 0
 
 

@@ -141,7 +141,12 @@ class Chunking(TandemModel):
             "Markdown headings and paragraphs, then on tokens where a section is longer than size."
         ),
     )
-    size: int = Field(default=256, ge=16, le=8192, description="Largest chunk, in embedding-model tokens.")
+    size: int = Field(
+        default=200,
+        ge=16,
+        le=8192,
+        description="Largest chunk, in embedding-model tokens; at most what the model reads (254 for MiniLM).",
+    )
     overlap: int = Field(
         default=32, ge=0, le=4096, description="Tokens shared by consecutive chunks; less than size."
     )

@@ -1,0 +1,102 @@
+"""`python -m tandem.workloads.ingest --spec FILE`: index a KnowledgeBase (the ingest Job runs this).
+
+The spec file is what the operator's planner writes (or `tandem up` writes locally): the
+KnowledgeBase spec, its collection, Milvus URI, revision and where each source is mounted. Progress is
+printed as JSON lines; the result is the last line, is written to --result, and to the Kubernetes
+termination message, from which the operator copies it into status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tandem.api.v1alpha1 import KnowledgeBaseSpec
+
+from .knowledge.embedding import Embedder, EmbeddingModelError
+from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
+from .knowledge.sources import read_source
+from .knowledge.store import ChunkStore, StoreError
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def emit(event: dict[str, Any]) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def run(job: dict[str, Any], *, drop: bool = False, write_batch: int = WRITE_BATCH) -> dict[str, Any]:
+    spec = KnowledgeBaseSpec.model_validate(job["spec"])
+    store = ChunkStore(
+        job["milvusUri"],
+        job["collection"],
+        token=os.environ.get("TANDEM_MILVUS_TOKEN"),
+        database=spec.milvus.database,
+    )
+    if drop:
+        dropped = store.drop()
+        return {"collection": job["collection"], "dropped": dropped}
+    embedder = Embedder(
+        spec.embedding.model, batch_size=spec.embedding.batch_size, normalize=spec.embedding.normalize
+    )
+    locations: dict[str, str] = job.get("sourceLocations") or {}
+    reads = []
+    for source in spec.sources:
+        read = read_source(source, locations.get(source.name))
+        emit(
+            {
+                "stage": "read",
+                "source": source.name,
+                "documents": len(read.documents),
+                "failed": len(read.failures),
+                "complete": read.complete,
+            }
+        )
+        reads.append(read)
+    indexer = Indexer(
+        spec, store, embedder, revision=job.get("revision", ""), progress=emit, write_batch=write_batch
+    )
+    result: dict[str, Any] = json.loads(indexer.run(reads).to_json())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Index a KnowledgeBase into Milvus")
+    parser.add_argument("--spec", required=True, help="the ingest spec JSON written by the planner")
+    parser.add_argument("--result", help="also write the result JSON here")
+    parser.add_argument("--drop-collection", action="store_true", help="drop the collection and exit")
+    parser.add_argument("--ray-workers", type=int, default=0, help="embed on this many Ray workers")
+    parser.add_argument(
+        "--write-batch",
+        type=int,
+        default=WRITE_BATCH,
+        help="chunks embedded and stored per write (resume unit)",
+    )
+    args = parser.parse_args(argv)
+    job = json.loads(Path(args.spec).read_text())
+    try:
+        outcome = run(job, drop=args.drop_collection, write_batch=args.write_batch)
+        code = 0
+    except (IngestError, StoreError) as e:
+        outcome = {"error": e.reason, "message": str(e)}
+        code = 1
+    except EmbeddingModelError as e:
+        outcome = {"error": "EmbeddingModelUnavailable", "message": str(e)}
+        code = 1
+    text = json.dumps({"result": outcome})
+    print(text, flush=True)
+    if args.result:
+        Path(args.result).write_text(text)
+    if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
+        with contextlib.suppress(OSError):  # not in a Kubernetes pod after all
+            TERMINATION_LOG.write_text(text[:4096])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""KnowledgeBase internals: sources -> documents -> sections -> chunks -> vectors -> Milvus, and search."""

@@ -1,0 +1,238 @@
+"""Incremental, resumable indexing of a KnowledgeBase's documents into its collection.
+
+A document is re-embedded only when its content hash (content, format, title, labels, metadata and the
+chunking/embedding configuration) differs from what is stored. Chunk ids are deterministic, so a run
+killed halfway and started again overwrites what it had written instead of duplicating it; a
+document's previous chunks are deleted only after all its new chunks are stored, so a reader never sees
+a document vanish while it is being replaced. Documents absent from a source that was read completely
+are deleted; a source that could not be read keeps what it had.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tandem.api.v1alpha1.knowledgebase import KnowledgeBaseSpec
+
+from .chunking import Chunk, chunk
+from .documents import FailedDocument, SourceDocument
+from .embedding import Embedder
+from .parsing import ParseError, parse
+from .sources import SourceRead
+from .store import MAX_LABELS, MAX_TEXT, ChunkStore, StoredDocument, chunk_id
+
+# Chunks embedded and written together: large enough for efficient batches, small enough that an
+# interrupted run loses little.
+WRITE_BATCH = 256
+MAX_DOCUMENT_BYTES = 100_000_000
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class IngestError(Exception):
+    """Ingest cannot run at all; `reason` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class IngestResult:
+    collection: str
+    revision: str
+    documents: int = 0  # documents stored after the run
+    chunks: int = 0  # chunks stored after the run
+    bytes: int = 0  # bytes of source documents read
+    embedding_dimension: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    embedded_chunks: int = 0  # chunks embedded by this run (the cost of the re-index)
+    failed_documents: list[FailedDocument] = field(default_factory=list)
+    finished_at: str = ""
+
+    def to_json(self, limit: int | None = None) -> str:
+        data = asdict(self)
+        if limit is not None:  # a Kubernetes termination message holds 4 KiB
+            while len(json.dumps(data)) > limit and data["failed_documents"]:
+                data["failed_documents"] = data["failed_documents"][: len(data["failed_documents"]) // 2]
+                data["failedDocumentsTruncated"] = True
+        return json.dumps(data)
+
+
+def config_digest(spec: KnowledgeBaseSpec) -> str:
+    """The parts of the spec that change the stored chunks (not batch size, not the index)."""
+    return json.dumps(
+        {
+            "chunking": spec.chunking.model_dump(mode="json"),
+            "model": spec.embedding.model,
+            "normalize": spec.embedding.normalize,
+        },
+        sort_keys=True,
+    )
+
+
+@dataclass
+class _Pending:
+    doc: SourceDocument
+    doc_hash: str
+    title: str
+    chunks: list[Chunk]
+    replaces: bool  # an older version is stored and must go once this one is complete
+
+
+class Indexer:
+    def __init__(
+        self,
+        spec: KnowledgeBaseSpec,
+        store: ChunkStore,
+        embedder: Embedder,
+        *,
+        revision: str = "",
+        progress: Progress | None = None,
+        write_batch: int = WRITE_BATCH,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.embedder = embedder
+        self.revision = revision
+        self.progress = progress or (lambda event: None)
+        self._digest = config_digest(spec)
+        self.write_batch = write_batch
+
+    def run(self, reads: list[SourceRead]) -> IngestResult:
+        spec = self.spec
+        if spec.chunking.size > self.embedder.max_tokens:
+            raise IngestError(
+                "ChunkSizeTooLarge",
+                f"chunking.size {spec.chunking.size} exceeds the {self.embedder.max_tokens} tokens "
+                f"{spec.embedding.model} reads; longer chunks would be cut off unembedded",
+            )
+        self.store.ensure(self.embedder.dimension, spec.index, spec.search.keyword)
+        stored = self.store.documents()
+        result = IngestResult(
+            self.store.collection, self.revision, embedding_dimension=self.embedder.dimension
+        )
+        documents = [d for read in reads for d in read.documents]
+        result.failed_documents = [f for read in reads for f in read.failures]
+        result.bytes = sum(len(d.data) for d in documents)
+        self.progress({"stage": "planning", "documents": len(documents), "stored": len(stored)})
+
+        pending: list[_Pending] = []
+        for position, doc in enumerate(documents):
+            doc_hash = doc.content_hash(self._digest)
+            before = stored.get(doc.doc_id)
+            if before is not None and before.complete and before.doc_hash == doc_hash:
+                result.unchanged += 1
+                continue
+            item = self._prepare(doc, doc_hash, before, result)
+            if item is None:
+                continue
+            pending.append(item)
+            if sum(len(p.chunks) for p in pending) >= self.write_batch:
+                self._write(pending, result)
+                pending = []
+                self.progress(
+                    {
+                        "stage": "indexing",
+                        "documentsDone": position + 1,
+                        "documents": len(documents),
+                        "chunksEmbedded": result.embedded_chunks,
+                    }
+                )
+        self._write(pending, result)
+        result.removed = self._remove_missing(reads, stored)
+        self.store.flush()
+        final = self.store.documents()
+        result.documents = len(final)
+        result.chunks = sum(d.present for d in final.values())
+        result.finished_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.progress({"stage": "done", "documents": result.documents, "chunks": result.chunks})
+        return result
+
+    def _prepare(
+        self, doc: SourceDocument, doc_hash: str, before: StoredDocument | None, result: IngestResult
+    ) -> _Pending | None:
+        def failed(reason: str) -> None:
+            kept = " (the previously indexed version stays searchable)" if before else ""
+            local_id = doc.doc_id.split("/", 1)[1]  # source failures name documents within their source
+            result.failed_documents.append(FailedDocument(doc.source, local_id, reason + kept))
+
+        if len(doc.data) > MAX_DOCUMENT_BYTES:
+            failed(f"{len(doc.data)} bytes is more than the {MAX_DOCUMENT_BYTES} a document may have")
+            return None
+        if len(doc.access_labels) > MAX_LABELS:
+            failed(f"{len(doc.access_labels)} access labels; at most {MAX_LABELS}")
+            return None
+        try:
+            parsed = parse(doc)
+        except ParseError as e:
+            failed(str(e))
+            return None
+        chunks = chunk(parsed, self.spec.chunking, self.embedder.token_offsets)
+        if not chunks:
+            failed("no text to index after chunking")
+            return None
+        if before is None:
+            result.added += 1
+        else:
+            result.updated += 1
+        return _Pending(doc, doc_hash, parsed.title, chunks, replaces=before is not None)
+
+    def _write(self, pending: list[_Pending], result: IngestResult) -> None:
+        if not pending:
+            return
+        texts = [c.text for p in pending for c in p.chunks]
+        vectors = self.embedder.embed(texts)
+        result.embedded_chunks += len(texts)
+        rows = []
+        row = 0
+        for item in pending:
+            doc = item.doc
+            for c in item.chunks:
+                rows.append(
+                    {
+                        "id": chunk_id(doc.doc_id, item.doc_hash, c.index),
+                        "vector": vectors[row].tolist(),
+                        "text": c.text[:MAX_TEXT],
+                        "doc_id": doc.doc_id,
+                        "doc_hash": item.doc_hash,
+                        "source": doc.source,
+                        "uri": doc.uri[:2048],
+                        "title": item.title[:512],
+                        "heading": c.heading[:1024],
+                        "chunk_index": c.index,
+                        "chunk_count": len(item.chunks),
+                        "start": c.start,
+                        "end": c.end,
+                        "page": c.page if c.page is not None else -1,
+                        "access_labels": list(doc.access_labels),
+                        "public": not doc.access_labels,
+                        "metadata": doc.metadata,
+                    }
+                )
+                row += 1
+        self.store.upsert(rows)
+        for item in pending:
+            # Only now, with every new chunk stored, the old version of the document goes.
+            self.store.delete_document(item.doc.doc_id, keep_hash=item.doc_hash)
+
+    def _remove_missing(self, reads: list[SourceRead], stored: dict[str, StoredDocument]) -> int:
+        seen = {d.doc_id for read in reads for d in read.documents}
+        # A document that failed to parse still exists at its source: its old chunks stay.
+        seen |= {f"{f.source}/{f.document}" for read in reads for f in read.failures}
+        incomplete = {read.name for read in reads if not read.complete}
+        removed = 0
+        for doc_id in stored:
+            # Also removes documents of sources no longer in the spec.
+            if doc_id in seen or doc_id.split("/", 1)[0] in incomplete:
+                continue
+            self.store.delete_document(doc_id)
+            removed += 1
+        return removed

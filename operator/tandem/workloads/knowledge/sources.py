@@ -1,0 +1,160 @@
+"""Read every document of a source. A failing document is reported and skipped; a source that cannot be
+listed at all is marked incomplete, so the indexer keeps (rather than deletes) what it indexed before."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem.api.v1alpha1.knowledgebase import Source
+
+from .documents import FailedDocument, SourceDocument, detect_format
+from .safe_http import FetchError, fetch
+
+
+@dataclass
+class SourceRead:
+    """What one source yielded."""
+
+    name: str
+    documents: list[SourceDocument] = field(default_factory=list)
+    failures: list[FailedDocument] = field(default_factory=list)
+    # False when the source could not be enumerated: its absent documents must not be deleted.
+    complete: bool = True
+
+
+def read_source(source: Source, location: str | None = None) -> SourceRead:
+    """`location`: where a configMap/directory source is mounted (cluster) or lies (local mode)."""
+    out = SourceRead(source.name)
+    try:
+        for doc_id, uri, title, data, fmt, content_type in _raw_documents(source, location, out.failures):
+            out.documents.append(
+                SourceDocument(
+                    source=source.name,
+                    doc_id=f"{source.name}/{doc_id}",
+                    uri=uri,
+                    data=data,
+                    format=detect_format(fmt, uri, content_type, data),
+                    title=title,
+                    access_labels=tuple(source.access_labels),
+                    metadata=dict(source.metadata),
+                )
+            )
+    except SourceUnavailable as e:
+        out.complete = False
+        out.failures.append(FailedDocument(source.name, "*", str(e)))
+    return out
+
+
+class SourceUnavailable(Exception):
+    """The source as a whole cannot be read (directory missing, bucket unreachable...)."""
+
+
+RawDoc = tuple[str, str, str | None, bytes, str, str | None]  # id, uri, title, data, format, content type
+
+
+def _raw_documents(source: Source, location: str | None, failures: list[FailedDocument]) -> Iterator[RawDoc]:
+    """Yield readable documents; append the unreadable ones to `failures` and go on."""
+
+    def fail(document: str, reason: str) -> None:
+        failures.append(FailedDocument(source.name, document, reason))
+
+    if source.inline is not None:
+        for doc in source.inline.documents:
+            yield doc.id, f"inline://{source.name}/{doc.id}", doc.title, doc.text.encode(), doc.format, None
+    elif source.config_map is not None:
+        if location is None:
+            raise SourceUnavailable(f"ConfigMap {source.config_map.name} is not mounted")
+        root = Path(location)
+        if not root.is_dir():
+            raise SourceUnavailable(f"ConfigMap {source.config_map.name}: {root} is not readable")
+        keys = source.config_map.keys or sorted(p.name for p in root.iterdir() if not p.name.startswith(".."))
+        for key in keys:
+            path = root / key
+            if not path.is_file():
+                fail(key, f"key {key} not found in ConfigMap {source.config_map.name}")
+                continue
+            yield key, f"configmap://{source.config_map.name}/{key}", None, path.read_bytes(), "auto", None
+    elif source.directory is not None:
+        root = Path(location or source.directory.path)
+        if not root.is_dir():
+            raise SourceUnavailable(f"directory {root} does not exist or is not a directory")
+        for path in _walk(root, source.directory.include):
+            rel = path.relative_to(root).as_posix()
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                fail(rel, f"cannot read {rel}: {e.strerror}")
+                continue
+            yield rel, path.resolve().as_uri(), None, data, "auto", None
+    elif source.http is not None:
+        spec = source.http
+        for url in spec.urls:
+            try:
+                got = fetch(
+                    url,
+                    allow_private=spec.allow_private_networks,
+                    max_bytes=spec.max_bytes,
+                    timeout=float(spec.timeout_seconds),
+                    max_redirects=spec.max_redirects,
+                )
+            except FetchError as e:
+                fail(url, str(e))
+                continue
+            yield url, url, None, got.data, "auto", got.content_type
+    elif source.s3 is not None:
+        yield from _s3_documents(source, fail)
+
+
+def _walk(root: Path, patterns: list[str]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if any(_matches(rel, p) for p in patterns):
+                yield path
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """Glob match where a leading `**/` also matches files at the top level (as in most tools)."""
+    if fnmatch.fnmatch(rel, pattern):
+        return True
+    return pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:])
+
+
+def _s3_documents(source: Source, fail: Callable[[str, str], None]) -> Iterator[RawDoc]:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    spec = source.s3
+    assert spec is not None
+    prefix = "TANDEM_S3_" + source.name.upper().replace("-", "_")
+    key_id = os.environ.get(f"{prefix}_AWS_ACCESS_KEY_ID")
+    secret = os.environ.get(f"{prefix}_AWS_SECRET_ACCESS_KEY")
+    client = boto3.client(
+        "s3",
+        endpoint_url=spec.endpoint,
+        region_name=spec.region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket, Prefix=spec.prefix)
+        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    except (BotoCoreError, ClientError) as e:
+        raise SourceUnavailable(f"s3://{spec.bucket}/{spec.prefix}: {e}") from None
+    for key in keys:
+        rel = key[len(spec.prefix) :].lstrip("/") or key
+        if not any(_matches(rel, p) for p in spec.include):
+            continue
+        try:
+            got = client.get_object(Bucket=spec.bucket, Key=key)
+            data = got["Body"].read()
+        except (BotoCoreError, ClientError) as e:
+            fail(key, f"s3://{spec.bucket}/{key}: {e}")
+            continue
+        yield rel, f"s3://{spec.bucket}/{key}", None, data, "auto", got.get("ContentType")

@@ -1,0 +1,382 @@
+"""One Milvus collection per KnowledgeBase: schema, capability checks, incremental writes, ACL'd search.
+
+Works with milvus-lite (a local `.db` path) and a Milvus server (`http://host:19530`). What differs
+between them is detected, not assumed: the server version decides whether BM25 keyword search runs in
+Milvus (2.5+, milvus-lite) or falls back to lexical scoring of the dense candidates in the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from tandem.api.v1alpha1.knowledgebase import VectorIndex
+
+OUTPUT_FIELDS = [
+    "text",
+    "doc_id",
+    "chunk_index",
+    "source",
+    "uri",
+    "title",
+    "heading",
+    "start",
+    "end",
+    "page",
+    "access_labels",
+    "metadata",
+]
+MAX_LABELS = 64
+MAX_TEXT = 65_535
+# Index types each kind of server builds (an unsupported type is accepted at create time by milvus-lite
+# and fails later, so it is checked here first).
+LITE_INDEXES = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"}
+SERVER_23_INDEXES = {"HNSW", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"}
+SERVER_25_INDEXES = LITE_INDEXES
+
+
+class StoreError(Exception):
+    """Milvus refused or cannot do what the spec asks; `reason` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    doc_hash: str
+    chunk_count: int  # chunks the document was split into
+    present: int  # chunks of that hash actually stored (less: an interrupted write)
+
+    @property
+    def complete(self) -> bool:
+        return self.present == self.chunk_count
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk with everything a citation needs, and how it was found."""
+
+    id: str
+    text: str
+    doc_id: str
+    source: str
+    uri: str
+    title: str
+    heading: str
+    start: int
+    end: int
+    page: int | None
+    access_labels: list[str]
+    metadata: dict[str, Any]
+    score: float = 0.0  # fused rank score
+    similarity: float | None = None  # dense similarity (the metric's value), when found by dense search
+    keyword_rank: int | None = None  # rank among keyword hits, when found by keyword search
+    chunk_index: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def chunk_id(doc_id: str, doc_hash: str, index: int) -> str:
+    """Deterministic: re-running an interrupted ingest overwrites, never duplicates."""
+    return f"{hashlib.sha1(doc_id.encode()).hexdigest()[:16]}-{doc_hash[:16]}-{index}"
+
+
+def literal(value: str) -> str:
+    """A string literal for a Milvus boolean expression."""
+    return json.dumps(value)
+
+
+def acl_filter(groups: Iterable[str] | None) -> str:
+    """Chunks without labels are public; labelled chunks need one of the caller's groups."""
+    groups = sorted(set(groups or ()))
+    if not groups:
+        return "public == true"
+    return f"public == true or array_contains_any(access_labels, {json.dumps(groups)})"
+
+
+class ChunkStore:
+    def __init__(
+        self, uri: str, collection: str, *, token: str | None = None, database: str | None = None
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        kwargs: dict[str, Any] = {"uri": uri}
+        if token:
+            kwargs["token"] = token
+        if database:
+            kwargs["db_name"] = database
+        try:
+            self.client = MilvusClient(**kwargs)
+        except MilvusException as e:
+            raise StoreError("MilvusUnavailable", f"cannot connect to Milvus at {uri}: {e.message}") from None
+        self.server_version = str(self.client.get_server_version())
+        self.is_lite = "lite" in self.server_version.lower()
+        self.metric = "COSINE"
+
+    # -- capabilities -----------------------------------------------------------------------------------
+
+    def _server_tuple(self) -> tuple[int, int]:
+        match = re.search(r"(\d+)\.(\d+)", self.server_version)
+        return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+    @property
+    def supports_bm25(self) -> bool:
+        return self.is_lite or self._server_tuple() >= (2, 5)
+
+    def supported_indexes(self) -> set[str]:
+        if self.is_lite:
+            return LITE_INDEXES
+        return SERVER_25_INDEXES if self._server_tuple() >= (2, 5) else SERVER_23_INDEXES
+
+    # -- collection -------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return bool(self.client.has_collection(self.collection))
+
+    def ensure(self, dimension: int, index: VectorIndex, keyword: str) -> None:
+        """Create the collection, or check that the existing one fits the model and the spec."""
+        self.metric = index.metric
+        if index.type not in self.supported_indexes():
+            raise StoreError(
+                "IndexTypeUnsupported",
+                f"index type {index.type} is not supported by Milvus {self.server_version} "
+                f"(supported: {', '.join(sorted(self.supported_indexes()))})",
+            )
+        if self.exists():
+            self._check_existing(dimension)
+            self.load()
+            return
+        with_bm25 = keyword != "off" and self.supports_bm25
+        if keyword == "bm25" and not self.supports_bm25:
+            raise StoreError(
+                "KeywordSearchUnsupported",
+                f"search.keyword bm25 needs Milvus 2.5+ or milvus-lite; this server is "
+                f"{self.server_version}. Use keyword: auto for the client-side fallback",
+            )
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, enable_analyzer=with_bm25)
+        for name, length in (
+            ("doc_id", 1024),
+            ("doc_hash", 64),
+            ("source", 63),
+            ("uri", 2048),
+            ("title", 512),
+            ("heading", 1024),
+        ):
+            schema.add_field(name, DataType.VARCHAR, max_length=length)
+        for name in ("chunk_index", "chunk_count", "start", "end", "page"):
+            schema.add_field(name, DataType.INT64)
+        schema.add_field(
+            "access_labels",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=MAX_LABELS,
+            max_length=256,
+        )
+        schema.add_field("public", DataType.BOOL)
+        schema.add_field("metadata", DataType.JSON)
+        params = self.client.prepare_index_params()
+        params.add_index(
+            "vector", index_type=index.type, metric_type=index.metric, params=_index_params(index)
+        )
+        if with_bm25:
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+            params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        try:
+            self.client.create_collection(self.collection, schema=schema, index_params=params)
+        except MilvusException as e:
+            raise StoreError(
+                "CollectionCreateFailed", f"cannot create {self.collection}: {e.message}"
+            ) from None
+
+    def _check_existing(self, dimension: int) -> None:
+        description = self.client.describe_collection(self.collection)
+        vector = next((f for f in description["fields"] if f["name"] == "vector"), None)
+        have = int((vector or {}).get("params", {}).get("dim", 0))
+        if have != dimension:
+            raise StoreError(
+                "DimensionMismatch",
+                f"collection {self.collection} holds {have}-dimensional vectors but the embedding model "
+                f"produces {dimension}; changing the model needs a new collection: delete and recreate "
+                "the KnowledgeBase (or give it a new name)",
+            )
+        self.has_sparse = any(f["name"] == "sparse" for f in description["fields"])
+
+    @property
+    def keyword_in_milvus(self) -> bool:
+        if not hasattr(self, "has_sparse"):
+            self.has_sparse = self.exists() and any(
+                f["name"] == "sparse" for f in self.client.describe_collection(self.collection)["fields"]
+            )
+        return bool(self.has_sparse)
+
+    def load(self) -> None:
+        """Make an existing collection searchable in this process (a new server session starts released)."""
+        try:
+            self.client.load_collection(self.collection)
+        except MilvusException as e:
+            raise StoreError("CollectionUnavailable", f"cannot load {self.collection}: {e.message}") from None
+
+    def drop(self) -> bool:
+        if not self.exists():
+            return False
+        self.client.drop_collection(self.collection)
+        return True
+
+    # -- incremental writes -----------------------------------------------------------------------------
+
+    def documents(self) -> dict[str, StoredDocument]:
+        """What is stored, per document: its newest hash and whether all its chunks are there."""
+        counts: Counter[tuple[str, str, int]] = Counter()
+        iterator = self.client.query_iterator(
+            self.collection,
+            batch_size=1000,
+            filter="",
+            output_fields=["doc_id", "doc_hash", "chunk_count"],
+            consistency_level="Strong",
+        )
+        while batch := iterator.next():
+            for row in batch:
+                counts[(row["doc_id"], row["doc_hash"], int(row["chunk_count"]))] += 1
+        iterator.close()
+        stored: dict[str, StoredDocument] = {}
+        for (doc_id, doc_hash, chunk_count), present in counts.items():
+            previous = stored.get(doc_id)
+            candidate = StoredDocument(doc_hash, chunk_count, present)
+            # Two hashes of one document coexist only after an interruption: a complete one wins.
+            if previous is None or (candidate.complete and not previous.complete):
+                stored[doc_id] = candidate
+        return stored
+
+    def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.client.upsert(self.collection, list(rows))
+
+    def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
+        expression = f"doc_id == {literal(doc_id)}"
+        if keep_hash is not None:
+            expression += f" and doc_hash != {literal(keep_hash)}"
+        self.client.delete(self.collection, filter=expression)
+
+    def flush(self) -> None:
+        if not self.is_lite:
+            self.client.flush(self.collection)
+
+    def count(self) -> int:
+        rows = self.client.query(
+            self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+        )
+        return int(rows[0]["count(*)"])
+
+    # -- search -----------------------------------------------------------------------------------------
+
+    def dense_search(
+        self, vector: np.ndarray, limit: int, expression: str, *, consistency: str = "Bounded"
+    ) -> list[Passage]:
+        hits = self.client.search(
+            self.collection,
+            data=[vector.tolist()],
+            anns_field="vector",
+            limit=limit,
+            filter=expression,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": self.metric, "params": {"ef": max(64, limit)}},
+            consistency_level=consistency,
+        )[0]
+        return [_passage(hit, similarity=float(hit["distance"])) for hit in hits]
+
+    def keyword_search(
+        self, text: str, limit: int, expression: str, *, consistency: str = "Bounded"
+    ) -> list[Passage]:
+        hits = self.client.search(
+            self.collection,
+            data=[text],
+            anns_field="sparse",
+            limit=limit,
+            filter=expression,
+            output_fields=OUTPUT_FIELDS,
+            search_params={"metric_type": "BM25"},
+            consistency_level=consistency,
+        )[0]
+        return [_passage(hit, keyword_rank=rank) for rank, hit in enumerate(hits)]
+
+
+def lexical_rank(query: str, passages: Sequence[Passage]) -> list[Passage]:
+    """The keyword fallback for servers without BM25: Okapi BM25 over the dense candidates only.
+
+    It cannot find passages dense search missed entirely (Milvus-side BM25 can); it reorders the
+    candidates by exact term overlap, which is what keyword search adds for codes, names and numbers.
+    """
+
+    def terms(text: str) -> list[str]:
+        return re.findall(r"\w+", text.lower())
+
+    query_terms = set(terms(query))
+    docs = [terms(p.text) for p in passages]
+    if not docs or not query_terms:
+        return []
+    average = sum(map(len, docs)) / len(docs) or 1.0
+    frequency = Counter(t for d in docs for t in set(d))
+    scored = []
+    for passage, words in zip(passages, docs, strict=True):
+        counts = Counter(words)
+        score = 0.0
+        for term in query_terms:
+            if counts[term]:
+                idf = math.log(1 + (len(docs) - frequency[term] + 0.5) / (frequency[term] + 0.5))
+                tf = counts[term] * 2.2 / (counts[term] + 1.2 * (0.25 + 0.75 * len(words) / average))
+                score += idf * tf
+        if score > 0:
+            scored.append((score, passage))
+    scored.sort(key=lambda pair: -pair[0])
+    return [p for _, p in scored]
+
+
+def _index_params(index: VectorIndex) -> dict[str, Any]:
+    if index.type.startswith("HNSW"):
+        return {"M": index.m or 16, "efConstruction": index.ef_construction or 200}
+    if index.type.startswith("IVF"):
+        return {"nlist": index.nlist or 128}
+    return {}
+
+
+def _passage(hit: dict[str, Any], **scores: Any) -> Passage:
+    entity = hit["entity"]
+    page = int(entity.get("page", -1))
+    return Passage(
+        id=str(hit["id"]),
+        text=entity["text"],
+        doc_id=entity["doc_id"],
+        source=entity["source"],
+        uri=entity["uri"],
+        title=entity["title"],
+        heading=entity["heading"],
+        start=int(entity["start"]),
+        end=int(entity["end"]),
+        page=page if page >= 0 else None,
+        access_labels=list(entity.get("access_labels") or []),
+        metadata=dict(entity.get("metadata") or {}),
+        chunk_index=int(entity.get("chunk_index", 0)),
+        **scores,
+    )
