@@ -145,7 +145,7 @@ class Chunking(TandemModel):
         default=200,
         ge=16,
         le=8192,
-        description="Largest chunk, in embedding-model tokens; at most what the model reads (254 for MiniLM).",
+        description="Largest chunk, in embedding-model tokens; at most what the model reads (254: MiniLM).",
     )
     overlap: int = Field(
         default=32, ge=0, le=4096, description="Tokens shared by consecutive chunks; less than size."
