@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 # Read when the handlers module registers its resync timer: short, so drift repair shows in seconds.
@@ -34,6 +35,14 @@ UPSTREAM = ROOT / "tests" / "emulator" / "upstream"
 def _crd_documents() -> tuple[dict[str, Any], ...]:
     # Parsed once per session: KubeRay's RayJob CRD alone is 1.4 MB of YAML.
     return tuple(load_manifests(CRDS, UPSTREAM))
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """all-MiniLM-L6-v2 from its Python package, loaded once for the session (about 7 s)."""
+    from tandem.workloads.knowledge.embedding import Embedder
+
+    return Embedder("all-MiniLM-L6-v2")
 
 
 @pytest_asyncio.fixture()

@@ -123,6 +123,15 @@ class ChunkStore:
         self.server_version = str(self.client.get_server_version())
         self.is_lite = "lite" in self.server_version.lower()
         self.metric = "COSINE"
+        self._loaded = False
+
+    def close(self) -> None:
+        """Release the connection (milvus-lite: the data directory, which one process holds at a time)."""
+        self.client.close()
+        if self.is_lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
 
     # -- capabilities -----------------------------------------------------------------------------------
 
@@ -205,6 +214,7 @@ class ChunkStore:
             params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         try:
             self.client.create_collection(self.collection, schema=schema, index_params=params)
+            self._loaded = True  # created with its index: loaded
         except MilvusException as e:
             raise StoreError(
                 "CollectionCreateFailed", f"cannot create {self.collection}: {e.message}"
@@ -233,15 +243,19 @@ class ChunkStore:
 
     def load(self) -> None:
         """Make an existing collection searchable in this process (a new server session starts released)."""
+        if self._loaded:
+            return
         try:
             self.client.load_collection(self.collection)
         except MilvusException as e:
             raise StoreError("CollectionUnavailable", f"cannot load {self.collection}: {e.message}") from None
+        self._loaded = True
 
     def drop(self) -> bool:
         if not self.exists():
             return False
         self.client.drop_collection(self.collection)
+        self._loaded = False
         return True
 
     # -- incremental writes -----------------------------------------------------------------------------
@@ -249,6 +263,7 @@ class ChunkStore:
     def documents(self) -> dict[str, StoredDocument]:
         """What is stored, per document: its newest hash and whether all its chunks are there."""
         counts: Counter[tuple[str, str, int]] = Counter()
+        self.load()
         iterator = self.client.query_iterator(
             self.collection,
             batch_size=1000,
@@ -284,6 +299,7 @@ class ChunkStore:
             self.client.flush(self.collection)
 
     def count(self) -> int:
+        self.load()
         rows = self.client.query(
             self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
         )
