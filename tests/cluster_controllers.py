@@ -109,3 +109,37 @@ def roll_out_deployments(client: httpx.Client, namespace: str) -> int:
         )
         count += 1
     return count
+
+
+def run_pod(
+    client: httpx.Client, namespace: str, job_name: str, container: str, *, exit_code: int, message: str
+) -> None:
+    """Record a finished pod of a Job, with its termination message, as the Job controller and kubelet
+    would (the message is what the workload wrote to /dev/termination-log)."""
+    pod_name = f"{job_name}-{_now().replace(':', '').lower()[-6:]}-{exit_code}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": namespace,
+            "labels": {"batch.kubernetes.io/job-name": job_name, "job-name": job_name},
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": container, "image": "worker"}]},
+    }
+    client.post(f"/api/v1/namespaces/{namespace}/pods", json=pod).raise_for_status()
+    terminated = {"exitCode": exit_code, "message": message, "finishedAt": _now(), "reason": "Completed"}
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [
+            {
+                "name": container,
+                "ready": False,
+                "restartCount": 0,
+                "image": "worker",
+                "imageID": "",
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    _patch_status(client, f"/api/v1/namespaces/{namespace}/pods/{pod_name}", status)

@@ -24,6 +24,9 @@ from .knowledge.sources import read_source
 from .knowledge.store import ChunkStore, StoreError
 
 TERMINATION_LOG = Path("/dev/termination-log")
+# Exit codes the ingest Job's podFailurePolicy reads: retrying cannot fix a permanent error.
+EXIT_RETRY, EXIT_PERMANENT = 1, 2
+TRANSIENT = {"MilvusUnavailable", "CollectionUnavailable"}
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -84,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         code = 0
     except (IngestError, StoreError) as e:
         outcome = {"error": e.reason, "message": str(e)}
-        code = 1
+        code = EXIT_RETRY if e.reason in TRANSIENT else EXIT_PERMANENT
     except EmbeddingModelError as e:
         outcome = {"error": "EmbeddingModelUnavailable", "message": str(e)}
-        code = 1
+        code = EXIT_PERMANENT
     text = json.dumps({"result": outcome})
     print(text, flush=True)
     if args.result:

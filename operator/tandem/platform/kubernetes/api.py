@@ -45,6 +45,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     for r in [
         Resource("v1", "ConfigMap", "configmaps"),
         Resource("v1", "Service", "services"),
+        Resource("v1", "Pod", "pods"),  # read only: workload results in termination messages
         Resource("batch/v1", "Job", "jobs"),
         Resource("batch/v1", "CronJob", "cronjobs"),
         Resource("apps/v1", "Deployment", "deployments"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .conditions import Outcome
@@ -58,6 +59,33 @@ def rayjob_outcome(rayjob: dict[str, Any] | None, what: str) -> Outcome:
 
 def work_outcome(work: dict[str, Any] | None, kind: str, what: str) -> Outcome:
     return rayjob_outcome(work, what) if kind == "RayJob" else job_outcome(work, what)
+
+
+def termination_report(pods: list[dict[str, Any]], container: str) -> dict[str, Any] | None:
+    """The JSON a workload left as its termination message, from the most recent pod that left one.
+
+    Workloads end by writing `{"result": {...}}` to /dev/termination-log; the kubelet copies it into the
+    pod's status, which is how results reach the operator without the worker needing API access.
+    """
+    reports = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != container:
+                continue
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                terminated = state.get("terminated") or {}
+                message = terminated.get("message")
+                if message:
+                    reports.append((terminated.get("finishedAt") or "", message))
+    for _, message in sorted(reports, reverse=True):
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict) and isinstance(parsed.get("result"), dict):
+            result: dict[str, Any] = parsed["result"]
+            return result
+    return None
 
 
 def deployment_replicas(deployment: dict[str, Any] | None) -> tuple[int, int]:

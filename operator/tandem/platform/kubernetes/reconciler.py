@@ -27,7 +27,7 @@ from tandem.api.v1alpha1 import (
 from . import metrics
 from .api import ApiError, KubeApi
 from .conditions import READY, Outcome, condition, conditions_for, is_ready
-from .observe import deployment_replicas, work_outcome
+from .observe import RETRY_HINT, deployment_replicas, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .planners import Plan
 from .planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
@@ -60,6 +60,7 @@ CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 DEFAULT_URI_ADAPTER_RANK = 16
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
 
 
 class Blocked(Exception):
@@ -175,7 +176,8 @@ class Reconciler:
                 kb_spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
                 plan = plan_knowledge_base(owner, kb_spec, self.settings, token)
                 live, writes = await self._sync_children(owner, plan)
-                outcome, figures = self._knowledge_base_status(plan, live)
+                report = await self._work_report(owner, plan, "ingest")
+                outcome, figures = self._knowledge_base_status(plan, live, report)
             elif kind is ADAPTER_TRAINING:
                 at_spec = AdapterTrainingSpec.model_validate(body.get("spec") or {})
                 raft_kb = None
@@ -209,25 +211,51 @@ class Reconciler:
         writes += await self._write_status(kind, body, outcome, figures)
         return Result(outcome=outcome, writes=writes, status=figures)
 
+    async def _work_report(self, owner: Owner, plan: Plan, container: str) -> dict[str, Any] | None:
+        """What the work's pods reported in their termination messages (Jobs only)."""
+        if plan.work is None or plan.work["kind"] != "Job":
+            return None
+        selector = {JOB_NAME_LABEL: plan.work["metadata"]["name"]}
+        return termination_report(await self.api.list("v1", "Pod", owner.namespace, selector), container)
+
     def _knowledge_base_status(
-        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]]
+        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]], report: dict[str, Any] | None
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
         work = live.get(_key(plan.work))
         outcome = work_outcome(work, plan.work["kind"], "ingest")
         revision = plan.facts["revision"]
-        figures: dict[str, Any] = {
-            "collection": plan.facts["collection"],
-            "ingestJob": plan.work["metadata"]["name"],
-        }
+        collection = plan.facts["collection"]
+        figures: dict[str, Any] = {"collection": collection, "ingestJob": plan.work["metadata"]["name"]}
+        report = report or {}
+        if "error" in report:
+            cause = f"{report['error']}: {report.get('message', '')}"
+            if outcome.state == "Stalled":
+                outcome = Outcome.stalled(str(report["error"]), f"{cause}; {RETRY_HINT}")
+            elif outcome.state == "Progressing":
+                outcome = Outcome.progressing(
+                    "Retrying", f"the last ingest attempt failed ({cause}); retrying"
+                )
         if outcome.state == "Ready":
-            outcome = Outcome.ready(
-                "Indexed", f"collection {plan.facts['collection']} holds revision {revision}"
-            )
             figures["indexedRevision"] = revision
-            completed = ((work or {}).get("status") or {}).get("completionTime")
+            completed = report.get("finished_at") or ((work or {}).get("status") or {}).get("completionTime")
             if completed:
                 figures["lastIndexedTime"] = completed
+            message = f"collection {collection} holds revision {revision}"
+            if "chunks" in report:
+                failed = report.get("failed_documents") or []
+                figures.update(
+                    documents=report["documents"],
+                    chunks=report["chunks"],
+                    bytes=report["bytes"],
+                    embeddingDimension=report["embedding_dimension"],
+                    failedDocuments=failed,
+                )
+                message = f"{report['documents']} documents, {report['chunks']} chunks at revision {revision}"
+                if failed:
+                    names = ", ".join(f"{f['source']}/{f['document']}" for f in failed[:5])
+                    message += f"; {len(failed)} could not be indexed: {names}"
+            outcome = Outcome.ready("Indexed", message)
         figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(
             outcome.state, "Indexing" if outcome.reason == "Running" else "Pending"
         )

@@ -149,8 +149,11 @@ def plan_knowledge_base(
 
 def _job_spec(ingest: dict[str, Any], mounts: Mounts, owner: Owner) -> dict[str, Any]:
     # Ingest is idempotent (content-hash upserts), so a retried pod resumes rather than duplicates.
+    # Exit code 2 is a configuration error (see tandem.workloads.ingest): retrying cannot help.
+    permanent = {"containerName": "ingest", "operator": "In", "values": [2]}
     return {
         "backoffLimit": 4,
+        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": permanent}]},
         "template": {
             "metadata": {"labels": owner.labels("ingest")},
             "spec": pod_spec([ingest], mounts, restartPolicy="Never"),
