@@ -1,0 +1,185 @@
+"""Reading sources: local files, ConfigMaps, S3 (moto), HTTP with SSRF protection and bounds."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tandem.api.v1alpha1.knowledgebase import Source
+from tandem.workloads.knowledge import safe_http
+from tandem.workloads.knowledge.safe_http import FetchError, fetch
+from tandem.workloads.knowledge.sources import read_source
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/doc.md":
+            body = b"# Title\nhello"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/markdown")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/big":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"x" * 5000)
+        elif self.path.startswith("/loop"):
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.end_headers()
+        else:
+            self.send_response(404)
+            self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_loopback_is_refused_unless_allowed(server: str) -> None:
+    with pytest.raises(FetchError, match=r"127\.0\.0\.1.*allowPrivateNetworks"):
+        fetch(f"{server}/doc.md", allow_private=False, max_bytes=1000, timeout=5, max_redirects=3)
+    got = fetch(f"{server}/doc.md", allow_private=True, max_bytes=1000, timeout=5, max_redirects=3)
+    assert got.data == b"# Title\nhello" and got.content_type == "text/markdown"
+
+
+def test_size_and_redirect_limits(server: str) -> None:
+    with pytest.raises(FetchError, match="maxBytes"):
+        fetch(f"{server}/big", allow_private=True, max_bytes=1000, timeout=5, max_redirects=3)
+    with pytest.raises(FetchError, match="more than 3 redirects"):
+        fetch(f"{server}/loop", allow_private=True, max_bytes=1000, timeout=5, max_redirects=3)
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch(f"{server}/missing", allow_private=True, max_bytes=1000, timeout=5, max_redirects=3)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["10.1.2.3", "192.168.0.7", "169.254.169.254", "127.0.0.53", "::1", "::ffff:127.0.0.1", "fd00::1"],
+)
+def test_private_and_metadata_addresses_are_refused(address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    def fake(host: str, port: int, **_: Any) -> list[Any]:
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with pytest.raises(FetchError, match="private, loopback or link-local"):
+        safe_http.resolve("innocent.example.com", 443, allow_private=False)
+    import ipaddress
+
+    allowed = safe_http.resolve("innocent.example.com", 443, allow_private=True)
+    assert ipaddress.ip_address(allowed) == ipaddress.ip_address(address)
+
+
+def test_public_address_passes_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, **_: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))],
+    )
+    assert safe_http.resolve("example.com", 443, allow_private=False) == "93.184.216.34"
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(FetchError, match="only http and https"):
+        fetch("file:///etc/passwd", allow_private=True, max_bytes=10, timeout=1, max_redirects=0)
+
+
+def test_http_source_reports_each_failing_url(server: str) -> None:
+    source = Source.model_validate(
+        {
+            "name": "web",
+            "http": {"urls": [f"{server}/doc.md", f"{server}/missing"], "allowPrivateNetworks": True},
+        }
+    )
+    read = read_source(source)
+    assert [d.doc_id for d in read.documents] == [f"web/{server}/doc.md"]
+    assert read.documents[0].format == "markdown"
+    assert [f.document for f in read.failures] == [f"{server}/missing"] and read.complete
+
+
+def test_directory_source_globs_and_labels(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# A")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.html").write_text("<p>b</p>")
+    (tmp_path / "skip.bin").write_bytes(b"\0")
+    source = Source.model_validate(
+        {
+            "name": "wiki",
+            "directory": {"path": str(tmp_path), "include": ["**/*.md", "**/*.html"]},
+            "accessLabels": ["staff"],
+            "metadata": {"team": "ops"},
+        }
+    )
+    read = read_source(source)
+    assert [(d.doc_id, d.format) for d in read.documents] == [
+        ("wiki/a.md", "markdown"),
+        ("wiki/sub/b.html", "html"),
+    ]
+    assert read.documents[0].access_labels == ("staff",) and read.documents[0].metadata == {"team": "ops"}
+
+
+def test_missing_directory_marks_the_source_incomplete(tmp_path: Path) -> None:
+    source = Source.model_validate({"name": "wiki", "directory": {"path": str(tmp_path / "nope")}})
+    read = read_source(source)
+    assert not read.complete and read.failures[0].document == "*"
+
+
+def test_config_map_source_reads_mounted_keys(tmp_path: Path) -> None:
+    (tmp_path / "faq.md").write_text("# FAQ")
+    (tmp_path / "..data").mkdir()  # the kubelet's bookkeeping in a mounted ConfigMap
+    source = Source.model_validate(
+        {"name": "cm", "configMap": {"name": "faq", "keys": ["faq.md", "gone.md"]}}
+    )
+    read = read_source(source, str(tmp_path))
+    assert [d.doc_id for d in read.documents] == ["cm/faq.md"]
+    assert [f.document for f in read.failures] == ["gone.md"]
+
+
+def test_s3_source_with_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("TANDEM_S3_DOCS_AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("TANDEM_S3_DOCS_AWS_SECRET_ACCESS_KEY", "test")
+    with mock_aws():
+        s3 = boto3.client(
+            "s3", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+        )
+        s3.create_bucket(Bucket="handbook")
+        s3.put_object(Bucket="handbook", Key="wiki/travel.md", Body=b"# Travel")
+        s3.put_object(Bucket="handbook", Key="wiki/logo.png", Body=b"\x89PNG")
+        s3.put_object(Bucket="handbook", Key="other/x.md", Body=b"# X")
+        source = Source.model_validate(
+            {
+                "name": "docs",
+                "s3": {
+                    "bucket": "handbook",
+                    "prefix": "wiki/",
+                    "region": "us-east-1",
+                    "include": ["*.md"],
+                    "credentialsSecretRef": {"name": "s3-creds"},
+                },
+            }
+        )
+        read = read_source(source)
+        missing = read_source(
+            Source.model_validate({"name": "docs", "s3": {"bucket": "nope", "region": "us-east-1"}})
+        )
+    assert [(d.doc_id, d.uri) for d in read.documents] == [("docs/travel.md", "s3://handbook/wiki/travel.md")]
+    assert not missing.complete and "nope" in missing.failures[0].reason
