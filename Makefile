@@ -14,7 +14,7 @@ help:
 	@echo "make demo       bring up the operator against the API emulator and apply the examples"
 	@echo "make test       full test suite (unit + integration), installs what it needs"
 	@echo "make test-fast  unit tier only (seconds)"
-	@echo "make lint       ruff and mypy"
+	@echo "make lint       ruff, mypy, helm lint/template + schema validation, hadolint"
 	@echo "make crds       regenerate crds/ from the API types"
 	@echo "make bench      operator benchmark against the emulator"
 
@@ -34,7 +34,7 @@ tools: $(TOOLS)/kubectl
 test: venv tools
 	$(BIN)/pytest -q tests
 
-test-fast: venv
+test-fast: venv tools
 	$(BIN)/pytest -q tests/unit
 
 test-integration: venv tools
@@ -42,13 +42,14 @@ test-integration: venv tools
 
 LINT_DIRS := $(wildcard operator tests benchmarks scripts)
 
-lint: venv
+lint: venv tools
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 	$(BIN)/mypy
+	scripts/lint-packaging.sh
 
 crds: venv
-	$(BIN)/python -m tandem.api.crd crds $(wildcard charts/tandem/crds)
+	$(BIN)/python -m tandem.api.crd crds charts/tandem/crds
 
 demo: venv tools
 	$(BIN)/python scripts/demo.py

@@ -55,12 +55,14 @@ def container(
     ports: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    # The root filesystem is read-only: caches (HF, torch, pip) go under HOME on the /tmp emptyDir.
+    env = [{"name": "HOME", "value": "/tmp"}, *[e for e in env or [] if e["name"] != "HOME"]]
     out: dict[str, Any] = {
         "name": name,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": command,
-        "env": env or [],
+        "env": env,
         "volumeMounts": [TMP_MOUNT, *mounts.mounts],
         "securityContext": CONTAINER_SECURITY,
     }

@@ -115,7 +115,6 @@ def plan_hybrid_endpoint(
     args += serving.extra_args
     gpus = 0 if serving.resources else 1
     env = [
-        {"name": "HOME", "value": "/tmp"},
         {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
         {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
     ]
