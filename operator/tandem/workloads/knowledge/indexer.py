@@ -20,7 +20,7 @@ from tandem.api.v1alpha1.knowledgebase import KnowledgeBaseSpec
 
 from .chunking import Chunk, chunk
 from .documents import FailedDocument, SourceDocument
-from .embedding import Embedder
+from .embedding import TextEmbedder
 from .parsing import ParseError, parse
 from .sources import SourceRead
 from .store import MAX_LABELS, MAX_TEXT, ChunkStore, StoredDocument, chunk_id
@@ -92,7 +92,7 @@ class Indexer:
         self,
         spec: KnowledgeBaseSpec,
         store: ChunkStore,
-        embedder: Embedder,
+        embedder: TextEmbedder,
         *,
         revision: str = "",
         progress: Progress | None = None,
