@@ -17,7 +17,7 @@ class OperatorSettings:
     worker_image: str = "ghcr.io/tandem-dev/tandem-worker:0.1.0"
     gateway_image: str = "ghcr.io/tandem-dev/tandem-gateway:0.1.0"
     vllm_image: str = "vllm/vllm-openai:v0.11.0"
-    ray_version: str = "2.50.0"
+    ray_version: str = "2.60.0"
     default_milvus_uri: str = "http://milvus.milvus.svc:19530"
     image_pull_policy: str = "IfNotPresent"
     # How often every resource is re-reconciled even without events (drift repair).
