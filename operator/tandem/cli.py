@@ -1,0 +1,155 @@
+"""The `tandem` command: run the operator, generate CRDs, and work with KnowledgeBases on this machine.
+
+`tandem up` (the whole platform locally) grows out of the local commands here: they read the same
+manifests a cluster takes, validate them with the same models, and run the same workloads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from tandem.api.kinds import KNOWLEDGE_BASE, by_kind
+from tandem.api.v1alpha1 import KnowledgeBaseSpec
+from tandem.naming import collection_name
+
+app = typer.Typer(help="Tandem: RAG and fine-tuning, in tandem.", no_args_is_help=True)
+console = Console()
+STATE = Path(".tandem")
+
+
+def _manifests(path: Path) -> list[dict[str, Any]]:
+    files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+    docs = []
+    for file in files:
+        docs += [d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict)]
+    return docs
+
+
+def _knowledge_base(path: Path, name: str | None) -> tuple[dict[str, Any], KnowledgeBaseSpec]:
+    found = [d for d in _manifests(path) if d.get("kind") == KNOWLEDGE_BASE.kind]
+    if name:
+        found = [d for d in found if d.get("metadata", {}).get("name") == name]
+    if len(found) != 1:
+        raise typer.BadParameter(f"{path} holds {len(found)} matching KnowledgeBases; name one with --name")
+    body = found[0]
+    try:
+        return body, KnowledgeBaseSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        for error in e.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            console.print(f"[red]spec.{where}[/red]: {error['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _local_job(body: dict[str, Any], spec: KnowledgeBaseSpec, state: Path) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    state.mkdir(parents=True, exist_ok=True)
+    return {
+        "namespace": namespace,
+        "name": name,
+        "collection": collection_name(namespace, name),
+        "milvusUri": spec.milvus.uri or str((state / "milvus.db").resolve()),
+        "revision": "local",
+        "sourceLocations": {},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    }
+
+
+@app.command()
+def validate(path: Annotated[Path, typer.Argument(help="a manifest file or a directory of them")]) -> None:
+    """Check Tandem manifests against the API, as the API server would."""
+    failures = 0
+    for doc in _manifests(path):
+        if not str(doc.get("apiVersion", "")).startswith("tandem.dev/"):
+            continue
+        label = f"{doc['kind']} {doc.get('metadata', {}).get('name')}"
+        try:
+            by_kind(doc["kind"]).spec.model_validate(doc.get("spec") or {})
+            console.print(f"[green]valid[/green]   {label}")
+        except (ValidationError, KeyError) as e:
+            failures += 1
+            console.print(f"[red]invalid[/red] {label}: {e}")
+    raise typer.Exit(1 if failures else 0)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Option("-f", help="manifest file or directory holding the KnowledgeBase")],
+    name: Annotated[str | None, typer.Option(help="which KnowledgeBase, if several")] = None,
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+) -> None:
+    """Index a KnowledgeBase into local milvus-lite (only changed documents are re-embedded)."""
+    from tandem.workloads import ingest as workload
+
+    body, spec = _knowledge_base(path, name)
+    job = _local_job(body, spec, state)
+    spec_file = state / f"{job['namespace']}-{job['name']}.ingest.json"
+    spec_file.write_text(json.dumps(job, indent=2))
+    raise typer.Exit(workload.main(["--spec", str(spec_file)]))
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="what to look up")],
+    path: Annotated[Path, typer.Option("-f", help="manifest file or directory holding the KnowledgeBase")],
+    name: Annotated[str | None, typer.Option(help="which KnowledgeBase, if several")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="ACL groups of the caller")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+) -> None:
+    """Search a locally indexed KnowledgeBase as a caller with the given groups."""
+    from tandem.workloads.knowledge.embedding import Embedder
+    from tandem.workloads.knowledge.retrieval import Principal, Retriever
+    from tandem.workloads.knowledge.store import ChunkStore
+
+    body, spec = _knowledge_base(path, name)
+    job = _local_job(body, spec, state)
+    store = ChunkStore(job["milvusUri"], job["collection"])
+    if not store.exists():
+        console.print(
+            f"[red]{job['collection']} is not indexed yet[/red]: run `tandem ingest -f {path}` first"
+        )
+        raise typer.Exit(1)
+    retriever = Retriever(store, Embedder(spec.embedding.model), spec.search)
+    result = retriever.search(question, top_k, Principal("cli", tuple(group or ())))
+    table = Table(title=f"{question!r} ({result.keyword} keyword search)")
+    for column in ("#", "score", "similarity", "document", "where", "passage"):
+        table.add_column(column)
+    for i, p in enumerate(result.passages, start=1):
+        where = f"page {p.page}" if p.page else (p.heading or f"{p.start}-{p.end}")
+        similarity = f"{p.similarity:.3f}" if p.similarity is not None else "-"
+        table.add_row(str(i), f"{p.score:.4f}", similarity, p.doc_id, where, p.text[:160].replace("\n", " "))
+    console.print(table)
+    timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in result.timings.items())
+    console.print(f"[dim]{timings}[/dim]")
+
+
+@app.command()
+def operator() -> None:
+    """Run the Kubernetes operator (as the chart's Deployment does)."""
+    from tandem.platform.kubernetes.__main__ import main
+
+    sys.argv = sys.argv[:1]
+    main()
+
+
+@app.command()
+def crds(directories: Annotated[list[Path] | None, typer.Argument()] = None) -> None:
+    """Write the CustomResourceDefinitions generated from the API types."""
+    from tandem.api.crd import main
+
+    raise typer.Exit(main(["crd", *[str(d) for d in directories or [Path("crds")]]]))
+
+
+if __name__ == "__main__":
+    app()
