@@ -1,0 +1,242 @@
+"""`python -m tandem.workloads.train --spec FILE`: train a LoRA adapter (the RayJob's entrypoint).
+
+The spec file is what the planner writes (or `tandem up` locally): the AdapterTraining spec, its
+version, and local paths for the base model, the dataset and the adapter folder. Training runs on Ray
+Train workers (`TorchTrainer`; in a RayJob on the cluster KubeRay made, locally on a local Ray), or in
+this process with `--no-ray`. The adapter folder is written whole or not at all, with a manifest;
+an adapter whose manifest matches the inputs is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tandem.api.v1alpha1 import AdapterTrainingSpec
+
+from .models import ModelError, folder_digest, prepare
+from .training.dataset import DatasetError, Message, parse_jsonl, split
+from .training.trainer import TrainingError, TrainingOutcome, train
+
+TERMINATION_LOG = Path("/dev/termination-log")
+EXIT_RETRY, EXIT_PERMANENT = 1, 2
+
+
+class OutputError(Exception):
+    reason = "OutputNotWritable"
+
+
+def emit(event: dict[str, Any]) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def _writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise OutputError(f"cannot write to the output store {directory}: {e.strerror}") from None
+
+
+def inputs_digest(spec: AdapterTrainingSpec, model_digest: str, dataset_bytes: bytes) -> str:
+    """What decides the adapter: hyper-parameters, base model weights and training data."""
+    inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
+    digest.update(model_digest.encode())
+    digest.update(hashlib.sha256(dataset_bytes).digest())
+    return digest.hexdigest()
+
+
+def _ray_train(config: dict[str, Any], workers: int, gpus: int) -> None:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=gpus > 0, resources_per_worker={"GPU": gpus} if gpus else {"CPU": 1}
+        ),
+        run_config=RunConfig(name=f"tandem-{config['name']}", storage_path=config["rayStorage"]),
+    )
+    trainer.fit()
+
+
+def _worker_loop(config: dict[str, Any]) -> None:
+    """Runs on each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+
+    def report(event: dict[str, Any]) -> None:
+        if rank == 0:
+            emit(event)
+        if event.get("stage") == "training":
+            ray.train.report({k: v for k, v in event.items() if isinstance(v, int | float)})
+
+    outcome = _train_here(config, report, rank, world, ray.train.torch.prepare_model if world > 1 else None)
+    if rank == 0:
+        Path(config["outcomeFile"]).write_text(json.dumps(asdict(outcome)))
+
+
+def _train_here(
+    config: dict[str, Any], report: Any, rank: int = 0, world: int = 1, wrap: Any = None
+) -> TrainingOutcome:
+    spec = AdapterTrainingSpec.model_validate(config["spec"])
+    train_set: list[list[Message]] = config["train"]
+    eval_set: list[list[Message]] = config["eval"]
+    return train(
+        spec,
+        Path(config["modelPath"]),
+        train_set,
+        eval_set,
+        Path(config["checkpointDir"]),
+        Path(config["adapterDir"]),
+        progress=report,
+        rank=rank,
+        world_size=world,
+        wrap_model=wrap,
+    )
+
+
+def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
+    spec = AdapterTrainingSpec.model_validate(job["spec"])
+    if spec.method == "qlora":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                "QLoRANeedsGPU",
+                "method qlora quantises the base model with bitsandbytes, which needs a GPU; "
+                "none is visible to this worker (use method lora, or schedule on GPU nodes)",
+            )
+    adapter_dir = Path(job["output"])
+    _writable(adapter_dir.parent)
+    model = prepare(
+        job["baseModel"],
+        spec.base_model.gguf_file,
+        Path(
+            job.get("modelCache")
+            or os.environ.get("TANDEM_MODEL_CACHE")
+            or Path.home() / ".cache/tandem/models"
+        ),
+    )
+    if not job.get("dataset"):
+        raise DatasetError("no dataset file was given (RAFT-only training needs generated questions)")
+    dataset_path = Path(job["dataset"])
+    if not dataset_path.is_file():
+        raise DatasetError(f"dataset {dataset_path} does not exist")
+    raw = dataset_path.read_bytes()
+    assert spec.dataset is not None
+    examples, skipped = parse_jsonl(
+        raw.decode("utf-8", errors="replace"), spec.dataset.format, spec.dataset.invalid_lines
+    )
+    for problem in skipped:
+        emit({"stage": "dataset", "skipped": problem})
+    digest = inputs_digest(spec, model.digest, raw)
+    manifest_file = adapter_dir / "tandem-manifest.json"
+    if manifest_file.exists():
+        manifest = json.loads(manifest_file.read_text())
+        if manifest.get("inputsDigest") == digest:
+            return {**manifest, "skipped": True}
+        raise TrainingError(
+            "VersionConflict",
+            f"{adapter_dir} already holds version {job['version']} trained from other inputs (the dataset "
+            "changed under the same URI?); set output.version, or annotate tandem.dev/run for a new version",
+        )
+    train_set, eval_set = split(examples, spec.dataset.eval_fraction, spec.training.seed)
+    checkpoint_dir = adapter_dir.parent / ".checkpoints" / adapter_dir.name
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "name": job["name"],
+        "spec": job["spec"],
+        "train": train_set,
+        "eval": eval_set,
+        "modelPath": str(model.path),
+        "checkpointDir": str(checkpoint_dir),
+        "adapterDir": str(adapter_dir),
+        "outcomeFile": str(checkpoint_dir / "outcome.json"),
+        "rayStorage": str(checkpoint_dir / "ray"),
+    }
+    emit(
+        {
+            "stage": "training-start",
+            "examples": len(train_set),
+            "evalExamples": len(eval_set),
+            "baseModel": str(model.path),
+        }
+    )
+    if use_ray:
+        _ray_train(config, spec.resources.workers, spec.resources.gpus_per_worker)
+        outcome = TrainingOutcome(**json.loads((checkpoint_dir / "outcome.json").read_text()))
+    else:
+        outcome = _train_here(config, emit)
+    staging = adapter_dir.with_name(adapter_dir.name + ".partial")
+    adapter_digest = folder_digest(staging)
+    manifest = {
+        "name": job["name"],
+        "version": job["version"],
+        "inputsDigest": digest,
+        "adapterDigest": adapter_digest,
+        "baseModel": {"uri": spec.base_model.uri, "digest": model.digest},
+        "datasetDigest": hashlib.sha256(raw).hexdigest(),
+        "skippedLines": skipped,
+        "hyperParameters": {
+            "lora": spec.lora.model_dump(by_alias=True),
+            "training": spec.training.model_dump(by_alias=True),
+        },
+        "metrics": asdict(outcome),
+        "createdAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    (staging / "tandem-manifest.json").write_text(json.dumps(manifest, indent=2))
+    staging.rename(adapter_dir)  # the adapter appears whole, with its manifest
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {**manifest, "adapterPath": str(adapter_dir), "skipped": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train a LoRA adapter")
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--result", help="also write the result JSON here")
+    parser.add_argument("--no-ray", action="store_true", help="train in this process instead of Ray Train")
+    parser.add_argument("--delete-artifacts", action="store_true", help="delete the adapter folder and exit")
+    args = parser.parse_args(argv)
+    job = json.loads(Path(args.spec).read_text())
+    code = 0
+    try:
+        if args.delete_artifacts:
+            shutil.rmtree(job["output"], ignore_errors=True)
+            outcome: dict[str, Any] = {"deleted": job["output"]}
+        else:
+            outcome = run(job, use_ray=not args.no_ray)
+    except (TrainingError, ModelError) as e:
+        outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
+    except (DatasetError, OutputError) as e:
+        outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
+    text = json.dumps({"result": outcome})
+    print(text, flush=True)
+    if args.result:
+        Path(args.result).write_text(text)
+    if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
+        with contextlib.suppress(OSError):
+            TERMINATION_LOG.write_text(text[:4096])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

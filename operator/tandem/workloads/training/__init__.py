@@ -1,0 +1,1 @@
+"""AdapterTraining internals: dataset -> (RAFT) examples -> LoRA training under Ray Train -> adapter."""
