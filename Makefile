@@ -34,14 +34,16 @@ $(TOOLS)/kubectl:
 
 tools: $(TOOLS)/kubectl
 
+# The suite runs in a private network namespace: Ray and the Milvus server bind every interface, and
+# nothing a test starts may be reachable from (or reach) anything but this machine's loopback.
 test: venv tools
-	$(BIN)/pytest -q tests
+	scripts/isolated.sh $(BIN)/pytest -q tests
 
 test-fast: venv tools
 	$(BIN)/pytest -q tests/unit
 
 test-integration: venv tools
-	$(BIN)/pytest -q tests/integration
+	scripts/isolated.sh $(BIN)/pytest -q tests/integration
 
 LINT_DIRS := $(wildcard operator tests benchmarks scripts)
 
