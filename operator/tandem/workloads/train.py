@@ -49,6 +49,34 @@ def _writable(directory: Path) -> None:
         raise OutputError(f"cannot write to the output store {directory}: {e.strerror}") from None
 
 
+def read_dataset(location: str) -> bytes:
+    """The dataset's bytes from a pod/local path, file://, https:// (SSRF-checked) or s3://."""
+    scheme, _, rest = location.partition("://")
+    if scheme in ("http", "https"):
+        from .knowledge.safe_http import FetchError, fetch
+
+        try:
+            return fetch(
+                location, allow_private=False, max_bytes=2_000_000_000, timeout=60, max_redirects=3
+            ).data
+        except FetchError as e:
+            raise DatasetError(f"cannot fetch the dataset: {e}") from None
+    if scheme == "s3":
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = rest.partition("/")
+        try:
+            body: bytes = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as e:
+            raise DatasetError(f"cannot read the dataset {location}: {e}") from None
+        return body
+    path = Path(rest if scheme == "file" else location)
+    if not path.is_file():
+        raise DatasetError(f"dataset {location} does not exist")
+    return path.read_bytes()
+
+
 def inputs_digest(spec: AdapterTrainingSpec, model_digest: str, dataset_bytes: bytes) -> str:
     """What decides the adapter: hyper-parameters, base model weights and training data."""
     inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
@@ -138,10 +166,7 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
     )
     if not job.get("dataset"):
         raise DatasetError("no dataset file was given (RAFT-only training needs generated questions)")
-    dataset_path = Path(job["dataset"])
-    if not dataset_path.is_file():
-        raise DatasetError(f"dataset {dataset_path} does not exist")
-    raw = dataset_path.read_bytes()
+    raw = read_dataset(str(job["dataset"]))
     assert spec.dataset is not None
     examples, skipped = parse_jsonl(
         raw.decode("utf-8", errors="replace"), spec.dataset.format, spec.dataset.invalid_lines

@@ -7,12 +7,15 @@ Milvus (2.5+, milvus-lite) or falls back to lexical scoring of the dense candida
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ OUTPUT_FIELDS = [
 ]
 MAX_LABELS = 64
 MAX_TEXT = 65_535
+SCAN_ATTEMPTS = 5
 # Index types each kind of server builds (an unsupported type is accepted at create time by milvus-lite
 # and fails later, so it is checked here first).
 LITE_INDEXES = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"}
@@ -121,14 +125,18 @@ class ChunkStore:
         except MilvusException as e:
             raise StoreError("MilvusUnavailable", f"cannot connect to Milvus at {uri}: {e.message}") from None
         self.server_version = str(self.client.get_server_version())
-        self.is_lite = "lite" in self.server_version.lower()
+        # milvus-lite is a local `.db` path (as pymilvus decides) or a `milvus-lite server`, whose version is
+        # "milvus_lite-<n>". Not "lite" anywhere in the version: the PyPI `milvus` 2.3.5 server says
+        # "v2.3.5-lite", and has neither BM25 nor HNSW_SQ.
+        self.embedded = uri.endswith(".db")
+        self.is_lite = self.embedded or self.server_version.lower().startswith("milvus_lite")
         self.metric = "COSINE"
         self._loaded = False
 
     def close(self) -> None:
         """Release the connection (milvus-lite: the data directory, which one process holds at a time)."""
         self.client.close()
-        if self.is_lite:
+        if self.embedded:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.uri)
@@ -176,7 +184,10 @@ class ChunkStore:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, enable_analyzer=with_bm25)
+        # enable_analyzer only where BM25 needs it: Milvus 2.3 does not know the parameter (it stores it
+        # as an unknown type param instead of refusing it).
+        analyzer = {"enable_analyzer": True} if with_bm25 else {}
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, **analyzer)
         for name, length in (
             ("doc_id", 1024),
             ("doc_hash", 64),
@@ -261,20 +272,28 @@ class ChunkStore:
     # -- incremental writes -----------------------------------------------------------------------------
 
     def documents(self) -> dict[str, StoredDocument]:
-        """What is stored, per document: its newest hash and whether all its chunks are there."""
-        counts: Counter[tuple[str, str, int]] = Counter()
+        """What is stored, per document: its newest hash and whether all its chunks are there.
+
+        On a Milvus server the scan must see every write this process made just before. pymilvus sends
+        the query iterator's reads at the collection's default consistency (Bounded), whatever level it
+        is given, pinned to a session timestamp the server returns; Milvus 2.3 returns none, and a scan
+        right after an upsert misses it. A Strong count(*) first makes the server catch up to now and says
+        how many rows the scan must find; a scan that finds another number is repeated (this process is
+        the only writer of the collection while it indexes).
+        """
         self.load()
-        iterator = self.client.query_iterator(
-            self.collection,
-            batch_size=1000,
-            filter="",
-            output_fields=["doc_id", "doc_hash", "chunk_count"],
-            consistency_level="Strong",
-        )
-        while batch := iterator.next():
-            for row in batch:
-                counts[(row["doc_id"], row["doc_hash"], int(row["chunk_count"]))] += 1
-        iterator.close()
+        expected = None if self.is_lite else self.count()
+        for attempt in range(SCAN_ATTEMPTS):
+            counts = self._scan()
+            if expected is None or counts.total() == expected:
+                break
+            time.sleep(0.2 * (attempt + 1))
+        else:
+            raise StoreError(
+                "CollectionUnavailable",
+                f"{self.collection}: a scan found {counts.total()} chunks but Milvus counts {expected}; "
+                "is another ingest writing to this collection?",
+            )
         stored: dict[str, StoredDocument] = {}
         for (doc_id, doc_hash, chunk_count), present in counts.items():
             previous = stored.get(doc_id)
@@ -283,6 +302,24 @@ class ChunkStore:
             if previous is None or (candidate.complete and not previous.complete):
                 stored[doc_id] = candidate
         return stored
+
+    def _scan(self) -> Counter[tuple[str, str, int]]:
+        counts: Counter[tuple[str, str, int]] = Counter()
+        with _quiet_iterator_setup():
+            iterator = self.client.query_iterator(
+                self.collection,
+                batch_size=1000,
+                filter="",
+                output_fields=["doc_id", "doc_hash", "chunk_count"],
+                consistency_level="Strong",
+            )
+        try:
+            while batch := iterator.next():
+                for row in batch:
+                    counts[(row["doc_id"], row["doc_hash"], int(row["chunk_count"]))] += 1
+        finally:
+            iterator.close()
+        return counts
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -367,6 +404,23 @@ def lexical_rank(query: str, passages: Sequence[Passage]) -> list[Passage]:
             scored.append((score, passage))
     scored.sort(key=lambda pair: -pair[0])
     return [p for _, p in scored]
+
+
+class _DropMissingSessionTs(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_iterator_setup() -> Iterator[None]:
+    """pymilvus warns on every scan that Milvus < 2.5 gives no session timestamp: `documents` handles it."""
+    logger = logging.getLogger("pymilvus.client.iterator.query_iterator")
+    quiet = _DropMissingSessionTs()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _index_params(index: VectorIndex) -> dict[str, Any]:

@@ -28,12 +28,17 @@ class ResolvedKnowledgeBase:
     revision: str | None
 
 
-def adapter_version(spec: AdapterTrainingSpec, raft_kb: ResolvedKnowledgeBase | None) -> str:
-    """The version an unchanged spec and unchanged data map to: retraining is skipped when it matches."""
+def adapter_version(
+    spec: AdapterTrainingSpec, raft_kb: ResolvedKnowledgeBase | None, run_token: str = ""
+) -> str:
+    """The version an unchanged spec maps to: the workload skips training when that adapter exists with the
+    same inputs. Asking for a run (annotation tandem.dev/run) makes a new version, never an overwrite."""
     if spec.output.version:
         return spec.output.version
     inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
-    return "v" + digest({"inputs": inputs, "raftRevision": raft_kb.revision if raft_kb else None}, 8)
+    return "v" + digest(
+        {"inputs": inputs, "raftRevision": raft_kb.revision if raft_kb else None, "run": run_token}, 8
+    )
 
 
 def plan_adapter_training(
@@ -43,7 +48,7 @@ def plan_adapter_training(
     raft_kb: ResolvedKnowledgeBase | None = None,
     run_token: str = "",
 ) -> Plan:
-    version = adapter_version(spec, raft_kb)
+    version = adapter_version(spec, raft_kb, run_token)
     revision = digest({"version": version, "output": spec.output.uri, "run": run_token})
     name = child_name(owner.name, f"train-{revision}")
     mounts = Mounts()
