@@ -98,7 +98,10 @@ async def test_knowledge_base_children_status_and_events(
 
     obj = await eventually(ready, what="Ready=True")
     assert obj["status"]["phase"] == "Ready"
-    assert obj["status"]["indexedRevision"] in jobs[0]["metadata"]["name"]
+    assert (
+        obj["status"]["ingestJob"] == jobs[0]["metadata"]["name"]
+        and len(obj["status"]["indexedRevision"]) == 10
+    )
     assert condition(obj, "Stalled")["status"] == "False"
     reasons = await eventually(
         lambda: (

@@ -222,3 +222,26 @@ def test_cleanup_job_only_when_state_is_not_retained() -> None:
     assert plan_cleanup(KNOWLEDGE_BASE, owner("KnowledgeBase", "handbook"), kb, SETTINGS) is None
     at = example("AdapterTraining")["spec"]  # artifacts are retained by default
     assert plan_cleanup(ADAPTER_TRAINING, owner("AdapterTraining", "house-style"), at, SETTINGS) is None
+
+
+def test_work_is_renamed_when_the_rendered_pod_changes() -> None:
+    """A Job's template is immutable: another worker image must make another Job, not a patch."""
+    spec = KnowledgeBaseSpec.model_validate(example("KnowledgeBase")["spec"])
+    kb = owner("KnowledgeBase", "handbook")
+    before = plan_knowledge_base(kb, spec, SETTINGS).work
+    after = plan_knowledge_base(kb, spec, OperatorSettings(worker_image="registry.example/worker:2")).work
+    assert before is not None and after is not None
+    assert before["metadata"]["name"] != after["metadata"]["name"]
+
+
+def test_contains_matches_named_lists_by_name() -> None:
+    from tandem.platform.kubernetes.reconciler import contains
+
+    desired = {"env": [{"name": "HOME", "value": "/tmp"}, {"name": "A", "value": "1"}]}
+    reordered = {"env": [{"name": "A", "value": "1"}, {"name": "HOME", "value": "/tmp"}], "extra": True}
+    assert contains(reordered, desired)
+    assert not contains({"env": [{"name": "A", "value": "2"}, {"name": "HOME", "value": "/tmp"}]}, desired)
+    assert not contains({"env": [{"name": "A", "value": "1"}]}, desired)
+    assert contains({"args": ["a", "b"]}, {"args": ["a", "b"]}) and not contains(
+        {"args": ["b", "a"]}, {"args": ["a", "b"]}
+    )

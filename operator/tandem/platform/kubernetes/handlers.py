@@ -46,6 +46,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prefix="tandem.dev", key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
+    # kopf waits this long for the echo of its own annotation patch before it would handle an older copy
+    # of the object again; a busy API server's watch can lag more than the default 5 s.
+    settings.persistence.consistency_timeout = 15
     settings.posting.level = logging.INFO
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 300
@@ -60,6 +63,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
+        await reconciler.drain(timeout=20)
         await reconciler.api.close()
 
 

@@ -8,6 +8,7 @@ state costs reads and no writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,11 +77,20 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def contains(live: Any, desired: Any) -> bool:
-    """Whether `live` already says everything `desired` says (extra fields set by the server are fine)."""
+    """Whether `live` already says everything `desired` says (extra fields set by the server are fine).
+
+    Lists of named objects (containers, env, volumes, ports) are matched by name, not position: server-side
+    apply keeps such lists as maps, and may order them differently from the applied manifest.
+    """
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+        if not isinstance(live, list) or len(live) != len(desired):
+            return False
+        if all(isinstance(d, dict) and "name" in d for d in desired):
+            by_name = {item.get("name"): item for item in live if isinstance(item, dict)}
+            return all(d["name"] in by_name and contains(by_name[d["name"]], d) for d in desired)
+        return all(map(contains, live, desired))
     return bool(live == desired)
 
 
@@ -100,6 +110,9 @@ class Reconciler:
         self.events = events or (lambda body, type_, reason, message: None)
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str, str]] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -117,6 +130,8 @@ class Reconciler:
                     return Result(outcome=Outcome.progressing("Deleted", "the resource is gone"))
                 body = fresh
             started = time.monotonic()
+            self._in_flight += 1
+            self._idle.clear()
             try:
                 result = await self._reconcile(kind, body)
             except ApiError as e:
@@ -124,8 +139,16 @@ class Reconciler:
                 raise
             finally:
                 metrics.RECONCILE_SECONDS.labels(kind.kind).observe(time.monotonic() - started)
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
             metrics.RECONCILES.labels(kind.kind, result.outcome.state).inc()
             return result
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for running reconciliations, so shutdown does not cut them off."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def trigger(self, kind_name: str, namespace: str, name: str) -> Result | None:
         """Re-read a resource and reconcile it (when a child changes). A burst of child events while one
@@ -455,6 +478,16 @@ class Reconciler:
         if all(old.get(k) == v for k, v in new.items()):
             return 0
         meta = body["metadata"]
+        # The body kopf handed over may predate this operator's own last status write (a lagging watch):
+        # compare with what the server holds now before writing, so a stale copy causes no second write,
+        # no repeated Event and no moved lastTransitionTime. Costs a read only when a write is due.
+        fresh = await self.api.get(kind.api_version, kind.kind, meta["namespace"], meta["name"])
+        if fresh is None:
+            return 0
+        old = fresh.get("status") or {}
+        new["conditions"] = conditions_for(outcome, generation, old.get("conditions") or [])
+        if all(old.get(k) == v for k, v in new.items()):
+            return 0
         await self._write(
             self.api.patch_status(kind.api_version, kind.kind, meta["namespace"], meta["name"], new),
             kind.kind,

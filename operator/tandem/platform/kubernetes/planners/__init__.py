@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Bump when the pods planners render change shape (env, volumes, security): immutable work (Jobs,
+# RayJobs) is then recreated under a new name instead of being patched, which the API server refuses.
+POD_SCHEMA = "2"
+
 
 @dataclass
 class Plan:

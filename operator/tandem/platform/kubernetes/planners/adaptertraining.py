@@ -12,7 +12,7 @@ from ..ownership import Owner, child_name, digest
 from ..pods import ray_job
 from ..settings import OperatorSettings
 from ..volumes import Mounts
-from . import Plan
+from . import POD_SCHEMA, Plan
 
 SPEC_DIR = "/etc/tandem"
 
@@ -49,7 +49,15 @@ def plan_adapter_training(
     run_token: str = "",
 ) -> Plan:
     version = adapter_version(spec, raft_kb, run_token)
-    revision = digest({"version": version, "output": spec.output.uri, "run": run_token})
+    revision = digest(
+        {
+            "version": version,
+            "output": spec.output.uri,
+            "run": run_token,
+            "image": spec.image or settings.worker_image,
+            "schema": POD_SCHEMA,
+        }
+    )
     name = child_name(owner.name, f"train-{revision}")
     mounts = Mounts()
     mounts.add_config_map(name, SPEC_DIR)

@@ -12,9 +12,14 @@ from ..ownership import Owner, child_name, digest
 from ..pods import container, pod_spec, ray_job, resources
 from ..settings import OperatorSettings
 from ..volumes import Mounts, PlanError
-from . import Plan
+from . import POD_SCHEMA, Plan
 
 SPEC_DIR = "/etc/tandem"
+
+
+def _pod_shape(settings: OperatorSettings) -> dict[str, str]:
+    """What, besides the spec, decides the rendered work pod; POD_SCHEMA moves when the planner's pod does."""
+    return {"image": settings.worker_image, "pullPolicy": settings.image_pull_policy, "schema": POD_SCHEMA}
 
 
 def _source_inputs(spec: KnowledgeBaseSpec, mounts: Mounts) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -57,7 +62,10 @@ def plan_knowledge_base(
     milvus_uri = spec.milvus.uri or settings.default_milvus_uri
     wire_spec = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     revision = digest({"spec": wire_spec, "run": run_token})
-    name = child_name(owner.name, f"ingest-{revision}")
+    # The Job's name also covers the pod it runs (image, env, security context): a Job's template cannot
+    # change in place, so an operator upgrade that renders another pod makes another Job (cheap: ingest
+    # re-embeds only changed documents).
+    name = child_name(owner.name, f"ingest-{digest({'revision': revision, 'pod': _pod_shape(settings)}, 8)}")
 
     mounts = Mounts()
     mounts.add_config_map(name, SPEC_DIR)
