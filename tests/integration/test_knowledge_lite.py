@@ -223,3 +223,21 @@ def test_killed_ingest_resumes_with_exact_counts(tmp_path: Path, embedder: Embed
     assert len(final) == 40 and all(d.complete for d in final.values())
     assert store.count() == sum(d.chunk_count for d in final.values()) == result["chunks"]
     assert result["unchanged"] > 0 and result["added"] + result["unchanged"] == 40
+
+
+def test_mmr_rerank_trades_duplicates_for_new_information(tmp_path: Path, embedder: Embedder) -> None:
+    from tandem.api.v1alpha1.knowledgebase import Search
+
+    same = "The travel desk code is QF-TRV-7; use it when booking trains."
+    documents = [{"id": f"copy{i}", "text": same + " " * i} for i in range(3)]
+    documents.append({"id": "other", "text": "Travel bookings need two working days of notice at the desk."})
+    spec = KnowledgeBaseSpec.model_validate({"sources": [{"name": "n", "inline": {"documents": documents}}]})
+    store = ChunkStore(str(tmp_path / "m.db"), COLLECTION)
+    ingest(spec, store, embedder)
+    plain = Retriever(store, embedder, Search(keyword="off"))
+    diverse = Retriever(store, embedder, Search(keyword="off", rerank=True, mmr_lambda=0.5))
+    question = "Which travel desk code do I use when booking trains?"
+    top_plain = [p.doc_id for p in plain.search(question, 2, Principal("t"), consistency="Strong").passages]
+    result = diverse.search(question, 2, Principal("t"), consistency="Strong")
+    assert all(d.startswith("n/copy") for d in top_plain)  # relevance alone returns two copies
+    assert "n/other" in [p.doc_id for p in result.passages] and "rerank" in result.timings

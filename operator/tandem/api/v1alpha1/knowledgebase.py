@@ -219,7 +219,19 @@ class Search(TandemModel):
         ),
     )
     rrf_k: int = Field(default=60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
-    rerank: bool = Field(default=False, description="Rerank fused results with a cross-encoder.")
+    rerank: bool = Field(
+        default=False,
+        description=(
+            "Rerank the fused candidates by maximal marginal relevance over their embeddings: near-duplicate "
+            "passages give way to ones that add information. Needs no extra model."
+        ),
+    )
+    mmr_lambda: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Reranking trade-off: 1 keeps relevance order, 0 maximises diversity.",
+    )
 
 
 class Refresh(TandemModel):

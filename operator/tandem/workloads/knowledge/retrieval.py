@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tandem.api.v1alpha1.knowledgebase import Search
 
 from .embedding import Embedder
@@ -99,9 +101,33 @@ class Retriever:
             timings["keyword"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        fused = reciprocal_rank_fusion(dense, keyword, self.config.rrf_k)[:top_k]
+        fused = reciprocal_rank_fusion(dense, keyword, self.config.rrf_k)
         timings["fuse"] = time.perf_counter() - started
+        if self.config.rerank and len(fused) > 1:
+            started = time.perf_counter()
+            fused = self._mmr(vector, fused, top_k)
+            timings["rerank"] = time.perf_counter() - started
+        fused = fused[:top_k]
         return SearchResult(passages=fused, keyword=keyword_mode, timings=timings)
+
+    def _mmr(self, query: np.ndarray, candidates: list[Passage], top_k: int) -> list[Passage]:
+        """Maximal marginal relevance: each pick maximises lambda*relevance - (1-lambda)*redundancy."""
+        rows = self.store.client.get(
+            self.store.collection, ids=[p.id for p in candidates], output_fields=["vector"]
+        )
+        by_id = {str(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        pool = [p for p in candidates if p.id in by_id]
+        vectors = np.stack([by_id[p.id] for p in pool])
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+        relevance = vectors @ (query / (np.linalg.norm(query) + 1e-12))
+        weight = self.config.mmr_lambda
+        chosen: list[int] = []
+        while len(chosen) < min(top_k, len(pool)):
+            redundancy = (vectors @ vectors[chosen].T).max(axis=1) if chosen else np.zeros(len(pool))
+            score = weight * relevance - (1 - weight) * redundancy
+            score[chosen] = -np.inf
+            chosen.append(int(np.argmax(score)))
+        return [pool[i] for i in chosen]
 
 
 def reciprocal_rank_fusion(dense: list[Passage], keyword: list[Passage], k: int) -> list[Passage]:
