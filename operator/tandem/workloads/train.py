@@ -25,7 +25,9 @@ from typing import Any
 from tandem.api.v1alpha1 import AdapterTrainingSpec
 
 from .models import ModelError, folder_digest, prepare
+from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
+from .training.raft import RaftExample
 from .training.trainer import TrainingError, TrainingOutcome, train
 
 TERMINATION_LOG = Path("/dev/termination-log")
@@ -142,6 +144,40 @@ def _train_here(
     )
 
 
+def _raft_examples(
+    kb: dict[str, Any], spec: AdapterTrainingSpec, dataset: list[list[Message]]
+) -> list[RaftExample]:
+    from .knowledge.embedding import Embedder
+    from .knowledge.store import ChunkStore
+
+    assert spec.raft is not None
+    store = ChunkStore(kb["milvusUri"], kb["collection"], token=os.environ.get("TANDEM_MILVUS_TOKEN"))
+    try:
+        examples = raft.from_knowledge_base(
+            store,
+            Embedder(kb.get("embeddingModel", "all-MiniLM-L6-v2")),
+            dataset,
+            questions=spec.raft.questions,
+            template=spec.raft.question_template,
+            distractors=spec.raft.distractors,
+            oracle_fraction=spec.raft.oracle_fraction,
+            max_examples=spec.raft.max_examples,
+            seed=spec.training.seed,
+        )
+    except ValueError as e:
+        raise DatasetError(f"RAFT: {e}") from None
+    finally:
+        store.close()
+    emit(
+        {
+            "stage": "raft",
+            "examples": len(examples),
+            "withOracle": sum(e.oracle_position is not None for e in examples),
+        }
+    )
+    return examples
+
+
 def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
     spec = AdapterTrainingSpec.model_validate(job["spec"])
     if spec.method == "qlora":
@@ -184,6 +220,8 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
             f"{adapter_dir} already holds version {job['version']} trained from other inputs (the dataset "
             "changed under the same URI?); set output.version, or annotate tandem.dev/run for a new version",
         )
+    if spec.raft is not None and job.get("raftKnowledgeBase"):
+        examples = examples + [e.messages for e in _raft_examples(job["raftKnowledgeBase"], spec, examples)]
     train_set, eval_set = split(examples, spec.dataset.eval_fraction, spec.training.seed)
     checkpoint_dir = adapter_dir.parent / ".checkpoints" / adapter_dir.name
     checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -220,8 +220,8 @@ class Indexer:
                 row += 1
         self.store.upsert(rows)
         for item in pending:
-            # Only now, with every new chunk stored, the old version of the document goes.
-            self.store.delete_document(item.doc.doc_id, keep_hash=item.doc_hash)
+            if item.replaces:  # only now, with every new chunk stored, the old version goes
+                self.store.delete_document(item.doc.doc_id, keep_hash=item.doc_hash)
 
     def _remove_missing(self, reads: list[SourceRead], stored: dict[str, StoredDocument]) -> int:
         seen = {d.doc_id for read in reads for d in read.documents}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from .dataset import Message
 
@@ -80,3 +81,47 @@ def generated_questions(pool: list[Passage], template: str, limit: int) -> list[
         question = template.format(title=passage.title, text=passage.text[:200])
         out.append(Question(question=question, answer=first, oracle=passage))
     return out
+
+
+def from_knowledge_base(
+    store: Any,
+    embedder: Any,
+    dataset: list[list[Message]],
+    *,
+    questions: str,
+    template: str,
+    distractors: int,
+    oracle_fraction: float,
+    max_examples: int,
+    seed: int,
+) -> list[RaftExample]:
+    """RAFT examples from a KnowledgeBase's public chunks (labelled chunks never enter an adapter's weights,
+    which every tenant of an endpoint can query).
+
+    `questions == "dataset"`: each dataset example's last user turn is a question and its answer the target;
+    its oracle is the passage dense search ranks first. `"generate"`: questions come from the passages.
+    """
+    from tandem.workloads.knowledge.retrieval import Principal, Retriever
+
+    rows = store.client.query(
+        store.collection, filter="public == true", output_fields=["id", "title", "text"], limit=16384
+    )
+    pool = [Passage(str(r["id"]), r["title"], r["text"]) for r in rows]
+    if len(pool) < distractors + 1:
+        raise ValueError(
+            f"the KnowledgeBase has {len(pool)} public passages; RAFT needs at least {distractors + 1}"
+        )
+    if questions == "generate":
+        chosen = generated_questions(pool, template, max_examples)
+    else:
+        retriever = Retriever(store, embedder)
+        chosen = []
+        for messages in dataset[:max_examples]:
+            question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+            found = retriever.search(question, 1, Principal("raft"), consistency="Strong").passages
+            if found:
+                top = found[0]
+                chosen.append(
+                    Question(question, messages[-1]["content"], Passage(top.id, top.title, top.text))
+                )
+    return build(chosen, pool, distractors, oracle_fraction, seed)
