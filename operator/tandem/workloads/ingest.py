@@ -9,7 +9,6 @@ termination message, from which the operator copies it into status.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -23,15 +22,9 @@ from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
 from .knowledge.ray_embedding import RayEmbedder
 from .knowledge.sources import read_source
 from .knowledge.store import ChunkStore, StoreError
+from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish
 
-TERMINATION_LOG = Path("/dev/termination-log")
-# Exit codes the ingest Job's podFailurePolicy reads: retrying cannot fix a permanent error.
-EXIT_RETRY, EXIT_PERMANENT = 1, 2
 TRANSIENT = {"MilvusUnavailable", "CollectionUnavailable"}
-
-
-def emit(event: dict[str, Any]) -> None:
-    print(json.dumps(event), flush=True)
 
 
 def run(
@@ -104,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmbeddingModelError as e:
         outcome = {"error": "EmbeddingModelUnavailable", "message": str(e)}
         code = EXIT_PERMANENT
-    text = json.dumps({"result": outcome})
-    print(text, flush=True)
-    if args.result:
-        Path(args.result).write_text(text)
-    if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
-        with contextlib.suppress(OSError):  # not in a Kubernetes pod after all
-            TERMINATION_LOG.write_text(text[:4096])
+    finish(outcome, args.result)
     return code
 
 

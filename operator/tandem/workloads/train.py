@@ -10,7 +10,6 @@ an adapter whose manifest matches the inputs is not trained again.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import hashlib
 import json
@@ -25,21 +24,15 @@ from typing import Any
 from tandem.api.v1alpha1 import AdapterTrainingSpec
 
 from .models import ModelError, folder_digest, prepare
+from .reporting import EXIT_PERMANENT, emit, finish
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
 from .training.raft import RaftExample
 from .training.trainer import TrainingError, TrainingOutcome, train
 
-TERMINATION_LOG = Path("/dev/termination-log")
-EXIT_RETRY, EXIT_PERMANENT = 1, 2
-
 
 class OutputError(Exception):
     reason = "OutputNotWritable"
-
-
-def emit(event: dict[str, Any]) -> None:
-    print(json.dumps(event), flush=True)
 
 
 def _writable(directory: Path) -> None:
@@ -291,13 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     except (DatasetError, OutputError) as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
-    text = json.dumps({"result": outcome})
-    print(text, flush=True)
-    if args.result:
-        Path(args.result).write_text(text)
-    if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
-        with contextlib.suppress(OSError):
-            TERMINATION_LOG.write_text(text[:4096])
+    finish(outcome, args.result)
     return code
 
 
