@@ -6,11 +6,6 @@ go; bad input is reported without losing what was indexed; a killed ingest resum
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +18,7 @@ from tandem.workloads.knowledge.retrieval import Principal, Retriever
 from tandem.workloads.knowledge.sources import read_source
 from tandem.workloads.knowledge.store import ChunkStore, StoreError
 from tests.corpus import write_handbook
-from tests.manifests import ROOT
+from tests.integration.killed_ingest import check_killed_ingest_resumes
 
 pytestmark = pytest.mark.integration
 
@@ -167,62 +162,8 @@ def test_chunks_larger_than_the_model_reads_are_refused(
     assert not store.exists()  # nothing was created for a spec that cannot work
 
 
-def test_killed_ingest_resumes_with_exact_counts(tmp_path: Path, embedder: Embedder) -> None:
-    docs = tmp_path / "many"
-    docs.mkdir()
-    for i in range(40):
-        body = " ".join(f"Fact {i}.{j}: item {i} costs {j * 7 + i} credits." for j in range(12))
-        (docs / f"doc{i:02}.txt").write_text(body)
-    job = {
-        "namespace": "t",
-        "name": "kb",
-        "collection": COLLECTION,
-        "milvusUri": str(tmp_path / "kb.db"),
-        "revision": "r1",
-        "sourceLocations": {},
-        "spec": {
-            "sources": [{"name": "many", "directory": {"path": str(docs)}}],
-            "chunking": {"strategy": "token", "size": 32, "overlap": 4},
-        },
-    }
-    spec_file = tmp_path / "job.json"
-    spec_file.write_text(json.dumps(job))
-    command = [
-        sys.executable,
-        "-m",
-        "tandem.workloads.ingest",
-        "--spec",
-        str(spec_file),
-        "--write-batch",
-        "16",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
-
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    batches = 0
-    for line in process.stdout:
-        if '"stage": "indexing"' in line:
-            batches += 1
-            if batches == 3:
-                process.send_signal(signal.SIGKILL)  # no cleanup, as an evicted pod
-                break
-    process.wait()
-    assert batches == 3, "the ingest finished before it could be killed"
-
-    partial = ChunkStore(str(tmp_path / "kb.db"), COLLECTION)
-    stored = partial.documents()
-    assert sum(d.present for d in stored.values()) > 0, "nothing was written before the kill"
-    partial.close()  # milvus-lite: one process at a time holds the data directory
-
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
-    store = ChunkStore(str(tmp_path / "kb.db"), COLLECTION)
-    final = store.documents()
-    assert len(final) == 40 and all(d.complete for d in final.values())
-    assert store.count() == sum(d.chunk_count for d in final.values()) == result["chunks"]
-    assert result["unchanged"] > 0 and result["added"] + result["unchanged"] == 40
+def test_killed_ingest_resumes_with_exact_counts(tmp_path: Path) -> None:
+    check_killed_ingest_resumes(tmp_path, str(tmp_path / "kb.db"), COLLECTION, documents=40)
 
 
 def test_mmr_rerank_trades_duplicates_for_new_information(tmp_path: Path, embedder: Embedder) -> None:

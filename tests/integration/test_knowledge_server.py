@@ -11,12 +11,7 @@ The server binds every interface: these tests skip unless run in a private netwo
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +23,7 @@ from tandem.workloads.knowledge.embedding import Embedder
 from tandem.workloads.knowledge.retrieval import Principal, Retriever
 from tandem.workloads.knowledge.store import ChunkStore, StoredDocument, StoreError, chunk_id
 from tests.corpus import write_handbook
+from tests.integration.killed_ingest import check_killed_ingest_resumes
 from tests.integration.milvus_server import milvus_server_fixture  # noqa: F401  (the milvus_uri fixture)
 from tests.integration.test_knowledge_lite import (  # noqa: F401  (the lite tests, run on the server)
     ingest,
@@ -39,7 +35,6 @@ from tests.integration.test_knowledge_lite import (  # noqa: F401  (the lite tes
     test_wrong_dimension_for_existing_collection_is_refused,
 )
 from tests.isolation import requires_private_network
-from tests.manifests import ROOT
 
 pytestmark = [pytest.mark.integration, requires_private_network]
 
@@ -137,61 +132,12 @@ def test_what_milvus_23_lacks_is_refused_before_anything_is_created(
 
 
 def test_killed_ingest_resumes_with_exact_counts(
-    tmp_path: Path, milvus_uri: str, embedder: Embedder, request: pytest.FixtureRequest
+    tmp_path: Path, milvus_uri: str, request: pytest.FixtureRequest
 ) -> None:
-    """As the lite test, on fewer documents: SIGKILL after the 3rd written batch, run again, counts exact."""
+    """As the lite test, on fewer documents (the server is slower to write)."""
     collection = collection_for(request)
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(DOCUMENTS):
-        body = " ".join(f"Fact {i}.{j}: item {i} costs {j * 7 + i} credits." for j in range(12))
-        (folder / f"doc{i:02}.txt").write_text(body)
-    job = {
-        "namespace": "t",
-        "name": "kb",
-        "collection": collection,
-        "milvusUri": milvus_uri,
-        "revision": "r1",
-        "sourceLocations": {},
-        "spec": {
-            "sources": [{"name": "many", "directory": {"path": str(folder)}}],
-            "chunking": {"strategy": "token", "size": 32, "overlap": 4},
-        },
-    }
-    spec_file = tmp_path / "job.json"
-    spec_file.write_text(json.dumps(job))
-    command = [sys.executable, "-m", "tandem.workloads.ingest", "--spec", str(spec_file)]
-    command += ["--write-batch", "16"]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}", "HF_HUB_OFFLINE": "1"}
     ChunkStore(milvus_uri, collection).drop()
-
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    batches = 0
-    for line in process.stdout:
-        if '"stage": "indexing"' in line:
-            batches += 1
-            if batches == 3:
-                process.send_signal(signal.SIGKILL)  # no cleanup, as an evicted pod
-                break
-    process.wait()
-    assert batches == 3, "the ingest finished before it could be killed"
-
-    store = ChunkStore(milvus_uri, collection)
     try:
-        partial = store.documents()
-        complete = {doc_id for doc_id, d in partial.items() if d.complete}
-        assert 0 < len(complete) < DOCUMENTS, "nothing, or everything, was written before the kill"
-
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])["result"]
-        final = store.documents()
-        assert len(final) == DOCUMENTS and all(d.complete for d in final.values())
-        assert store.count() == sum(d.chunk_count for d in final.values()) == result["chunks"]
-        assert result["unchanged"] == len(complete) and result["added"] + result["unchanged"] == DOCUMENTS
-        # The resumed run embedded exactly the documents the killed one had not completed.
-        assert result["embedded_chunks"] == result["chunks"] - sum(partial[d].chunk_count for d in complete)
+        check_killed_ingest_resumes(tmp_path, milvus_uri, collection, documents=DOCUMENTS)
     finally:
-        store.drop()
-        store.close()
+        ChunkStore(milvus_uri, collection).drop()
