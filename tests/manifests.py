@@ -11,7 +11,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "basic"
 CRDS = ROOT / "crds"
-UPSTREAM_CRDS = ROOT.parent / "shared" / "upstream-crds"
 
 
 def load_all(directory: Path = EXAMPLES) -> list[dict[str, Any]]:
@@ -24,10 +23,3 @@ def load_all(directory: Path = EXAMPLES) -> list[dict[str, Any]]:
 def example(kind: str) -> dict[str, Any]:
     """A fresh copy of the example of `kind`."""
     return copy.deepcopy(next(d for d in load_all() if d["kind"] == kind))
-
-
-def with_owner_metadata(obj: dict[str, Any], uid: str = "uid-1", generation: int = 1) -> dict[str, Any]:
-    """What the API server adds on create, for planners that need it."""
-    obj = copy.deepcopy(obj)
-    obj["metadata"].update(uid=uid, generation=generation)
-    return obj
