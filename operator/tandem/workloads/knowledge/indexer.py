@@ -191,12 +191,13 @@ class Indexer:
         texts = [c.text for p in pending for c in p.chunks]
         vectors = self.embedder.embed(texts)
         result.embedded_chunks += len(texts)
-        rows = []
+        rows: list[dict[str, Any]] = []
+        fresh: list[dict[str, Any]] = []
         row = 0
         for item in pending:
             doc = item.doc
             for c in item.chunks:
-                rows.append(
+                (rows if item.replaces else fresh).append(
                     {
                         "id": chunk_id(doc.doc_id, item.doc_hash, c.index),
                         "vector": vectors[row].tolist(),
@@ -218,6 +219,9 @@ class Indexer:
                     }
                 )
                 row += 1
+        # Documents never stored before are inserted (cheaper in Milvus than upserts); anything that
+        # may already have rows (a new version, or a run interrupted mid-document) is upserted.
+        self.store.insert(fresh)
         self.store.upsert(rows)
         for item in pending:
             if item.replaces:  # only now, with every new chunk stored, the old version goes

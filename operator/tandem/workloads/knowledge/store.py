@@ -321,6 +321,10 @@ class ChunkStore:
             iterator.close()
         return counts
 
+    def insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.client.insert(self.collection, list(rows))
+
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self.client.upsert(self.collection, list(rows))
