@@ -1,0 +1,475 @@
+"""The gateway's HTTP server: OpenAI-compatible chat completions that retrieve, cite and stay within limits.
+
+Per request: authenticate the API key to a tenant, resolve the `model` field to a route (base model, an
+adapter, or hybrid), retrieve with the tenant's ACL groups, fit the passages into the token budget,
+call vLLM, and return its answer with citations. Everything the request did is logged as one JSON line
+and, when asked with the `X-Tandem-Trace` header, returned in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tandem.api.v1alpha1.hybridendpoint import Route
+from tandem.workloads.knowledge.retrieval import Principal
+from tandem.workloads.prompting import passage_block
+
+from .admission import Admission, Busy
+from .config import GatewayConfig, TenantConfig
+from .knowledge import KnowledgeSearch, KnowledgeUnavailable
+from .metrics import GatewayMetrics
+from .prompt import Cited, RequestError, attribute, augment, citation, question_of, select, within_budget
+
+log = logging.getLogger("tandem.gateway")
+ANONYMOUS = TenantConfig(name="anonymous", api_key_file="")
+TRACE_HEADER = "X-Tandem-Trace"
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format, counted under `cause`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        cause: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.cause = status, message, cause
+        self.code, self.retry_after = code, retry_after
+
+    def response(self) -> web.Response:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after else None
+        body = {"error": {"message": self.message, "type": kind, "code": self.code or self.cause}}
+        return web.json_response(body, status=self.status, headers=headers)
+
+
+@dataclass
+class Exchange:
+    """What one request did: becomes the log line and the trace."""
+
+    request_id: str
+    tenant: str
+    route: str = ""
+    adapter: str | None = None
+    retrieval: str = "off"
+    retrieved: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    citation_mode: str = "none"
+
+    def trace(self) -> dict[str, Any]:
+        return {
+            "requestId": self.request_id,
+            "tenant": self.tenant,
+            "route": self.route,
+            "adapter": self.adapter,
+            "retrieval": self.retrieval,
+            "retrieved": self.retrieved,
+            "latencySeconds": {k: round(v, 4) for k, v in self.latency.items()},
+            "usage": self.usage,
+            "citationMode": self.citation_mode,
+        }
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        api_keys: dict[str, TenantConfig],
+        knowledge: KnowledgeSearch | None = None,
+    ) -> None:
+        self.config = config
+        self.key_digests = {hashlib.sha256(k.encode()).hexdigest(): t for k, t in api_keys.items()}
+        self.routes: dict[str, Route] = {r.name: r for r in config.routes}
+        self.knowledge = knowledge or KnowledgeSearch(config.knowledge_bases)
+        limits = config.limits
+        self.admission = Admission(
+            limits.max_concurrent_requests, {t.name: t.max_concurrent_requests for t in config.tenants}
+        )
+        self.metrics = GatewayMetrics()
+        self.vllm = httpx.AsyncClient(
+            base_url=config.vllm_url, timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0)
+        )
+
+    # --- the application -------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.limits.max_request_bytes)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.on_startup.append(self._warm_up)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _warm_up(self, _: web.Application) -> None:
+        await asyncio.to_thread(self.knowledge.warm_up)
+
+    async def _close(self, _: web.Application) -> None:
+        await self.vllm.aclose()
+
+    # --- endpoints ---------------------------------------------------------------------------------
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        """Ready when vLLM answers its health check: the gateway alone cannot answer anything."""
+        try:
+            response = await self.vllm.get("/health", timeout=3.0)
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return web.json_response({"vllm": ok}, status=200 if ok else 503)
+
+    async def prometheus(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request)
+        except ApiError as e:
+            return e.response()
+        created = int(time.time())
+        data = [
+            {
+                "id": r.name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tandem",
+                "tandem": {"adapter": r.adapter, "retrieval": r.retrieval},
+            }
+            for r in self.config.routes
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        exchange = Exchange(request_id=f"chatcmpl-{uuid.uuid4().hex}", tenant="?")
+        self.metrics.in_flight.inc()
+        status = 200
+        try:
+            tenant = self._authenticate(request)
+            exchange.tenant = tenant.name
+            body = await self._body(request)
+            route = self._route(body, exchange)
+            with self.admission.slot(tenant.name):
+                async with asyncio.timeout(self.config.limits.request_timeout_seconds):
+                    return await self._complete(request, body, route, tenant, exchange, started)
+        except Busy as e:
+            error = ApiError(429, str(e), "busy", code="rate_limit_exceeded", retry_after=1)
+        except TimeoutError:
+            error = ApiError(
+                504,
+                f"the request took longer than {self.config.limits.request_timeout_seconds}s "
+                "(gateway.requestTimeoutSeconds)",
+                "timeout",
+            )
+        except ApiError as e:
+            error = e
+        finally:
+            self.metrics.in_flight.dec()
+        status = error.status
+        self.metrics.errors.labels(error.cause).inc()
+        self.metrics.requests.labels(exchange.route or "-", str(status)).inc()
+        exchange.latency["total"] = time.perf_counter() - started
+        self._log(exchange, status, error.message)
+        return error.response()
+
+    # --- steps -------------------------------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> TenantConfig:
+        if not self.key_digests:
+            return ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401, "missing API key: send 'Authorization: Bearer <key>'", "auth", code="invalid_api_key"
+            )
+        tenant = self.key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
+        if tenant is None:
+            raise ApiError(401, "invalid API key", "auth", code="invalid_api_key")
+        return tenant
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                413,
+                f"request body exceeds {self.config.limits.max_request_bytes} bytes "
+                "(gateway.maxRequestBytes)",
+                "invalid",
+                code="request_too_large",
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "request body is not JSON", "invalid") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object", "invalid")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise ApiError(
+                400, "messages: a non-empty list of {role, content} objects is required", "invalid"
+            )
+        return body
+
+    def _route(self, body: dict[str, Any], exchange: Exchange) -> Route:
+        name = body.get("model")
+        route = self.routes.get(name) if isinstance(name, str) else None
+        if route is None:
+            raise ApiError(
+                404,
+                f"model {name!r} is not served here; choose one of: {', '.join(self.routes)}",
+                "not-found",
+                code="model_not_found",
+            )
+        exchange.route, exchange.adapter = route.name, route.adapter
+        return route
+
+    async def _complete(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        route: Route,
+        tenant: TenantConfig,
+        exchange: Exchange,
+        started: float,
+    ) -> web.StreamResponse:
+        try:
+            cited = await self._retrieve(body["messages"], route, tenant, exchange)
+            messages = augment(body["messages"], cited) if cited else body["messages"]
+        except RequestError as e:
+            raise ApiError(400, str(e), "invalid") from None
+        upstream = {**body, "model": route.adapter or self.config.base_model, "messages": messages}
+        trace = request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes")
+        if body.get("stream"):
+            return await self._stream(request, upstream, route, cited, exchange, started, trace)
+
+        generation_started = time.perf_counter()
+        answer = await self._call_vllm(upstream)
+        exchange.latency["generation"] = time.perf_counter() - generation_started
+        choices = answer.get("choices") or [{}]
+        content = str((choices[0].get("message") or {}).get("content") or "")
+        text, cited_numbers, exchange.citation_mode = attribute(content, cited)
+        if choices and choices[0].get("message") is not None:
+            choices[0]["message"]["content"] = text
+        answer["model"] = route.name
+        answer["citations"] = [citation(c, cited_numbers) for c in cited]
+        self._finish(exchange, answer.get("usage") or {}, started)
+        answer["tandem"] = self._summary(exchange, trace)
+        return web.json_response(answer, headers={"X-Tandem-Retrieval": exchange.retrieval})
+
+    async def _retrieve(
+        self, messages: list[dict[str, Any]], route: Route, tenant: TenantConfig, exchange: Exchange
+    ) -> list[Cited]:
+        settings = self.config.retrieval
+        if not route.retrieval or settings.mode == "never" or not self.config.knowledge_bases:
+            exchange.retrieval = "off"
+            self.metrics.retrieval.labels("off").inc()
+            return []
+        question = question_of(messages)
+        try:
+            found = await self.knowledge.search(
+                question, settings.top_k, Principal(tenant.name, tuple(tenant.groups))
+            )
+        except KnowledgeUnavailable as e:
+            raise ApiError(503, f"retrieval is unavailable: {e}", "milvus") from None
+        for stage, seconds in found.timings.items():
+            exchange.latency[stage] = seconds
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        exchange.retrieved = [
+            {
+                "knowledgeBase": kb,
+                "id": p.id,
+                "documentId": p.doc_id,
+                "score": round(p.score, 6),
+                "similarity": None if p.similarity is None else round(p.similarity, 6),
+            }
+            for kb, p in found.passages
+        ]
+        chosen, path = select(found.passages, settings.mode, settings.score_threshold)
+        if chosen:
+            counts = await self._token_counts([passage_block(i, p) for i, (_, p) in enumerate(chosen, 1)])
+            chosen = chosen[: within_budget(counts, settings.max_context_tokens)]
+        exchange.retrieval = path
+        self.metrics.retrieval.labels(path).inc()
+        return [Cited(i, kb, p) for i, (kb, p) in enumerate(chosen, 1)]
+
+    async def _token_counts(self, texts: list[str]) -> list[int]:
+        """Exact counts from vLLM's tokenizer of the served model; an estimate if it cannot say."""
+
+        async def count(text: str) -> int:
+            try:
+                response = await self.vllm.post(
+                    "/tokenize",
+                    json={"model": self.config.base_model, "prompt": text, "add_special_tokens": False},
+                )
+                if response.status_code == 200:
+                    return int(response.json()["count"])
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            return len(text) // 3 + 1  # about 3-4 characters a token for English
+
+        return list(await asyncio.gather(*(count(t) for t in texts)))
+
+    async def _call_vllm(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(lambda: self.vllm.post("/v1/chat/completions", json=upstream))
+        if response.status_code != 200:
+            raise self._upstream_error(response.status_code, response.text)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def _send(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        try:
+            return await call()
+        except httpx.TimeoutException:
+            raise ApiError(504, "vLLM did not answer in time", "vllm-timeout") from None
+        except httpx.HTTPError as e:
+            raise ApiError(502, f"vLLM is unreachable at {self.config.vllm_url}: {e}", "vllm") from None
+
+    def _upstream_error(self, status: int, text: str) -> ApiError:
+        try:
+            message = json.loads(text)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = text[:500]
+        if 400 <= status < 500:  # the request was wrong for the model (e.g. too long): the caller's to fix
+            return ApiError(status, f"vLLM refused the request: {message}", "invalid")
+        return ApiError(502, f"vLLM failed ({status}): {message}", "vllm")
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: dict[str, Any],
+        route: Route,
+        cited: list[Cited],
+        exchange: Exchange,
+        started: float,
+        trace: bool,
+    ) -> web.StreamResponse:
+        upstream = {**upstream, "stream_options": {"include_usage": True}}
+        generation_started = time.perf_counter()
+        call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
+        response = await self._send(lambda: self.vllm.send(call, stream=True))
+        try:
+            if response.status_code != 200:
+                raise self._upstream_error(
+                    response.status_code, (await response.aread()).decode(errors="replace")
+                )
+            out = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Tandem-Retrieval": exchange.retrieval,
+                }
+            )
+            await out.prepare(request)
+            try:
+                await self._relay(response, out, route, cited, exchange, started, generation_started, trace)
+            except (TimeoutError, httpx.HTTPError, ValueError) as e:
+                # The status line is gone: the error travels as an event, as OpenAI's streams do.
+                cause = "timeout" if isinstance(e, (TimeoutError, httpx.TimeoutException)) else "vllm"
+                self.metrics.errors.labels(cause).inc()
+                self._log(exchange, 200, f"stream broken: {e!r}")
+                error = {
+                    "error": {
+                        "message": f"the stream from vLLM broke: {e!r}",
+                        "type": "server_error",
+                        "code": cause,
+                    }
+                }
+                await out.write(f"data: {json.dumps(error)}\n\n".encode())
+            await out.write_eof()
+            return out
+        finally:
+            await response.aclose()
+
+    async def _relay(
+        self,
+        response: httpx.Response,
+        out: web.StreamResponse,
+        route: Route,
+        cited: list[Cited],
+        exchange: Exchange,
+        started: float,
+        generation_started: float,
+        trace: bool,
+    ) -> None:
+        pieces: list[str] = []
+        usage: dict[str, Any] = {}
+        last: dict[str, Any] = {}
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))
+            chunk["model"] = route.name
+            for choice in chunk.get("choices") or []:
+                pieces.append(str((choice.get("delta") or {}).get("content") or ""))
+            usage = chunk.get("usage") or usage
+            last = chunk
+            await out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        exchange.latency["generation"] = time.perf_counter() - generation_started
+        _, cited_numbers, exchange.citation_mode = attribute("".join(pieces), cited)
+        self._finish(exchange, usage, started)
+        # Citations travel in a last chunk without choices (as usage does), which SDKs pass through.
+        final = {
+            "id": last.get("id", exchange.request_id),
+            "object": "chat.completion.chunk",
+            "created": last.get("created", int(time.time())),
+            "model": route.name,
+            "choices": [],
+            "citations": [citation(c, cited_numbers) for c in cited],
+            "tandem": self._summary(exchange, trace),
+        }
+        await out.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+
+    def _finish(self, exchange: Exchange, usage: dict[str, Any], started: float) -> None:
+        exchange.usage = {k: int(usage[k]) for k in ("prompt_tokens", "completion_tokens") if k in usage}
+        exchange.latency["total"] = time.perf_counter() - started
+        for stage in ("generation", "total"):
+            if stage in exchange.latency:
+                self.metrics.stage_seconds.labels(stage).observe(exchange.latency[stage])
+        for kind, count in exchange.usage.items():
+            self.metrics.tokens.labels(kind.removesuffix("_tokens"), exchange.route).inc(count)
+        self.metrics.requests.labels(exchange.route, "200").inc()
+        self._log(exchange, 200, None)
+
+    def _summary(self, exchange: Exchange, trace: bool) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "route": exchange.route,
+            "adapter": exchange.adapter,
+            "retrieval": exchange.retrieval,
+            "citationMode": exchange.citation_mode,
+        }
+        if trace:
+            summary["trace"] = exchange.trace()
+        return summary
+
+    def _log(self, exchange: Exchange, status: int, error: str | None) -> None:
+        record = {"event": "chat", "status": status, **exchange.trace()}
+        if error:
+            record["error"] = error
+        log.info(json.dumps(record))
