@@ -175,8 +175,7 @@ class Gateway:
             body = await self._body(request)
             route = self._route(body, exchange)
             with self.admission.slot(tenant.name):
-                async with asyncio.timeout(self.config.limits.request_timeout_seconds):
-                    return await self._complete(request, body, route, tenant, exchange, started)
+                return await self._complete(request, body, route, tenant, exchange, started)
         except Busy as e:
             error = ApiError(429, str(e), "busy", code="rate_limit_exceeded", retry_after=1)
         except TimeoutError:
@@ -257,18 +256,27 @@ class Gateway:
         exchange: Exchange,
         started: float,
     ) -> web.StreamResponse:
-        try:
-            cited = await self._retrieve(body["messages"], route, tenant, exchange)
-            messages = augment(body["messages"], cited) if cited else body["messages"]
-        except RequestError as e:
-            raise ApiError(400, str(e), "invalid") from None
-        upstream = {**body, "model": route.adapter or self.config.base_model, "messages": messages}
         trace = request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes")
+        # The time limit covers everything up to vLLM's answer, or up to the first byte of a stream
+        # (a stream then lives as long as vLLM keeps sending, each read bounded by the client timeout).
+        async with asyncio.timeout(self.config.limits.request_timeout_seconds):
+            try:
+                cited = await self._retrieve(body["messages"], route, tenant, exchange)
+                messages = augment(body["messages"], cited) if cited else body["messages"]
+            except RequestError as e:
+                raise ApiError(400, str(e), "invalid") from None
+            upstream = {**body, "model": route.adapter or self.config.base_model, "messages": messages}
+            generation_started = time.perf_counter()
+            if body.get("stream"):
+                upstream["stream_options"] = {"include_usage": True}
+                call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
+                streamed = await self._send(lambda: self.vllm.send(call, stream=True))
+            else:
+                answer = await self._call_vllm(upstream)
         if body.get("stream"):
-            return await self._stream(request, upstream, route, cited, exchange, started, trace)
-
-        generation_started = time.perf_counter()
-        answer = await self._call_vllm(upstream)
+            return await self._stream(
+                request, streamed, route, cited, exchange, started, generation_started, trace
+            )
         exchange.latency["generation"] = time.perf_counter() - generation_started
         choices = answer.get("choices") or [{}]
         content = str((choices[0].get("message") or {}).get("content") or "")
@@ -345,7 +353,12 @@ class Gateway:
         try:
             return await call()
         except httpx.TimeoutException:
-            raise ApiError(504, "vLLM did not answer in time", "vllm-timeout") from None
+            raise ApiError(
+                504,
+                f"vLLM did not answer within {self.config.limits.request_timeout_seconds}s "
+                "(gateway.requestTimeoutSeconds)",
+                "vllm-timeout",
+            ) from None
         except httpx.HTTPError as e:
             raise ApiError(502, f"vLLM is unreachable at {self.config.vllm_url}: {e}", "vllm") from None
 
@@ -361,17 +374,14 @@ class Gateway:
     async def _stream(
         self,
         request: web.Request,
-        upstream: dict[str, Any],
+        response: httpx.Response,
         route: Route,
         cited: list[Cited],
         exchange: Exchange,
         started: float,
+        generation_started: float,
         trace: bool,
     ) -> web.StreamResponse:
-        upstream = {**upstream, "stream_options": {"include_usage": True}}
-        generation_started = time.perf_counter()
-        call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
-        response = await self._send(lambda: self.vllm.send(call, stream=True))
         try:
             if response.status_code != 200:
                 raise self._upstream_error(
