@@ -155,3 +155,39 @@ def test_api_keys_are_read_from_files_and_must_be_distinct(tmp_path: Path) -> No
     tenants[1]["apiKeyFile"] = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match="tenant beta: cannot read its API key"):
         load_api_keys(load_config(config_json(tmp_path, tenants=tenants)))
+
+
+def test_the_planners_gateway_config_is_what_the_gateway_reads(tmp_path: Path) -> None:
+    from tandem.api.v1alpha1 import HybridEndpointSpec
+    from tandem.platform.kubernetes.planners.hybridendpoint import gateway_config
+    from tandem.workloads.gateway.config import GatewayConfig
+
+    spec = HybridEndpointSpec.model_validate(
+        {
+            "baseModel": {"uri": "pvc://models/smol"},
+            "adapters": [{"name": "style", "uri": "pvc://adapters/style", "rank": 8}],
+            "knowledgeBases": [{"name": "handbook"}],
+            "retrieval": {"mode": "always", "topK": 3},
+            "tenants": [
+                {"name": "staff", "apiKeySecretRef": {"name": "keys", "key": "staff"}, "groups": ["a"]}
+            ],
+            "gateway": {"maxConcurrentRequests": 5},
+        }
+    )
+    raw = gateway_config(
+        spec,
+        namespace="team",
+        name="assistant",
+        vllm_url="http://assistant-vllm:8000",
+        adapters=[{"name": "style", "path": "/adapters/style", "version": "v1"}],
+        knowledge_bases=[
+            {"namespace": "team", "name": "handbook", "collection": "c", "milvusUri": "http://m"}
+        ],
+        api_key_files={"staff": "/keys/staff"},
+    )
+    config = GatewayConfig.model_validate(json.loads(json.dumps(raw)))
+    assert [r.name for r in config.routes] == ["base", "style", "hybrid"]
+    assert config.routes[2].adapter == "style" and config.routes[2].retrieval
+    assert config.retrieval.mode == "always" and config.retrieval.top_k == 3
+    assert config.tenants[0].groups == ["a"] and config.tenants[0].api_key_file == "/keys/staff"
+    assert config.limits.max_concurrent_requests == 5

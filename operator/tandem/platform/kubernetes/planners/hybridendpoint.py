@@ -45,6 +45,38 @@ def default_routes(spec: HybridEndpointSpec) -> list[dict[str, Any]]:
     return routes
 
 
+def gateway_config(
+    spec: HybridEndpointSpec,
+    *,
+    namespace: str,
+    name: str,
+    vllm_url: str,
+    adapters: list[dict[str, Any]],
+    knowledge_bases: list[dict[str, Any]],
+    api_key_files: dict[str, str],
+) -> dict[str, Any]:
+    """The gateway's configuration (`tandem.workloads.gateway.config`), in a cluster and in local mode."""
+    return {
+        "endpoint": {"namespace": namespace, "name": name},
+        "vllmUrl": vllm_url,
+        "baseModel": BASE_MODEL_NAME,
+        "routes": default_routes(spec),
+        "adapters": adapters,
+        "knowledgeBases": knowledge_bases,
+        "retrieval": spec.retrieval.model_dump(by_alias=True, mode="json"),
+        "tenants": [
+            {
+                "name": t.name,
+                "groups": t.groups,
+                "maxConcurrentRequests": t.max_concurrent_requests,
+                "apiKeyFile": api_key_files[t.name],
+            }
+            for t in spec.tenants
+        ],
+        "limits": spec.gateway.model_dump(by_alias=True, mode="json", exclude={"replicas", "resources"}),
+    }
+
+
 def max_lora_rank(adapters: list[ResolvedAdapter]) -> int:
     needed = max((a.rank for a in adapters), default=8)
     for rank in LORA_RANKS:
@@ -164,16 +196,16 @@ def plan_hybrid_endpoint(
         "metadata": owner.metadata(config_name, "gateway"),
         "data": {
             "gateway.json": json.dumps(
-                {
-                    "endpoint": {"namespace": owner.namespace, "name": owner.name},
-                    "vllmUrl": f"http://{vllm_name}:{VLLM_PORT}",
-                    "baseModel": BASE_MODEL_NAME,
-                    "routes": default_routes(spec),
-                    "adapters": [
+                gateway_config(
+                    spec,
+                    namespace=owner.namespace,
+                    name=owner.name,
+                    vllm_url=f"http://{vllm_name}:{VLLM_PORT}",
+                    adapters=[
                         {"name": a.name, "path": adapter_paths[a.name], "version": a.version}
                         for a in adapters
                     ],
-                    "knowledgeBases": [
+                    knowledge_bases=[
                         {
                             "namespace": kb.namespace,
                             "name": kb.name,
@@ -182,20 +214,8 @@ def plan_hybrid_endpoint(
                         }
                         for kb in knowledge_bases
                     ],
-                    "retrieval": spec.retrieval.model_dump(by_alias=True, mode="json"),
-                    "tenants": [
-                        {
-                            "name": t.name,
-                            "groups": t.groups,
-                            "maxConcurrentRequests": t.max_concurrent_requests,
-                            "apiKeyFile": f"{KEYS_DIR}/{t.name}/api-key",
-                        }
-                        for t in spec.tenants
-                    ],
-                    "limits": spec.gateway.model_dump(
-                        by_alias=True, mode="json", exclude={"replicas", "resources"}
-                    ),
-                },
+                    api_key_files={t.name: f"{KEYS_DIR}/{t.name}/api-key" for t in spec.tenants},
+                ),
                 indent=2,
                 sort_keys=True,
             )
@@ -216,7 +236,8 @@ def plan_hybrid_endpoint(
         gateway_mounts.mounts.append(
             {"name": volume, "mountPath": f"{KEYS_DIR}/{tenant.name}", "readOnly": True}
         )
-    health = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
+    live = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
+    ready = {"httpGet": {"path": "/readyz", "port": GATEWAY_PORT}}  # only once vLLM answers
     gateway = container(
         "gateway",
         settings.gateway_image,
@@ -237,8 +258,8 @@ def plan_hybrid_endpoint(
         resources_=resources(spec.gateway.resources),
         ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
         extra={
-            "readinessProbe": {**health, "periodSeconds": 5},
-            "livenessProbe": {**health, "periodSeconds": 10},
+            "readinessProbe": {**ready, "periodSeconds": 5},
+            "livenessProbe": {**live, "periodSeconds": 10},
         },
     )
 
