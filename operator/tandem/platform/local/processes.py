@@ -1,0 +1,101 @@
+"""Long-running local servers (milvus-lite, vLLM, the gateway): started detached, found again by PID.
+
+Each server runs in a session of its own, so Ctrl-C on `tandem up` interrupts the work in progress but
+not the servers, and `tandem down` stops each whole process group by the PID recorded in the state
+file (never by name: other people's processes on this machine are not ours to kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+
+class ServerFailed(Exception):
+    """A server exited or did not become ready; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by us) is not alive.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
+    return True
+
+
+def start(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def log_tail(log: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(url: str, pid: int, log: Path, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; fail early, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise ServerFailed(f"{what} exited while starting; the end of {log}:\n{log_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise ServerFailed(f"{what} was not ready after {timeout:.0f}s; the end of {log}:\n{log_tail(log)}")
+
+
+def stop(pid: int | None, timeout: float = 20.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    if not alive(pid):
+        return
+    assert pid is not None
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError, ProcessLookupError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,89 @@
+"""`.tandem/state.json`: what local mode has done and what it runs, so a second `tandem up` resumes.
+
+Written atomically (write, then rename) after every change: an interrupted `tandem up` leaves the last
+complete state, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Server:
+    pid: int
+    port: int
+    log: str
+    fingerprint: str  # what it was started for: a change means a restart
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class ResourceState:
+    kind: str
+    namespace: str
+    name: str
+    fingerprint: str = ""  # inputs last reconciled successfully
+    ready: bool = False
+    reason: str = "Pending"
+    message: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    updated: float = 0.0
+
+
+@dataclass
+class State:
+    path: Path
+    servers: dict[str, Server] = field(default_factory=dict)
+    resources: dict[str, ResourceState] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, directory: Path) -> State:
+        path = directory / "state.json"
+        state = cls(path)
+        if path.exists():
+            raw = json.loads(path.read_text())
+            state.servers = {k: Server(**v) for k, v in raw.get("servers", {}).items()}
+            state.resources = {k: ResourceState(**v) for k, v in raw.get("resources", {}).items()}
+        return state
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "servers": {k: asdict(v) for k, v in self.servers.items()},
+            "resources": {k: asdict(v) for k, v in self.resources.items()},
+        }
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(partial, self.path)
+
+    def resource(self, kind: str, namespace: str, name: str) -> ResourceState:
+        key = f"{kind}/{namespace}/{name}"
+        if key not in self.resources:
+            self.resources[key] = ResourceState(kind, namespace, name)
+        return self.resources[key]
+
+    def set(
+        self,
+        resource: ResourceState,
+        *,
+        ready: bool,
+        reason: str,
+        message: str,
+        fingerprint: str | None = None,
+        **figures: Any,
+    ) -> None:
+        resource.ready, resource.reason, resource.message = ready, reason, message
+        if fingerprint is not None:
+            resource.fingerprint = fingerprint
+        resource.figures.update(figures)
+        resource.updated = time.time()
+        self.save()
