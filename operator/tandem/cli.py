@@ -134,6 +134,181 @@ def search(
     console.print(f"[dim]{timings}[/dim]")
 
 
+def _platform(state: Path, **kwargs: Any) -> Any:
+    from tandem.platform.local.console import Reporter
+    from tandem.platform.local.platform import LocalPlatform
+
+    reporter = Reporter(console)
+    return LocalPlatform(state, progress=reporter.event, **kwargs), reporter
+
+
+def _load(path: Path, state: Path) -> Any:
+    from tandem.platform.local.manifests import ManifestError, load
+
+    try:
+        return load(path, state)
+    except ManifestError as e:
+        console.print(f"[red]error[/red]: {e}")
+        raise typer.Exit(2) from None
+
+
+def _summary(platform: Any) -> None:
+    for r in platform.state.resources.values():
+        if r.kind != "HybridEndpoint" or not r.ready:
+            continue
+        url = r.figures["url"]
+        route = "hybrid" if "hybrid" in r.figures["routes"] else r.figures["routes"][-1]
+        key = next(iter(r.figures.get("keyFiles") or {}), None)
+        auth = f' -H "Authorization: Bearer $(cat {r.figures["keyFiles"][key]})"' if key else ""
+        console.print(
+            f"\n[bold]{r.namespace}/{r.name}[/bold] answers at [cyan]{url}[/cyan] "
+            f"(models: {', '.join(r.figures['routes'])})"
+        )
+        console.print(
+            f"  curl {url}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
+            f'    -d \'{{"model": "{route}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
+            highlight=False,
+        )
+        console.print(f'  tandem ask "your question" --endpoint {r.name}', highlight=False)
+
+
+@app.command()
+def up(
+    path: Annotated[Path, typer.Option("-f", help="a manifest file or a directory of them")],
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="reconcile once and return; servers keep running")
+    ] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="train under a local Ray instance (Ray Train)")] = False,
+    port: Annotated[int | None, typer.Option(help="gateway port of the first endpoint")] = None,
+    interval: Annotated[float, typer.Option(help="seconds between checks for edits")] = 2.0,
+) -> None:
+    """Run the manifests on this machine: ingest, train, serve; then keep watching for edits."""
+    import time
+
+    manifests = _load(path, state)
+    platform, reporter = _platform(state, use_ray=ray, gateway_port=port)
+    seen: dict[str, tuple[bool, str, str]] = {}
+
+    def report() -> None:
+        for key, r in platform.state.resources.items():
+            now = (r.ready, r.reason, r.message)
+            if seen.get(key) != now:
+                seen[key] = now
+                reporter.changed(r)
+
+    try:
+        with reporter:
+            ready = platform.reconcile(manifests)
+            report()
+        _summary(platform)
+        if detach:
+            raise typer.Exit(0 if ready else 1)
+        console.print(
+            f"[dim]watching {path} for changes "
+            "(Ctrl-C to stop watching; `tandem down` stops the servers)[/dim]"
+        )
+        while True:
+            time.sleep(interval)
+            try:
+                manifests = _load(path, state)
+            except typer.Exit:
+                continue  # keep serving the last good manifests; the error is printed
+            with reporter:
+                platform.reconcile(manifests)
+                report()
+    except KeyboardInterrupt:
+        platform.interrupt()
+        console.print(
+            "[yellow]interrupted[/yellow]: work in progress stopped; `tandem up` again resumes it, "
+            "`tandem down` stops the servers"
+        )
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def status(state: Annotated[Path, typer.Option(help="local state directory")] = STATE) -> None:
+    """Show each local resource's condition and the processes local mode runs."""
+    from tandem.platform.local.console import status_table
+    from tandem.platform.local.state import State
+
+    console.print(status_table(State.load(state)))
+
+
+@app.command()
+def down(state: Annotated[Path, typer.Option(help="local state directory")] = STATE) -> None:
+    """Stop every process `tandem up` started, by process id."""
+    from tandem.platform.local.platform import LocalPlatform
+
+    for line in LocalPlatform(state).down():
+        console.print(f"stopped {line}")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="what to ask")],
+    endpoint: Annotated[str | None, typer.Option(help="HybridEndpoint name, if several")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="route: base, an adapter, hybrid... (default hybrid)")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="ask as this tenant (default: the first)")] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="show retrieved passages, scores and latency")
+    ] = False,
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+) -> None:
+    """Ask a local endpoint; print the answer, its citations and, with --trace, why."""
+    from tandem.platform.local.platform import LocalPlatform, WorkFailed
+    from tandem.platform.local.platform import ask as ask_endpoint
+
+    try:
+        answer = ask_endpoint(
+            LocalPlatform(state).endpoint(endpoint), question, model=model, tenant=tenant, trace=trace
+        )
+    except WorkFailed as e:
+        console.print(f"[red]error[/red]: {e}")
+        raise typer.Exit(1) from None
+    console.print(answer["choices"][0]["message"]["content"], highlight=False)
+    info = answer.get("tandem") or {}
+    console.print(
+        f"[dim]model {answer.get('model')}, retrieval {info.get('retrieval')}, "
+        f"citations {info.get('citationMode')}[/dim]"
+    )
+    citations = answer.get("citations") or []
+    if citations:
+        table = Table(title="citations")
+        for column in ("#", "cited", "document", "title", "where", "similarity"):
+            table.add_column(column)
+        for c in citations:
+            pos = c["position"]
+            where = (
+                f"page {pos['page']}"
+                if pos.get("page")
+                else (pos.get("heading") or f"{pos['start']}-{pos['end']}")
+            )
+            table.add_row(
+                str(c["index"]),
+                "✓" if c["cited"] else "",
+                c["documentId"],
+                c["title"],
+                where,
+                str(c["similarity"]),
+            )
+        console.print(table)
+    if trace and "trace" in info:
+        t = info["trace"]
+        table = Table(title="retrieved (best first)")
+        for column in ("knowledge base", "document", "score", "similarity"):
+            table.add_column(column)
+        for r in t["retrieved"]:
+            table.add_row(r["knowledgeBase"], r["documentId"], str(r["score"]), str(r["similarity"]))
+        console.print(table)
+        console.print(
+            "latency: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in t["latencySeconds"].items())
+        )
+        console.print(f"tokens: {t['usage']}")
+
+
 @app.command()
 def operator() -> None:
     """Run the Kubernetes operator (as the chart's Deployment does)."""

@@ -1,0 +1,130 @@
+"""What `tandem up` shows: a progress bar per piece of long work, one clean line per state change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from .state import ResourceState, State
+
+
+class Reporter:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bars = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.stage: dict[str, str] = {}
+
+    def __enter__(self) -> Reporter:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def _bar(self, key: str, description: str, total: float | None) -> TaskID:
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(description, total=total)
+        return self.tasks[key]
+
+    def _done(self, key: str) -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            self.bars.remove_task(task)
+
+    def event(self, key: str, event: dict[str, Any]) -> None:
+        stage = str(event.get("stage", ""))
+        if self.stage.get(key) != stage and stage not in ("indexing", "training"):
+            self._line(key, stage, event)
+        self.stage[key] = stage
+        name = key.split("/", 1)[1]
+        if stage == "planning":
+            self._bar(key, f"ingest {name}: documents", event.get("documents") or None)
+        elif stage == "indexing":
+            task = self._bar(key, f"ingest {name}: documents", event.get("documents"))
+            self.bars.update(
+                task,
+                completed=event.get("documentsDone", 0),
+                description=f"ingest {name}: {event.get('chunksEmbedded', 0)} chunks embedded",
+            )
+        elif stage == "training":
+            task = self._bar(key, f"train {name}", event.get("totalSteps"))
+            self.bars.update(
+                task,
+                completed=event.get("step", 0),
+                description=f"train {name}: loss {event.get('loss')}, ETA {event.get('etaSeconds')}s",
+            )
+        elif stage in ("vllm", "model"):
+            self._done(key)
+            self._bar(key, f"{name}: {event.get('message')}", None)
+        elif stage in ("done", "failed", "training-done"):
+            self._done(key)
+
+    def _line(self, key: str, stage: str, event: dict[str, Any]) -> None:
+        if stage == "failed":
+            self.console.print(f"[red]✗[/red] {key}: {event.get('reason')}: {event.get('message')}")
+        elif stage == "done":
+            self.console.print(
+                f"[green]✓[/green] {key}: {event.get('documents')} documents, {event.get('chunks')} chunks"
+            )
+        elif stage == "read":
+            failed = f", {event['failed']} failed" if event.get("failed") else ""
+            self.console.print(
+                f"  {key}: source {event.get('source')}: {event.get('documents')} documents{failed}"
+            )
+        elif stage == "resumed":
+            self.console.print(
+                f"  {key}: resumed from checkpoint {event.get('checkpoint')} (step {event.get('step')})"
+            )
+        elif stage == "training-start":
+            self.console.print(f"  {key}: training on {event.get('examples')} examples")
+        elif stage in ("vllm", "model"):
+            self.console.print(f"  {key}: {event.get('message')}")
+
+    def changed(self, resource: ResourceState) -> None:
+        mark = "[green]✓[/green]" if resource.ready else "[yellow]…[/yellow]"
+        self.console.print(
+            f"{mark} {resource.kind}/{resource.namespace}/{resource.name}: "
+            f"{resource.reason}: {resource.message}"
+        )
+
+
+def status_table(state: State) -> Table:
+    table = Table(title="tandem status")
+    for column in ("KIND", "NAME", "READY", "REASON", "MESSAGE"):
+        table.add_column(column)
+    for r in sorted(
+        state.resources.values(),
+        key=lambda r: (["KnowledgeBase", "AdapterTraining", "HybridEndpoint"].index(r.kind), r.name),
+    ):
+        table.add_row(r.kind, f"{r.namespace}/{r.name}", "True" if r.ready else "False", r.reason, r.message)
+    for name, server in sorted(state.servers.items()):
+        from . import processes
+
+        table.add_row(
+            "Process",
+            name,
+            "True" if processes.alive(server.pid) else "False",
+            f"pid {server.pid}",
+            server.url,
+        )
+    return table

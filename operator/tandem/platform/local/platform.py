@@ -1,0 +1,577 @@
+"""Local mode: the same manifests a cluster takes, reconciled on this machine in dependency order.
+
+KnowledgeBases are ingested into a milvus-lite server, AdapterTrainings train with PEFT, and each
+HybridEndpoint gets vLLM's CPU build plus the gateway on 127.0.0.1. The work is the cluster's own
+workloads (`tandem.workloads.ingest`, `tandem.workloads.train`, `tandem.workloads.gateway`), run as
+subprocesses; their JSON progress lines drive the progress bars. Each resource is reconciled when its
+inputs' fingerprint changes (spec, files of its sources, dataset bytes), so a second `tandem up`
+resumes instead of redoing work, and a watch loop picks up edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tandem.api.v1alpha1 import AdapterTrainingSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.naming import collection_name
+from tandem.platform.kubernetes.planners.hybridendpoint import BASE_MODEL_NAME, gateway_config, max_lora_rank
+
+from . import processes
+from .manifests import Manifests, Resource, local_path
+from .state import ResourceState, Server, State
+
+Progress = Callable[[str, dict[str, Any]], None]  # (resource key, event) -> None
+
+
+class WorkFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def digest(value: Any, length: int = 16) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def _files_fingerprint(directory: Path) -> list[tuple[str, int, int]]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    )
+
+
+class LocalPlatform:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        progress: Progress | None = None,
+        use_ray: bool = False,
+        gateway_port: int | None = None,
+        vllm_python: str | None = None,
+    ) -> None:
+        self.dir = state_dir.resolve()
+        self.state = State.load(self.dir)
+        self.progress = progress or (lambda key, event: None)
+        self.use_ray = use_ray
+        self.gateway_port = gateway_port
+        self.vllm_python = vllm_python
+        self.model_cache = self.dir / "models"
+        self._child: subprocess.Popen[str] | None = None
+
+    # --- entry points ------------------------------------------------------------------------------
+
+    def reconcile(self, manifests: Manifests) -> bool:
+        """One pass in dependency order; True when every resource is Ready."""
+        for kb in manifests.knowledge_bases:
+            self._guard(kb, self._knowledge_base, manifests)
+        for at in manifests.trainings:
+            self._guard(at, self._training, manifests)
+        for he in manifests.endpoints:
+            self._guard(he, self._endpoint, manifests)
+        everything: list[Resource[Any]] = [
+            *manifests.knowledge_bases,
+            *manifests.trainings,
+            *manifests.endpoints,
+        ]
+        keys = {r.key for r in everything}
+        return all(self.state.resources[k].ready for k in keys)
+
+    def down(self) -> list[str]:
+        stopped = []
+        for name, server in list(self.state.servers.items()):
+            processes.stop(server.pid)
+            stopped.append(f"{name} (pid {server.pid})")
+            del self.state.servers[name]
+        for resource in self.state.resources.values():
+            if resource.kind == "HybridEndpoint":
+                resource.ready, resource.reason, resource.message = False, "Stopped", "tandem down"
+        self.state.save()
+        return stopped
+
+    def interrupt(self) -> None:
+        """Stop the work in progress (its whole process group); servers keep running."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+    # --- per kind ----------------------------------------------------------------------------------
+
+    def _guard(self, resource: Resource[Any], step: Callable[..., None], manifests: Manifests) -> None:
+        status = self.state.resource(resource.kind, resource.namespace, resource.name)
+        try:
+            step(resource, status, manifests)
+        except WorkFailed as e:
+            self.state.set(status, ready=False, reason=e.reason, message=str(e))
+            self.progress(resource.key, {"stage": "failed", "reason": e.reason, "message": str(e)})
+
+    def _milvus_uri(self, spec: KnowledgeBaseSpec) -> str:
+        if spec.milvus.uri:
+            return spec.milvus.uri
+        server = self._ensure_server(
+            "milvus",
+            "local",
+            lambda port: [
+                str(Path(sys.executable).with_name("milvus-lite")),
+                "server",
+                "--data-dir",
+                str(self.dir / "milvus"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            ready=None,
+            timeout=60,
+        )
+        return server.url
+
+    def _knowledge_base(
+        self, kb: Resource[KnowledgeBaseSpec], status: ResourceState, manifests: Manifests
+    ) -> None:
+        locations = {
+            s.name: str(local_path(s.directory.path, kb.file.parent, self.dir))
+            for s in kb.spec.sources
+            if s.directory is not None and s.directory.claim_name is None
+        }
+        spec_json = kb.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        fingerprint = digest(
+            {"spec": spec_json, "files": {n: _files_fingerprint(Path(p)) for n, p in locations.items()}}
+        )
+        if status.ready and status.fingerprint == fingerprint:
+            return
+        job = {
+            "namespace": kb.namespace,
+            "name": kb.name,
+            "collection": collection_name(kb.namespace, kb.name),
+            "milvusUri": self._milvus_uri(kb.spec),
+            "revision": fingerprint,
+            "sourceLocations": locations,
+            "spec": spec_json,
+        }
+        self.state.set(status, ready=False, reason="Indexing", message="ingest running")
+        result = self._run_workload(kb.key, "tandem.workloads.ingest", job)
+        failed = result.get("failed_documents") or []
+        message = f"{result['documents']} documents, {result['chunks']} chunks"
+        if failed:
+            message += f"; {len(failed)} failed: " + ", ".join(
+                f"{f['doc_id']} ({f['reason']})" for f in failed
+            )
+        self.state.set(
+            status,
+            ready=True,
+            reason="Indexed",
+            message=message,
+            fingerprint=fingerprint,
+            collection=job["collection"],
+            milvusUri=job["milvusUri"],
+            documents=result["documents"],
+            chunks=result["chunks"],
+            embeddedChunks=result["embedded_chunks"],
+            failedDocuments=len(failed),
+            embeddingDimension=result["embedding_dimension"],
+            embeddingModel=kb.spec.embedding.model,
+            search=kb.spec.search.model_dump(by_alias=True, mode="json"),
+        )
+
+    def _training(
+        self, at: Resource[AdapterTrainingSpec], status: ResourceState, manifests: Manifests
+    ) -> None:
+        from tandem.platform.kubernetes.planners.adaptertraining import ResolvedKnowledgeBase, adapter_version
+
+        spec = at.spec
+        dataset = (
+            local_path(spec.dataset.uri, at.file.parent, self.dir)
+            if spec.dataset and spec.dataset.uri
+            else None
+        )
+        data_digest = hashlib.sha256(dataset.read_bytes()).hexdigest() if dataset else ""
+        raft_kb = None
+        raft_job = None
+        if spec.raft is not None:
+            ref = spec.raft.knowledge_base_ref
+            kb_state = self.state.resource("KnowledgeBase", ref.namespace or at.namespace, ref.name)
+            if not kb_state.ready:
+                raise WorkFailed("WaitingForKnowledgeBase", f"KnowledgeBase {ref.name} is not Ready")
+            figures = kb_state.figures
+            raft_kb = ResolvedKnowledgeBase(
+                kb_state.namespace,
+                ref.name,
+                figures["collection"],
+                figures["milvusUri"],
+                kb_state.fingerprint,
+            )
+            raft_job = {"collection": figures["collection"], "milvusUri": figures["milvusUri"]}
+        # Locally the dataset's bytes are part of the version: editing the file trains a new adapter.
+        version = adapter_version(spec, raft_kb, run_token=data_digest[:16])
+        output = local_path(spec.output.uri, at.file.parent, self.dir) / f"{at.name}-{version}"
+        if status.ready and status.fingerprint == version and (output / "tandem-manifest.json").exists():
+            return
+        job = {
+            "namespace": at.namespace,
+            "name": at.name,
+            "version": version,
+            "baseModel": spec.base_model.uri,
+            "dataset": str(dataset) if dataset else None,
+            "output": str(output),
+            "modelCache": str(self.model_cache),
+            "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+            **({"raftKnowledgeBase": raft_job} if raft_job else {}),
+        }
+        self.state.set(status, ready=False, reason="Training", message=f"training version {version}")
+        result = self._run_workload(
+            at.key, "tandem.workloads.train", job, *([] if self.use_ray else ["--no-ray"])
+        )
+        metrics = result.get("metrics") or {}
+        self.state.set(
+            status,
+            ready=True,
+            reason="Skipped" if result.get("skipped") else "Trained",
+            message=f"adapter {at.name}-{version}" + (" (already trained)" if result.get("skipped") else ""),
+            fingerprint=version,
+            adapterPath=str(output),
+            adapterVersion=version,
+            adapterDigest=result.get("adapterDigest"),
+            rank=spec.lora.r,
+            loss=metrics.get("loss") or metrics.get("final_loss"),
+            steps=metrics.get("steps"),
+        )
+
+    def _endpoint(
+        self, he: Resource[HybridEndpointSpec], status: ResourceState, manifests: Manifests
+    ) -> None:
+        from tandem.workloads.models import ModelError, prepare
+
+        spec = he.spec
+        adapters = []
+        for adapter in spec.adapters:
+            if adapter.uri:
+                path = local_path(adapter.uri, he.file.parent, self.dir)
+                adapters.append(
+                    {"name": adapter.name, "path": str(path), "version": None, "rank": adapter.rank or 8}
+                )
+                continue
+            ref = adapter.adapter_training_ref
+            assert ref is not None
+            trained = self.state.resource("AdapterTraining", ref.namespace or he.namespace, ref.name)
+            if not trained.ready:
+                raise WorkFailed(
+                    "WaitingForAdapter", f"AdapterTraining {ref.name} is not Ready: {trained.message}"
+                )
+            f = trained.figures
+            adapters.append(
+                {
+                    "name": adapter.name,
+                    "path": f["adapterPath"],
+                    "version": f["adapterVersion"],
+                    "rank": f["rank"],
+                }
+            )
+        knowledge = []
+        for ref in spec.knowledge_bases:
+            kb_state = self.state.resource("KnowledgeBase", ref.namespace or he.namespace, ref.name)
+            if not kb_state.ready:
+                raise WorkFailed("WaitingForKnowledgeBase", f"KnowledgeBase {ref.name} is not Ready")
+            f = kb_state.figures
+            knowledge.append(
+                {
+                    "namespace": kb_state.namespace,
+                    "name": kb_state.name,
+                    "collection": f["collection"],
+                    "milvusUri": f["milvusUri"],
+                    "embeddingModel": f["embeddingModel"],
+                    "search": f["search"],
+                }
+            )
+        secrets = {
+            t.name: manifests.secrets[(he.namespace, t.api_key_secret_ref.name)][t.api_key_secret_ref.key]
+            for t in spec.tenants
+        }
+        fingerprint = digest(
+            {
+                "spec": spec.model_dump(mode="json"),
+                "adapters": adapters,
+                "knowledge": knowledge,
+                "keys": secrets,
+            }
+        )
+        servers = [self.state.servers.get(f"{kind}:{he.namespace}/{he.name}") for kind in ("vllm", "gateway")]
+        if (
+            status.ready
+            and status.fingerprint == fingerprint
+            and all(s and processes.alive(s.pid) for s in servers)
+        ):
+            return
+        try:
+            self.progress(he.key, {"stage": "model", "message": "preparing the base model"})
+            model = prepare(spec.base_model.uri, spec.base_model.gguf_file, self.model_cache)
+        except ModelError as e:
+            raise WorkFailed(e.reason, str(e)) from None
+        vllm = self._ensure_vllm(he, str(model.path), adapters)
+        self._sync_adapters(vllm, adapters)
+
+        directory = self.dir / "endpoints" / f"{he.namespace}-{he.name}"
+        keys = directory / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        key_files = {}
+        for tenant, key in secrets.items():
+            key_file = keys / tenant
+            key_file.write_text(key)
+            key_file.chmod(0o600)
+            key_files[tenant] = str(key_file)
+        config = gateway_config(
+            spec,
+            namespace=he.namespace,
+            name=he.name,
+            vllm_url=vllm.url,
+            adapters=[{k: a[k] for k in ("name", "path", "version")} for a in adapters],
+            knowledge_bases=knowledge,
+            api_key_files=key_files,
+        )
+        config_file = directory / "gateway.json"
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+        gateway = self._ensure_server(
+            f"gateway:{he.namespace}/{he.name}",
+            digest({"config": config, "keys": secrets}),
+            lambda port: [
+                sys.executable,
+                "-m",
+                "tandem.workloads.gateway",
+                "--config",
+                str(config_file),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            ready="/readyz",
+            timeout=180,
+            port=self.gateway_port
+            if not self.state.servers.get(f"gateway:{he.namespace}/{he.name}")
+            else None,
+        )
+        self.state.set(
+            status,
+            ready=True,
+            reason="Serving",
+            message=f"{gateway.url}/v1",
+            fingerprint=fingerprint,
+            url=f"{gateway.url}/v1",
+            vllmUrl=vllm.url,
+            routes=[r["name"] for r in config["routes"]],
+            adapters={a["name"]: a["version"] for a in adapters},
+            keyFiles=key_files,
+        )
+
+    # --- servers -----------------------------------------------------------------------------------
+
+    def _ensure_vllm(
+        self, he: Resource[HybridEndpointSpec], model_path: str, adapters: list[dict[str, Any]]
+    ) -> Server:
+        from tandem.platform.kubernetes.planners.hybridendpoint import ResolvedAdapter
+
+        from .vllm import vllm_argv, vllm_env, vllm_python
+
+        serving = he.spec.serving
+        rank = max_lora_rank(
+            [ResolvedAdapter(a["name"], a["path"], a["rank"], a["version"]) for a in adapters]
+        )
+        python = self.vllm_python or vllm_python()
+        settings = {
+            "model": model_path,
+            "maxModelLen": serving.max_model_len,
+            "dtype": serving.dtype,
+            "maxLoras": serving.max_loras or max(1, min(len(adapters), 8)),
+            "maxLoraRank": rank,
+            "lora": bool(adapters),
+            "extra": serving.extra_args,
+        }
+        self.progress(he.key, {"stage": "vllm", "message": "starting vLLM (CPU build): about a minute"})
+        return self._ensure_server(
+            f"vllm:{he.namespace}/{he.name}",
+            digest(settings),
+            lambda port: [
+                python,
+                *vllm_argv(
+                    model_path,
+                    port=port,
+                    served_name=BASE_MODEL_NAME,
+                    max_model_len=serving.max_model_len,
+                    dtype="bfloat16" if serving.dtype == "auto" else serving.dtype,
+                    max_lora_rank=rank if adapters else None,
+                    max_loras=settings["maxLoras"],
+                    extra=serving.extra_args,
+                ),
+            ],
+            ready="/health",
+            timeout=600,
+            env=vllm_env(),
+        )
+
+    def _sync_adapters(self, vllm: Server, adapters: list[dict[str, Any]]) -> None:
+        from tandem.workloads.adapter_sync import sync_once
+
+        sync_once(vllm.url, [{k: a[k] for k in ("name", "path", "version")} for a in adapters])
+
+    def _ensure_server(
+        self,
+        name: str,
+        fingerprint: str,
+        argv: Callable[[int], list[str]],
+        *,
+        ready: str | None,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> Server:
+        """The server `name` running for `fingerprint`: reused if it is, (re)started if not."""
+        existing = self.state.servers.get(name)
+        if existing is not None and processes.alive(existing.pid):
+            if existing.fingerprint == fingerprint:
+                return existing
+            processes.stop(existing.pid)
+        port = (existing.port if existing else None) or port or processes.free_port()
+        log = self.dir / "logs" / f"{name.replace(':', '-').replace('/', '-')}.log"
+        pid = processes.start(argv(port), log, env)
+        server = Server(pid=pid, port=port, log=str(log), fingerprint=fingerprint)
+        self.state.servers[name] = server
+        self.state.save()
+        if ready is None:
+            self._wait_port(server, timeout, name)
+        else:
+            processes.wait_ready(f"{server.url}{ready}", pid, log, timeout, name)
+        return server
+
+    @staticmethod
+    def _wait_port(server: Server, timeout: float, what: str) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not processes.alive(server.pid):
+                raise WorkFailed("ServerFailed", f"{what} exited: {processes.log_tail(Path(server.log))}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", server.port)) == 0:
+                    return
+            time.sleep(0.3)
+        raise WorkFailed("ServerFailed", f"{what} did not listen on {server.port} in {timeout:.0f}s")
+
+    # --- workloads ---------------------------------------------------------------------------------
+
+    def _run_workload(self, key: str, module: str, job: dict[str, Any], *extra: str) -> dict[str, Any]:
+        jobs = self.dir / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        spec_file = jobs / f"{key.replace('/', '-')}.json"
+        spec_file.write_text(json.dumps(job, indent=2))
+        log = self.dir / "logs" / f"{key.replace('/', '-')}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TANDEM_MODEL_CACHE": str(self.model_cache)}
+        result: dict[str, Any] | None = None
+        with (
+            log.open("a") as out,
+            self._process(
+                [sys.executable, "-m", module, "--spec", str(spec_file), *extra], env, out
+            ) as child,
+        ):
+            assert child.stdout is not None
+            for line in child.stdout:
+                out.write(line)
+                if not line.startswith("{"):
+                    continue
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "result" in event:
+                    result = event["result"]
+                else:
+                    self.progress(key, event)
+            code = child.wait()
+        if result is None:
+            raise WorkFailed("WorkloadFailed", f"{module} exited {code} without a result; see {log}")
+        if "error" in result:
+            raise WorkFailed(result["error"], result.get("message", ""))
+        return result
+
+    @contextmanager
+    def _process(self, argv: list[str], env: dict[str, str], log: Any) -> Iterator[subprocess.Popen[str]]:
+        child = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+        )
+        self._child = child
+        try:
+            yield child
+        finally:
+            self.interrupt()
+            self._child = None
+
+    # --- asking ------------------------------------------------------------------------------------
+
+    def endpoint(self, name: str | None) -> ResourceState:
+        endpoints = [r for r in self.state.resources.values() if r.kind == "HybridEndpoint"]
+        if name:
+            endpoints = [r for r in endpoints if r.name == name]
+        if not endpoints:
+            raise WorkFailed("NoEndpoint", "no HybridEndpoint is running here: run `tandem up -f DIR` first")
+        if len(endpoints) > 1:
+            raise WorkFailed("AmbiguousEndpoint", "several endpoints run here: name one with --endpoint")
+        return endpoints[0]
+
+
+def ask(
+    endpoint: ResourceState,
+    question: str,
+    *,
+    model: str | None = None,
+    tenant: str | None = None,
+    trace: bool = False,
+    max_tokens: int = 200,
+) -> dict[str, Any]:
+    """One question through the gateway, as any OpenAI client would ask it."""
+    figures = endpoint.figures
+    keys: dict[str, str] = figures.get("keyFiles") or {}
+    headers = {"X-Tandem-Trace": "1"} if trace else {}
+    if keys:
+        chosen = tenant or next(iter(keys))
+        if chosen not in keys:
+            raise WorkFailed("UnknownTenant", f"tenant {chosen!r} is not one of {', '.join(keys)}")
+        headers["Authorization"] = f"Bearer {Path(keys[chosen]).read_text().strip()}"
+    routes: list[str] = figures.get("routes") or []
+    route = model or ("hybrid" if "hybrid" in routes else routes[-1])
+    response = httpx.post(
+        f"{figures['url']}/chat/completions",
+        json={
+            "model": route,
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        },
+        headers=headers,
+        timeout=300,
+    )
+    body: dict[str, Any] = response.json()
+    if response.status_code != 200:
+        raise WorkFailed(
+            "RequestFailed", f"{response.status_code}: {body.get('error', {}).get('message', body)}"
+        )
+    return body
