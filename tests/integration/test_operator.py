@@ -321,8 +321,11 @@ async def test_training_then_endpoint_picks_up_the_adapter(
     )
     # Deployments are ready, but nobody has seen the adapter on a pod: not Ready, and it says why.
     assert condition(obj, "Ready")["status"] == "False"
-    assert condition(obj, "Reconciling")["reason"] == "VerifyingAdapters"
-    assert obj["status"]["adapters"] == [{"name": "house-style", "loadedReplicas": 0, "ready": False}]
+    assert condition(obj, "Reconciling")["reason"] == "LoadingAdapters"
+    assert "house-style (0/0 pods)" in condition(obj, "Reconciling")["message"]
+    [adapter] = obj["status"]["adapters"]
+    assert (adapter["name"], adapter["loadedReplicas"], adapter["ready"]) == ("house-style", 0, False)
+    assert adapter["version"] == trained["status"]["adapterVersion"]
 
 
 async def test_endpoint_without_adapters_turns_ready(

@@ -26,6 +26,7 @@ from tandem.api.v1alpha1 import (
 )
 
 from . import metrics
+from .adapters import adapter_statuses, loaded_per_pod
 from .api import ApiError, KubeApi
 from .conditions import READY, Outcome, condition, conditions_for, is_ready
 from .observe import RETRY_HINT, deployment_replicas, termination_report, work_outcome
@@ -220,7 +221,9 @@ class Reconciler:
                 ]
                 plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
                 live, writes = await self._sync_children(owner, plan)
-                outcome, figures = self._hybrid_endpoint_status(he_spec, plan, live, waiting)
+                pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
+                observed = await loaded_per_pod(pods, self.settings.vllm_port)
+                outcome, figures = self._hybrid_endpoint_status(he_spec, plan, live, waiting, observed)
             else:
                 raise KeyError(f"{kind.kind} is not reconciled")
         except ValidationError as e:
@@ -307,6 +310,7 @@ class Reconciler:
         plan: Plan,
         live: dict[tuple[str, str, str], dict[str, Any]],
         waiting: list[str],
+        observed: list[dict[str, str]],
     ) -> tuple[Outcome, dict[str, Any]]:
         desired, ready = deployment_replicas(
             live.get(("apps/v1", "Deployment", plan.facts["vllmDeployment"]))
@@ -314,9 +318,12 @@ class Reconciler:
         gw_desired, gw_ready = deployment_replicas(
             live.get(("apps/v1", "Deployment", plan.facts["gatewayDeployment"]))
         )
-        # Adapter load state is read from each ready vLLM pod's /v1/models; until it has been read, no
-        # adapter is reported loaded (status never claims more than was observed).
-        adapters = [{"name": a.name, "loadedReplicas": 0, "ready": False} for a in spec.adapters]
+        # Adapter load state is what each ready vLLM pod's /v1/models says: status never claims more
+        # than was observed (an adapter still being resolved is listed as not loaded).
+        resolved = {a["name"]: a for a in adapter_statuses(plan.facts["adapters"], observed)}
+        adapters = [
+            resolved.get(a.name, {"name": a.name, "loadedReplicas": 0, "ready": False}) for a in spec.adapters
+        ]
         figures: dict[str, Any] = {
             "url": plan.facts["url"],
             "replicas": desired,
@@ -330,10 +337,14 @@ class Reconciler:
             )
         elif waiting:
             outcome = Outcome.progressing("WaitingForAdapters", f"waiting for adapters: {', '.join(waiting)}")
-        elif spec.adapters:
+        elif not all(a["ready"] for a in adapters):
+            missing = ", ".join(
+                f"{a['name']} ({a['loadedReplicas']}/{len(observed)} pods)"
+                for a in adapters
+                if not a["ready"]
+            )
             outcome = Outcome.progressing(
-                "VerifyingAdapters",
-                f"checking that {len(spec.adapters)} adapter(s) are loaded on every vLLM pod",
+                "LoadingAdapters", f"adapters not yet loaded on every vLLM pod: {missing}"
             )
         else:
             outcome = Outcome.ready(

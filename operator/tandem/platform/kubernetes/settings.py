@@ -23,6 +23,8 @@ class OperatorSettings:
     # How often every resource is re-reconciled even without events (drift repair).
     resync_seconds: float = 60.0
     namespaces: tuple[str, ...] = field(default=())  # empty: the whole cluster
+    # Port of vLLM in its pods, where the operator reads /v1/models to report adapters loaded.
+    vllm_port: int = 8000
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -37,4 +39,5 @@ class OperatorSettings:
             image_pull_policy=_env("TANDEM_IMAGE_PULL_POLICY", d.image_pull_policy),
             resync_seconds=float(_env("TANDEM_RESYNC_SECONDS", str(d.resync_seconds))),
             namespaces=namespaces,
+            vllm_port=int(_env("TANDEM_VLLM_PORT", str(d.vllm_port))),
         )

@@ -15,6 +15,7 @@ from ..volumes import Mounts
 from . import POD_SCHEMA, Plan
 
 SPEC_DIR = "/etc/tandem"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,15 @@ def plan_adapter_training(
         workers=res.workers,
         worker_resources=worker_resources,
     )
+    worker_spec = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    if res.cpus_per_worker:
+        # Torch's thread pools sized to the CPUs the worker asked for: neither one thread (Ray's default
+        # when the environment is silent) nor every core of the node.
+        threads = str(res.cpus_per_worker)
+        for container in worker_spec["containers"]:
+            container["env"] = [e for e in container.get("env", []) if e["name"] not in THREAD_VARIABLES]
+            container["env"] += [{"name": variable, "value": threads} for variable in THREAD_VARIABLES]
     if res.gpu_type:
-        worker_spec = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
         worker_spec["nodeSelector"] = {"nvidia.com/gpu.product": res.gpu_type}
     return Plan(
         children=[config, job],

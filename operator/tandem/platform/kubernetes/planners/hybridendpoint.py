@@ -17,9 +17,10 @@ from .adaptertraining import ResolvedKnowledgeBase
 
 CONFIG_DIR = "/etc/tandem"
 KEYS_DIR = "/var/run/tandem/keys"
-VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 BASE_MODEL_NAME = "base"
+# How the chart labels the operator's pods (tandem.selectorLabels, unless nameOverride is set).
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
 # vLLM accepts only these values for --max-lora-rank.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -113,6 +114,7 @@ def plan_hybrid_endpoint(
     knowledge_bases: list[ResolvedKnowledgeBase],
 ) -> Plan:
     vllm_name = child_name(owner.name, "vllm")
+    vllm_port = settings.vllm_port
     gateway_name = child_name(owner.name, "gateway")
     config_name = child_name(owner.name, "config")
     vllm_labels = owner.labels("vllm")
@@ -132,7 +134,7 @@ def plan_hybrid_endpoint(
     serving = spec.serving
     args = [
         "--host=0.0.0.0",
-        f"--port={VLLM_PORT}",
+        f"--port={vllm_port}",
         f"--model={model_path}",
         f"--served-model-name={BASE_MODEL_NAME}",
         f"--max-model-len={serving.max_model_len}",
@@ -150,7 +152,7 @@ def plan_hybrid_endpoint(
         {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
         {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
     ]
-    probe = {"httpGet": {"path": "/health", "port": VLLM_PORT}}
+    probe = {"httpGet": {"path": "/health", "port": vllm_port}}
     vllm = container(
         "vllm",
         serving.image or settings.vllm_image,
@@ -159,7 +161,7 @@ def plan_hybrid_endpoint(
         pull_policy=settings.image_pull_policy,
         env=env,
         resources_=resources(serving.resources, gpus=gpus),
-        ports=[{"name": "http", "containerPort": VLLM_PORT}],
+        ports=[{"name": "http", "containerPort": vllm_port}],
         extra={
             # Model load can take many minutes: the startup probe allows 30 before liveness applies.
             "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
@@ -177,7 +179,7 @@ def plan_hybrid_endpoint(
             "--config",
             f"{CONFIG_DIR}/gateway.json",
             "--vllm",
-            f"http://127.0.0.1:{VLLM_PORT}",
+            f"http://127.0.0.1:{vllm_port}",
         ],
         mounts=vllm_mounts,
         pull_policy=settings.image_pull_policy,
@@ -200,7 +202,7 @@ def plan_hybrid_endpoint(
                     spec,
                     namespace=owner.namespace,
                     name=owner.name,
-                    vllm_url=f"http://{vllm_name}:{VLLM_PORT}",
+                    vllm_url=f"http://{vllm_name}:{vllm_port}",
                     adapters=[
                         {"name": a.name, "path": adapter_paths[a.name], "version": a.version}
                         for a in adapters
@@ -271,7 +273,7 @@ def plan_hybrid_endpoint(
             "metadata": owner.metadata(vllm_name, "vllm"),
             "spec": vllm_spec,
         },
-        _service(owner, vllm_name, "vllm", vllm_labels, VLLM_PORT, VLLM_PORT),
+        _service(owner, vllm_name, "vllm", vllm_labels, vllm_port, vllm_port),
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -295,10 +297,14 @@ def plan_hybrid_endpoint(
                 # cannot be bypassed by calling vLLM directly.
                 "podSelector": {"matchLabels": vllm_labels},
                 "policyTypes": ["Ingress"],
+                # The operator reads each pod's /v1/models to report which adapters are loaded.
                 "ingress": [
                     {
-                        "from": [{"podSelector": {"matchLabels": gateway_labels}}],
-                        "ports": [{"protocol": "TCP", "port": VLLM_PORT}],
+                        "from": [
+                            {"podSelector": {"matchLabels": gateway_labels}},
+                            {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}},
+                        ],
+                        "ports": [{"protocol": "TCP", "port": vllm_port}],
                     }
                 ],
             },
@@ -337,6 +343,10 @@ def plan_hybrid_endpoint(
             "url": f"http://{owner.name}.{owner.namespace}.svc/v1",
             "vllmDeployment": vllm_name,
             "gatewayDeployment": gateway_name,
+            # Where each adapter lies inside the vLLM pods: what /v1/models must report for it to count.
+            "adapters": [
+                {"name": a.name, "path": adapter_paths[a.name], "version": a.version} for a in adapters
+            ],
         },
     )
 

@@ -1,0 +1,53 @@
+"""Which LoRA adapters each ready vLLM pod has loaded, as its own /v1/models says.
+
+Status reports an adapter loaded on a pod only when that pod lists it under the expected path: the
+path carries the version, so a pod still serving the previous version does not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if pod.get("metadata", {}).get("deletionTimestamp") or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+async def _models(client: httpx.AsyncClient, ip: str, port: int) -> dict[str, str] | None:
+    try:
+        response = await client.get(f"http://{ip}:{port}/v1/models")
+        response.raise_for_status()
+        data = response.json().get("data") or []
+    except (httpx.HTTPError, ValueError):
+        return None  # unreachable or not answering: counts as having nothing loaded
+    return {str(m["id"]): str(m.get("root") or "") for m in data if m.get("parent")}
+
+
+async def loaded_per_pod(pods: list[dict[str, Any]], port: int, timeout: float = 3.0) -> list[dict[str, str]]:
+    """For each ready pod: adapter name -> the path it was loaded from ({} when the pod does not answer)."""
+    ready = [p for p in pods if pod_ready(p)]
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
+    return [f or {} for f in found]
+
+
+def adapter_statuses(expected: list[dict[str, Any]], observed: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """`expected`: name, path and version of each adapter; ready = loaded from its path on every ready pod."""
+    out = []
+    for adapter in expected:
+        loaded = sum(1 for pod in observed if pod.get(adapter["name"]) == adapter["path"])
+        entry: dict[str, Any] = {
+            "name": adapter["name"],
+            "loadedReplicas": loaded,
+            "ready": bool(observed) and loaded == len(observed),
+        }
+        if adapter.get("version"):
+            entry["version"] = adapter["version"]
+        out.append(entry)
+    return out
