@@ -166,6 +166,27 @@ def test_adapter_training_rayjob_asks_for_gpus_and_writes_a_versioned_adapter() 
     assert at_plan(spec).facts["version"] == version
 
 
+def test_adapter_training_workers_size_torch_threads_to_their_cpus() -> None:
+    def env_of(pod: dict[str, Any]) -> dict[str, str]:
+        return {e["name"]: e.get("value") for e in pod["template"]["spec"]["containers"][0]["env"]}
+
+    spec = example("AdapterTraining")["spec"]
+    spec["resources"]["cpusPerWorker"] = 6
+    cluster = at_plan(spec).work["spec"]["rayClusterSpec"]
+    worker = env_of(cluster["workerGroupSpecs"][0])
+    assert worker["OMP_NUM_THREADS"] == worker["MKL_NUM_THREADS"] == "6"
+    assert (
+        cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+        == "6"
+    )
+    assert worker["HF_HUB_OFFLINE"] == "1"  # the planner's other variables stay
+    head = env_of(cluster["headGroupSpec"])  # the driver trains nothing: its threads are not the workers'
+    assert "OMP_NUM_THREADS" not in head and "MKL_NUM_THREADS" not in head
+    # The API's default CPU figure (4) is what the worker requests, so it is what torch uses.
+    default = env_of(at_plan().work["spec"]["rayClusterSpec"]["workerGroupSpecs"][0])
+    assert default["OMP_NUM_THREADS"] == default["MKL_NUM_THREADS"] == "4"
+
+
 def test_hybrid_endpoint_vllm_args_follow_the_adapters() -> None:
     plan = he_plan()
     vllm = next(

@@ -81,18 +81,34 @@ def inputs_digest(spec: AdapterTrainingSpec, model_digest: str, dataset_bytes: b
     return digest.hexdigest()
 
 
-def _ray_train(config: dict[str, Any], workers: int, gpus: int) -> None:
+def worker_cpus(requested: int | None, workers: int, available: float | None) -> int:
+    """CPUs (and torch threads) each Ray Train worker reserves: the spec's `cpusPerWorker`, or this
+    machine's cores shared among the workers when the spec gives no figure; never more than a share of
+    the `available` CPUs of the Ray cluster (asking for more than it has would wait forever), at least 1.
+    """
+    workers = max(1, workers)
+    wanted = requested if requested else (os.cpu_count() or 1) // workers
+    if available is not None:
+        wanted = min(wanted, int(available // workers))
+    return max(1, wanted)
+
+
+def _ray_train(config: dict[str, Any], workers: int, gpus: int, cpus: int | None) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    # What the cluster has: a local Ray may have started with fewer CPUs than the spec asks for.
+    cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    available = cluster.get("CPU")
+    per_worker = worker_cpus(cpus, workers, float(available) if available is not None else None)
+    resources: dict[str, float] = {"CPU": per_worker, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=gpus > 0, resources_per_worker={"GPU": gpus} if gpus else {"CPU": 1}
-        ),
+        train_loop_config={**config, "cpusPerWorker": per_worker},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=RunConfig(name=f"tandem-{config['name']}", storage_path=config["rayStorage"]),
     )
     trainer.fit()
@@ -102,7 +118,11 @@ def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on each Ray Train worker."""
     import ray.train
     import ray.train.torch
+    import torch
 
+    # Ray sets OMP_NUM_THREADS from the reservation, but only when the environment has none: state the
+    # thread count torch trains with instead of relying on that.
+    torch.set_num_threads(int(config.get("cpusPerWorker") or 1))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
 
@@ -238,7 +258,8 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
         }
     )
     if use_ray:
-        _ray_train(config, spec.resources.workers, spec.resources.gpus_per_worker)
+        res = spec.resources
+        _ray_train(config, res.workers, res.gpus_per_worker, res.cpus_per_worker)
         outcome = TrainingOutcome(**json.loads((checkpoint_dir / "outcome.json").read_text()))
     else:
         outcome = _train_here(config, emit)

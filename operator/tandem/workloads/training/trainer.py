@@ -66,6 +66,40 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """The examples (indices into a dataset of `n`) that worker `rank` of `world` trains on.
+
+    Every worker gets ceil(n / world) of them, so all run the same number of batches and none waits
+    alone in an all-reduce: worker `rank` takes every `world`-th example from `rank`, and a shorter
+    shard wraps around to its own start to fill up. Together the shards cover every example. A worker
+    left without any example (fewer examples than workers) reuses examples of the whole dataset.
+    """
+    if n <= 0:
+        return []
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in a world of {world}")
+    size = math.ceil(n / world)
+    own = list(range(rank, n, world))
+    if not own:
+        return [(rank + i) % n for i in range(size)]
+    return [own[i % len(own)] for i in range(size)]
+
+
+def accumulation_groups(num_batches: int, accumulation: int) -> list[list[int]]:
+    """The micro-batches (indices into an epoch's batches) of each optimizer step of one epoch.
+
+    Groups of `accumulation` batches, counted from the start of the epoch; the last group holds what is
+    left (maybe fewer), so an epoch takes ceil(num_batches / accumulation) steps and no group spans two
+    epochs. The loss of each micro-batch is divided by the size of its group.
+    """
+    if accumulation < 1:
+        raise ValueError(f"gradient accumulation must be at least 1, not {accumulation}")
+    return [
+        list(range(start, min(start + accumulation, num_batches)))
+        for start in range(0, num_batches, accumulation)
+    ]
+
+
 def _collate(items: list[dict[str, list[int]]], pad: int) -> dict[str, Any]:
     import torch
 
@@ -124,9 +158,12 @@ def train(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     data = [tokenize(m, tokenizer, t.max_seq_length) for m in train_examples]
-    shard = data[rank::world_size] or data
+    if not data:
+        raise TrainingError("InvalidDataset", "no training examples (all of them were held out?)")
+    shard = [data[i] for i in shard_indices(len(data), rank, world_size)]
     accumulation = t.gradient_accumulation_steps
-    steps_per_epoch = max(1, math.ceil(len(shard) / t.batch_size / accumulation))
+    batches_per_epoch = math.ceil(len(shard) / t.batch_size)  # the same on every worker
+    steps_per_epoch = len(accumulation_groups(batches_per_epoch, accumulation))
     total = t.max_steps or steps_per_epoch * t.epochs
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=t.learning_rate)
     scheduler = get_scheduler(
@@ -145,24 +182,23 @@ def train(
     started, tokens, loss_value = time.perf_counter(), 0, None
     first_step = step
     trained.train()
-    micro = 0
     while step < total:
         epoch, done_in_epoch = divmod(step, steps_per_epoch)
         batches = _batches(len(shard), t.batch_size, t.seed, epoch)
-        for batch_index in range(done_in_epoch * accumulation, len(batches)):
-            batch = _collate([shard[i] for i in batches[batch_index]], pad)
-            loss = trained(**batch).loss / accumulation
-            loss.backward()
-            tokens += int(batch["attention_mask"].sum())
-            micro += 1
-            if micro % accumulation and batch_index != len(batches) - 1:
-                continue
+        for group in accumulation_groups(len(batches), accumulation)[done_in_epoch:]:
+            group_loss = 0.0
+            for batch_index in group:
+                batch = _collate([shard[i] for i in batches[batch_index]], pad)
+                loss = trained(**batch).loss / len(group)  # a partial group is averaged over its size
+                loss.backward()
+                group_loss += float(loss.item())
+                tokens += int(batch["attention_mask"].sum())
             torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            loss_value = float(loss.item() * accumulation)
+            loss_value = group_loss
             elapsed = time.perf_counter() - started
             rate = tokens / elapsed if elapsed else 0.0
             eta = (total - step) * elapsed / max(1, step - first_step)

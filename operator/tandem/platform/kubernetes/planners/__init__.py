@@ -12,7 +12,7 @@ from typing import Any
 
 # Bump when the pods planners render change shape (env, volumes, security): immutable work (Jobs,
 # RayJobs) is then recreated under a new name instead of being patched, which the API server refuses.
-POD_SCHEMA = "2"
+POD_SCHEMA = "3"
 
 
 @dataclass
