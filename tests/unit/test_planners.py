@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -266,3 +267,33 @@ def test_contains_matches_named_lists_by_name() -> None:
     assert contains({"args": ["a", "b"]}, {"args": ["a", "b"]}) and not contains(
         {"args": ["b", "a"]}, {"args": ["a", "b"]}
     )
+
+
+def test_gateway_searches_knowledge_bases_as_they_were_indexed_with_their_credentials() -> None:
+    from tandem.api.v1alpha1.common import SecretKeyReference
+
+    spec = HybridEndpointSpec.model_validate(example("HybridEndpoint")["spec"])
+    token = SecretKeyReference(name="milvus", key="token")
+    kb = ResolvedKnowledgeBase(
+        "team", "handbook", "c", "http://milvus:19530", "r1", "all-MiniLM-L6-v2", {"rrfK": 10}, "db1", token
+    )
+    plan = plan_hybrid_endpoint(owner("HybridEndpoint", "assistant"), spec, SETTINGS, [], [kb])
+    config = json.loads(next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["gateway.json"])
+    [entry] = config["knowledgeBases"]
+    assert entry["embeddingModel"] == "all-MiniLM-L6-v2" and entry["search"] == {"rrfK": 10}
+    assert entry["database"] == "db1" and entry["tokenFile"] == "/var/run/tandem/milvus/handbook/token"
+    gateway = next(
+        c for c in plan.children if c["kind"] == "Deployment" and "gateway" in c["metadata"]["name"]
+    )
+    pod = gateway["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "milvus")
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": volume["name"],
+        "mountPath": "/var/run/tandem/milvus/handbook",
+        "readOnly": True,
+    } in mounts
+
+    elsewhere = ResolvedKnowledgeBase("other", "handbook", "c", "http://m", "r1", credentials=token)
+    with pytest.raises(PlanError, match="credentials Secret is in namespace other; copy it into team"):
+        plan_hybrid_endpoint(owner("HybridEndpoint", "assistant"), spec, SETTINGS, [], [elsewhere])

@@ -402,6 +402,10 @@ class Reconciler:
             or plan_knowledge_base(Owner.from_body(kb), spec, self.settings).facts["collection"],
             milvus_uri=spec.milvus.uri or self.settings.default_milvus_uri,
             revision=status.get("indexedRevision"),
+            embedding_model=spec.embedding.model,
+            search=spec.search.model_dump(by_alias=True, mode="json"),
+            database=spec.milvus.database,
+            credentials=spec.milvus.credentials_secret_ref,
         )
 
     async def _resolve_adapters(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec
+from tandem.api.v1alpha1.common import SecretKeyReference
 
 from ..ownership import Owner, child_name, digest
 from ..pods import ray_job
@@ -27,6 +28,11 @@ class ResolvedKnowledgeBase:
     collection: str
     milvus_uri: str
     revision: str | None
+    # What the gateway needs to search it as ingest indexed it.
+    embedding_model: str = "all-MiniLM-L6-v2"
+    search: dict[str, Any] = field(default_factory=dict)
+    database: str | None = None
+    credentials: SecretKeyReference | None = None  # a Secret key in the KnowledgeBase's namespace
 
 
 def adapter_version(

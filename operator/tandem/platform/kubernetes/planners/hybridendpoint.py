@@ -17,6 +17,7 @@ from .adaptertraining import ResolvedKnowledgeBase
 
 CONFIG_DIR = "/etc/tandem"
 KEYS_DIR = "/var/run/tandem/keys"
+MILVUS_TOKENS_DIR = "/var/run/tandem/milvus"
 GATEWAY_PORT = 8080
 BASE_MODEL_NAME = "base"
 # How the chart labels the operator's pods (tandem.selectorLabels, unless nameOverride is set).
@@ -207,15 +208,7 @@ def plan_hybrid_endpoint(
                         {"name": a.name, "path": adapter_paths[a.name], "version": a.version}
                         for a in adapters
                     ],
-                    knowledge_bases=[
-                        {
-                            "namespace": kb.namespace,
-                            "name": kb.name,
-                            "collection": kb.collection,
-                            "milvusUri": kb.milvus_uri,
-                        }
-                        for kb in knowledge_bases
-                    ],
+                    knowledge_bases=[_knowledge_base_config(owner, kb) for kb in knowledge_bases],
                     api_key_files={t.name: f"{KEYS_DIR}/{t.name}/api-key" for t in spec.tenants},
                 ),
                 indent=2,
@@ -226,6 +219,19 @@ def plan_hybrid_endpoint(
 
     gateway_mounts = Mounts()
     gateway_mounts.add_config_map(config_name, CONFIG_DIR)
+    for kb in knowledge_bases:
+        if kb.credentials is not None:
+            volume = f"milvus-{child_name(kb.name, 'token')}"[:63]
+            gateway_mounts.volumes.append(
+                {
+                    "name": volume,
+                    "secret": {
+                        "secretName": kb.credentials.name,
+                        "items": [{"key": kb.credentials.key, "path": "token"}],
+                    },
+                }
+            )
+            gateway_mounts.mounts.append({"name": volume, "mountPath": _token_dir(kb), "readOnly": True})
     for tenant in spec.tenants:
         volume = f"key-{tenant.name}"
         ref = tenant.api_key_secret_ref
@@ -349,6 +355,33 @@ def plan_hybrid_endpoint(
             ],
         },
     )
+
+
+def _token_dir(kb: ResolvedKnowledgeBase) -> str:
+    return f"{MILVUS_TOKENS_DIR}/{kb.name}"
+
+
+def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "namespace": kb.namespace,
+        "name": kb.name,
+        "collection": kb.collection,
+        "milvusUri": kb.milvus_uri,
+        "embeddingModel": kb.embedding_model,
+        "search": kb.search,
+    }
+    if kb.database:
+        config["database"] = kb.database
+    if kb.credentials is not None:
+        if kb.namespace != owner.namespace:
+            # A pod mounts Secrets of its own namespace only.
+            raise PlanError(
+                "MilvusCredentialsUnreachable",
+                f"spec.knowledgeBases[{kb.name}]: its Milvus credentials Secret is in namespace "
+                f"{kb.namespace}; copy it into {owner.namespace} or serve from a KnowledgeBase here",
+            )
+        config["tokenFile"] = f"{_token_dir(kb)}/token"
+    return config
 
 
 def _service(
