@@ -183,3 +183,24 @@ def test_s3_source_with_credentials_from_the_environment(monkeypatch: pytest.Mon
         )
     assert [(d.doc_id, d.uri) for d in read.documents] == [("docs/travel.md", "s3://handbook/wiki/travel.md")]
     assert not missing.complete and "nope" in missing.failures[0].reason
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("*.md", ["a.md"], ["finance/budget.md", "a.mdx"]),
+        ("**/*.md", ["a.md", "x/a.md", "x/y/a.md"], ["a.txt"]),
+        ("docs/**", ["docs/a", "docs/x/y"], ["other/a"]),
+        ("?.pdf", ["a.pdf"], ["ab.pdf", "x/a.pdf"]),
+        ("[!f]*/*.md", ["handbook/a.md"], ["finance/a.md"]),
+        ("**/*", ["a", "x/y"], []),
+    ],
+)
+def test_include_globs_keep_star_within_a_folder(
+    pattern: str, matching: list[str], not_matching: list[str]
+) -> None:
+    """`*` must not cross `/`: else a top-level pattern takes files of a separately labelled folder."""
+    from tandem.workloads.knowledge.sources import _matches
+
+    assert all(_matches(p, pattern) for p in matching)
+    assert not any(_matches(p, pattern) for p in not_matching)

@@ -3,8 +3,9 @@ listed at all is marked incomplete, so the indexer keeps (rather than deletes) w
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +120,42 @@ def _walk(root: Path, patterns: list[str]) -> Iterator[Path]:
                 yield path
 
 
+@functools.cache
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Path glob as shells and most tools read it: `*` and `?` stay within one path segment, `**` spans
+    segments, and `**/` also matches at the top level. (fnmatch's `*` crosses `/`, so `*.md` would take
+    `finance/budget.md` too: a file meant for a separately labelled source would leak into this one.)"""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
 def _matches(rel: str, pattern: str) -> bool:
-    """Glob match where a leading `**/` also matches files at the top level (as in most tools)."""
-    if fnmatch.fnmatch(rel, pattern):
-        return True
-    return pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:])
+    return _glob_regex(pattern).fullmatch(rel) is not None
 
 
 def _s3_documents(source: Source, fail: Callable[[str, str], None]) -> Iterator[RawDoc]:
