@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOOLS := .tools/bin
 STAMP := $(VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv tools test test-fast test-integration lint crds check-crds demo bench clean
+.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo bench clean
 
 help:
 	@echo "make demo       bring up the operator against the API emulator and apply the examples"
@@ -17,6 +19,7 @@ help:
 	@echo "make lint       ruff, mypy, helm lint/template + schema validation, hadolint"
 	@echo "make crds       regenerate crds/ from the API types"
 	@echo "make bench      operator benchmark against the emulator"
+	@echo "make vllm       vLLM's CPU build in .venv-vllm (test and test-integration need it)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +32,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# vLLM's CPU build, in an environment of its own (it pins its own torch and transformers); the vLLM
+# tests use it, and `tandem up` serves HybridEndpoints with it.
+$(VLLM_STAMP): scripts/install-vllm.sh
+	PYTHON=$(PYTHON) scripts/install-vllm.sh $(VLLM_VENV)
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 $(TOOLS)/kubectl:
 	$(PYTHON) scripts/install-tools.py $(TOOLS)
 
@@ -36,13 +47,13 @@ tools: $(TOOLS)/kubectl
 
 # The suite runs in a private network namespace: Ray and the Milvus server bind every interface, and
 # nothing a test starts may be reachable from (or reach) anything but this machine's loopback.
-test: venv tools
+test: venv tools vllm
 	scripts/isolated.sh $(BIN)/pytest -q tests
 
 test-fast: venv tools
 	$(BIN)/pytest -q tests/unit
 
-test-integration: venv tools
+test-integration: venv tools vllm
 	scripts/isolated.sh $(BIN)/pytest -q tests/integration
 
 LINT_DIRS := $(wildcard operator tests benchmarks scripts)

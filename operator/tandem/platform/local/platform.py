@@ -397,6 +397,7 @@ class LocalPlatform:
         from .vllm import vllm_argv, vllm_env, vllm_python
 
         serving = he.spec.serving
+        max_loras = serving.max_loras or max(1, min(len(adapters), 8))
         rank = max_lora_rank(
             [ResolvedAdapter(a["name"], a["path"], a["rank"], a["version"]) for a in adapters]
         )
@@ -405,7 +406,7 @@ class LocalPlatform:
             "model": model_path,
             "maxModelLen": serving.max_model_len,
             "dtype": serving.dtype,
-            "maxLoras": serving.max_loras or max(1, min(len(adapters), 8)),
+            "maxLoras": max_loras,
             "maxLoraRank": rank,
             "lora": bool(adapters),
             "extra": serving.extra_args,
@@ -423,7 +424,7 @@ class LocalPlatform:
                     max_model_len=serving.max_model_len,
                     dtype="bfloat16" if serving.dtype == "auto" else serving.dtype,
                     max_lora_rank=rank if adapters else None,
-                    max_loras=settings["maxLoras"],
+                    max_loras=max_loras,
                     extra=serving.extra_args,
                 ),
             ],

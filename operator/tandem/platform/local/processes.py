@@ -61,9 +61,9 @@ def start(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) 
     return process.pid
 
 
-def log_tail(log: Path, lines: int = 25) -> str:
+def log_tail(log: Path, lines: int = 40) -> str:
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
     except OSError:
         return "(no log)"
 
@@ -81,21 +81,32 @@ def wait_ready(url: str, pid: int, log: Path, timeout: float, what: str) -> None
     raise ServerFailed(f"{what} was not ready after {timeout:.0f}s; the end of {log}:\n{log_tail(log)}")
 
 
+def group_alive(group: int) -> bool:
+    """Any process of the group that is not a zombie (exited, waiting for its parent to reap it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
 def stop(pid: int | None, timeout: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
-    if not alive(pid):
-        return
-    assert pid is not None
-    try:
-        group = os.getpgid(pid)
-    except ProcessLookupError:
+    """SIGTERM the process group `pid` leads, then SIGKILL what is left of it after `timeout`.
+
+    The whole group: vLLM's engine, Ray's workers and the like are children that may outlive their
+    parent's exit, and none of them may remain."""
+    if not pid or not group_alive(pid):
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     with contextlib.suppress(ChildProcessError, ProcessLookupError):
-        os.waitpid(pid, 0)
+        os.waitpid(pid, os.WNOHANG)

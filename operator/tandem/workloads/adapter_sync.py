@@ -1,0 +1,405 @@
+"""The adapter-sync sidecar: make the LoRA adapters vLLM serves match the endpoint's configuration.
+
+    python -m tandem.workloads.adapter_sync --config /etc/tandem/gateway.json \
+        --vllm http://127.0.0.1:8000 [--interval 5] [--once]
+
+It runs next to vLLM in every vLLM pod (and in-process for `tandem up`). The configuration is the
+gateway's (`adapters`: a list of {name, path, version}), a mounted ConfigMap that the kubelet rewrites
+in place when the HybridEndpoint changes, so each round reads it again. vLLM is the source of truth
+for what is loaded: `/v1/models` lists each runtime adapter with `parent` set to the base model and
+`root` set to the folder it was loaded from. A round then
+
+- loads each configured adapter that is not loaded (`POST /v1/load_lora_adapter`);
+- reloads one loaded from another folder (a new version normally lives in a new folder), or whose
+  version this process saw change while its folder stayed the same (it was rewritten in place): unload,
+  then load, since vLLM refuses a name it already serves. Requests for that adapter in between fail
+  for a moment; new folders are also what keeps vLLM's prefix cache from reusing the old weights' blocks;
+- unloads each adapter loaded but no longer configured.
+
+A round with nothing to do sends nothing but the GET. Every action is one JSON line on stdout. vLLM not
+answering yet (it takes minutes to start) or a configuration being unreadable are retried with backoff;
+an unreadable configuration never unloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+from tandem.workloads.reporting import emit
+
+Report = Callable[[dict[str, Any]], None]
+MAX_BACKOFF = 30.0  # seconds between attempts while vLLM is down (or longer, if the interval is)
+
+
+class SyncError(Exception):
+    """A round could not finish; the adapters already handled stay as they are."""
+
+
+class VllmUnavailable(SyncError):
+    """vLLM did not answer /v1/models (not started yet, restarting, or gone)."""
+
+
+class ConfigError(SyncError):
+    """The configuration file is missing or not what the operator writes."""
+
+
+@dataclass(frozen=True)
+class ConfiguredAdapter:
+    name: str
+    path: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadedAdapter:
+    name: str
+    path: str  # `root` in /v1/models: the folder vLLM loaded it from
+
+
+@dataclass(frozen=True)
+class Action:
+    op: Literal["load", "reload", "unload"]  # reload = unload, then load from `path`
+    name: str
+    reason: str
+    path: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    error: str | None = None
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
+def plan_sync(
+    configured: Sequence[ConfiguredAdapter],
+    loaded: Mapping[str, LoadedAdapter],
+    versions: Mapping[str, str | None] | None = None,
+) -> list[Action]:
+    """What to do to serve exactly `configured`, given what vLLM has `loaded` (by name).
+
+    `versions` holds the version this process last saw serving for each adapter; it tells apart a
+    folder rewritten in place, which vLLM cannot see (an adapter absent from it is taken as current).
+    Unloads come first: they free memory before new weights are read.
+    """
+    seen = versions or {}
+    wanted = {a.name: a for a in configured}
+    actions = [
+        Action("unload", name, "not configured", path=loaded[name].path)
+        for name in sorted(loaded)
+        if name not in wanted
+    ]
+    for name in sorted(wanted):
+        adapter = wanted[name]
+        current = loaded.get(name)
+        if current is None:
+            reason = "not loaded"
+        elif not _same_path(current.path, adapter.path):
+            reason = f"loaded from {current.path}"
+        elif name in seen and seen[name] != adapter.version:
+            reason = f"version {seen[name]} rewritten in place"
+        else:
+            continue
+        op: Literal["load", "reload"] = "load" if current is None else "reload"
+        actions.append(Action(op, name, reason, path=adapter.path, version=adapter.version))
+    return actions
+
+
+def parse_adapters(entries: Iterable[Any]) -> list[ConfiguredAdapter]:
+    """The `adapters` of a gateway configuration, checked: names unique, each with a path."""
+    adapters: list[ConfiguredAdapter] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"adapters[{i}] is not an object")
+        name, path, version = entry.get("name"), entry.get("path"), entry.get("version")
+        if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+            raise ConfigError(f"adapters[{i}] needs a non-empty name and path, got {dict(entry)!r}")
+        adapters.append(ConfiguredAdapter(name, path, None if version is None else str(version)))
+    names = [a.name for a in adapters]
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError(f"adapter names appear twice: {', '.join(duplicates)}")
+    return adapters
+
+
+def read_config(path: Path) -> tuple[str, list[ConfiguredAdapter]]:
+    """The endpoint (`namespace/name`, for the logs) and its adapters, from the gateway configuration.
+
+    The kubelet swaps a ConfigMap's files by renaming a symlink, so a read sees the old or the new file.
+    """
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} does not hold a JSON object")
+    endpoint = config.get("endpoint") or {}
+    label = f"{endpoint.get('namespace', '?')}/{endpoint.get('name', '?')}" if endpoint else str(path)
+    entries = config.get("adapters", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: adapters is not a list")
+    return label, parse_adapters(entries)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:500]}"
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else body.get("message") or error
+        if message:
+            return f"HTTP {response.status_code}: {message}"
+    return f"HTTP {response.status_code}: {str(body)[:500]}"
+
+
+class VllmAdmin:
+    """vLLM's model endpoints: list, load and unload LoRA adapters (synchronous, with timeouts)."""
+
+    def __init__(
+        self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        # Loading reads and checks the adapter's weights in the engine: seconds, more on a busy machine.
+        self.client = httpx.Client(
+            base_url=url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5), transport=transport
+        )
+
+    def models(self) -> list[dict[str, Any]]:
+        try:
+            response = self.client.get("/v1/models", timeout=10)
+            response.raise_for_status()
+            data = response.json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            raise VllmUnavailable(
+                f"vLLM at {self.client.base_url} did not list its models: {type(e).__name__}: {e}"
+            ) from None
+        if not isinstance(data, list):
+            raise VllmUnavailable(f"vLLM at {self.client.base_url}: /v1/models data is not a list")
+        return data
+
+    def loaded_adapters(self) -> list[LoadedAdapter]:
+        """The runtime LoRA adapters: the entries of /v1/models with a `parent` (the base model has none)."""
+        return [
+            LoadedAdapter(str(m["id"]), str(m.get("root") or ""))
+            for m in self.models()
+            if isinstance(m, dict) and m.get("parent")
+        ]
+
+    def load(self, name: str, path: str) -> None:
+        self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    def unload(self, name: str) -> None:
+        self._post("/v1/unload_lora_adapter", {"lora_name": name}, missing_ok=True)
+
+    def _post(self, route: str, body: dict[str, str], missing_ok: bool = False) -> None:
+        try:
+            response = self.client.post(route, json=body)
+        except httpx.HTTPError as e:
+            raise VllmUnavailable(f"{route}: {type(e).__name__}: {e}") from None
+        if response.status_code == 404 and "lora" not in response.text.lower():
+            # FastAPI's own 404: the route is only there with runtime LoRA updating switched on.
+            raise SyncError(
+                f"{route} is not served: start vLLM with --enable-lora and "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true"
+            )
+        if response.status_code == 404 and missing_ok:
+            return  # vLLM does not know the adapter: already gone
+        if response.status_code != 200:
+            raise SyncError(f"{route}: {_error_message(response)}")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> VllmAdmin:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _check_folder(path: str) -> str | None:
+    """Why vLLM could not load the adapter in `path` (it shares this container's mounts), or None."""
+    if not (Path(path) / "adapter_config.json").is_file():
+        return f"{path} holds no adapter_config.json (not a PEFT adapter, or not mounted here)"
+    return None
+
+
+def execute(
+    admin: VllmAdmin, actions: Sequence[Action], report: Report | None = None, endpoint: str = ""
+) -> list[Outcome]:
+    """Carry out `actions` in order, each one reported; a failed action does not stop the others.
+
+    A reload whose new folder is missing keeps the old weights serving rather than unloading them.
+    vLLM becoming unreachable midway raises VllmUnavailable: the next round starts from a fresh list.
+    """
+    outcomes: list[Outcome] = []
+    for action in actions:
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            if action.op == "unload":
+                admin.unload(action.name)
+            else:
+                assert action.path is not None
+                error = _check_folder(action.path)
+                if error is None:
+                    if action.op == "reload":
+                        admin.unload(action.name)
+                    admin.load(action.name, action.path)
+        except VllmUnavailable:
+            raise
+        except SyncError as e:
+            error = str(e)
+        outcomes.append(Outcome(action, error))
+        if report is not None:
+            event: dict[str, Any] = {
+                "component": "adapter-sync",
+                "event": f"adapter-{action.op}" + ("-failed" if error else "ed"),
+                "adapter": action.name,
+                "path": action.path,
+                "version": action.version,
+                "reason": action.reason,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            if endpoint:
+                event["endpoint"] = endpoint
+            if error:
+                event["error"] = error
+            report(event)
+    return outcomes
+
+
+def sync_once(
+    vllm_url: str,
+    adapters: Sequence[ConfiguredAdapter | Mapping[str, Any]],
+    *,
+    versions: MutableMapping[str, str | None] | None = None,
+    report: Report | None = None,
+    endpoint: str = "",
+    admin: VllmAdmin | None = None,
+) -> list[Outcome]:
+    """One round: read what vLLM serves, plan, act. Raises SyncError if any action failed.
+
+    `report` receives one event per action (the sidecar prints them as JSON lines). `versions` (kept
+    by the caller between rounds) is updated with the version now serving per name.
+    """
+    wanted = parse_adapters(
+        {"name": a.name, "path": a.path, "version": a.version} if isinstance(a, ConfiguredAdapter) else a
+        for a in adapters
+    )
+    seen = versions if versions is not None else {}
+    own = admin is None
+    client = admin or VllmAdmin(vllm_url)
+    try:
+        loaded = {a.name: a for a in client.loaded_adapters()}
+        outcomes = execute(client, plan_sync(wanted, loaded, seen), report, endpoint)
+    finally:
+        if own:
+            client.close()
+    failed = {o.action.name for o in outcomes if o.error}
+    for name in [n for n in seen if n not in {a.name for a in wanted}]:
+        del seen[name]
+    for adapter in wanted:
+        if adapter.name not in failed:
+            seen[adapter.name] = adapter.version
+    if failed:
+        errors = "; ".join(f"{o.action.name}: {o.error}" for o in outcomes if o.error)
+        raise SyncError(f"{len(failed)} adapter(s) not in sync: {errors}")
+    return outcomes
+
+
+def run(
+    config: Path,
+    vllm_url: str,
+    *,
+    interval: float = 5.0,
+    once: bool = False,
+    timeout: float = 600.0,
+    report: Report = emit,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    transport: httpx.BaseTransport | None = None,
+) -> bool:
+    """Sync every `interval` seconds, forever; with `once`, until one round succeeds or `timeout` passes.
+
+    Failed rounds are retried after 1, 2, 4, ... seconds (at most max(interval, 30)). Returns whether
+    the last round succeeded (only ever returns with `once`).
+    """
+    versions: dict[str, str | None] = {}
+    failures = 0
+    deadline = clock() + timeout
+    with VllmAdmin(vllm_url, transport=transport) as admin:
+        while True:
+            endpoint = str(config)
+            try:
+                endpoint, adapters = read_config(config)
+                sync_once(
+                    vllm_url, adapters, versions=versions, report=report, endpoint=endpoint, admin=admin
+                )
+            except SyncError as e:
+                failures += 1
+                delay = min(2.0 ** (failures - 1), max(interval, MAX_BACKOFF))
+                if once and clock() + delay > deadline:
+                    report(_problem(e, endpoint, None))
+                    return False
+                report(_problem(e, endpoint, delay))
+                sleep(delay)
+                continue
+            if failures:
+                report({"component": "adapter-sync", "event": "in-sync", "endpoint": endpoint})
+            failures = 0
+            if once:
+                return True
+            sleep(interval)
+
+
+def _problem(error: SyncError, endpoint: str, retry_in: float | None) -> dict[str, Any]:
+    kind = {VllmUnavailable: "vllm-unavailable", ConfigError: "config-unreadable"}.get(
+        type(error), "sync-failed"
+    )
+    event: dict[str, Any] = {
+        "component": "adapter-sync",
+        "event": kind,
+        "endpoint": endpoint,
+        "error": str(error),
+    }
+    if retry_in is not None:
+        event["retryInSeconds"] = retry_in
+    return event
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Keep vLLM's LoRA adapters in line with the endpoint config")
+    parser.add_argument("--config", required=True, type=Path, help="the gateway configuration (JSON)")
+    parser.add_argument("--vllm", required=True, help="vLLM's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    parser.add_argument("--once", action="store_true", help="one successful round, then exit")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="with --once: give up after this many seconds"
+    )
+    args = parser.parse_args(argv)
+    try:
+        ok = run(args.config, args.vllm, interval=args.interval, once=args.once, timeout=args.timeout)
+    except KeyboardInterrupt:
+        return 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
