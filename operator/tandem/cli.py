@@ -22,7 +22,8 @@ from tandem.api.v1alpha1 import KnowledgeBaseSpec
 from tandem.naming import collection_name
 
 app = typer.Typer(help="Tandem: RAG and fine-tuning, in tandem.", no_args_is_help=True)
-console = Console()
+# Piped output (logs, CI, tests) gets wide lines rather than 80 columns of truncated tables.
+console = Console(width=None if sys.stdout.isatty() else 160)
 STATE = Path(".tandem")
 
 
