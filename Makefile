@@ -10,10 +10,11 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo bench clean
+.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo demo-cluster bench clean
 
 help:
-	@echo "make demo       bring up the operator against the API emulator and apply the examples"
+	@echo "make demo       the local quickstart: tandem up -f examples/quickstart, then a few questions"
+	@echo "make demo-cluster  the operator against the API emulator, driven with kubectl (examples/basic)"
 	@echo "make test       full test suite (unit + integration), installs what it needs"
 	@echo "make test-fast  unit tier only (seconds)"
 	@echo "make lint       ruff, mypy, helm lint/template + schema validation, hadolint"
@@ -67,7 +68,19 @@ lint: venv tools
 crds: venv
 	$(BIN)/python -m tandem.api.crd crds charts/tandem/crds
 
-demo: venv tools
+# The local quickstart: everything on this machine (milvus-lite, PEFT training, vLLM's CPU build, the
+# gateway on 127.0.0.1). The servers keep running after the questions: `.venv/bin/tandem down` stops them.
+demo: venv vllm
+	$(BIN)/tandem up --detach -f examples/quickstart
+	$(BIN)/tandem ask "What is the visitor parking code at the Bergen office?"
+	$(BIN)/tandem ask "Which ticket code should I use for a locked account?" --model rag
+	$(BIN)/tandem ask "Who is on call in the week from 20 January 2027?" --trace
+	$(BIN)/tandem ask "What is the total operating budget for 2027?" --tenant finance
+	$(BIN)/tandem status
+	@echo "The endpoint keeps running (see above). Stop everything with: .venv/bin/tandem down"
+
+# The operator against the API emulator (no cluster here), driven with the real kubectl.
+demo-cluster: venv tools
 	$(BIN)/python scripts/demo.py
 
 bench: venv tools
