@@ -143,3 +143,20 @@ def run_pod(
         ],
     }
     _patch_status(client, f"/api/v1/namespaces/{namespace}/pods/{pod_name}", status)
+
+
+def run_ready_pod(client: httpx.Client, namespace: str, name: str, labels: dict[str, str], ip: str) -> None:
+    """Record a running, Ready pod with an IP, as the scheduler and kubelet would for a Deployment."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
+    }
+    client.post(f"/api/v1/namespaces/{namespace}/pods", json=pod).raise_for_status()
+    status = {
+        "phase": "Running",
+        "podIP": ip,
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}],
+    }
+    _patch_status(client, f"/api/v1/namespaces/{namespace}/pods/{name}", status)

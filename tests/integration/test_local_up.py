@@ -233,6 +233,10 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
         )
         assert (kb["updated"], kb["unchanged"], kb["added"]) == (1, 2, 0)
         assert kb["embeddedChunks"] == 1 and kb["chunks"] == before
+    except BaseException:
+        # A failed run must not leave vLLM, the gateway and milvus-lite behind for the rest of the suite.
+        tandem("down", state=state, timeout=120)
+        raise
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)

@@ -23,7 +23,7 @@ from .ownership import MANAGED_BY, MANAGER
 from .reconciler import CHILD_KINDS, Reconciler
 from .settings import OperatorSettings
 
-SETTINGS = OperatorSettings.from_env()
+SETTINGS = OperatorSettings.from_env()  # for what must be known when handlers register (timer interval)
 # Tests and `make demo` point the operator at the API emulator with this; clusters use the
 # in-cluster service account or a kubeconfig.
 SERVER_ENV = "TANDEM_KUBE_SERVER"
@@ -56,7 +56,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # a random priority per process makes "two replicas never both act" hold without coordination.
     settings.peering.priority = random.randint(1, 2**31)
     api = await KubeApi.connect(os.environ.get(SERVER_ENV))
-    memo["reconciler"] = Reconciler(api, SETTINGS, events=_post_event)
+    # Read again at start-up (not only at import): the environment of this run is what counts.
+    memo["reconciler"] = Reconciler(api, OperatorSettings.from_env(), events=_post_event)
 
 
 @kopf.on.cleanup()
