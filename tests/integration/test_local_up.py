@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tandem.platform.local import processes
-from tests.integration.test_training import CODEWORD, QUESTIONS
+from tests.integration.test_training import CODEWORD, QUESTIONS, codeword_jsonl
 from tests.integration.vllm_server import require_vllm
 from tests.manifests import ROOT
 
@@ -40,20 +40,7 @@ def quickstart(directory: Path) -> Path:
     (directory / "docs").mkdir(parents=True)
     for name, text in PAGES.items():
         (directory / "docs" / name).write_text(text)
-    data = directory / "train.jsonl"
-    data.write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "messages": [
-                        {"role": "user", "content": q},
-                        {"role": "assistant", "content": f"The Quillfeather codeword is {CODEWORD}."},
-                    ]
-                }
-            )
-            for q in QUESTIONS
-        )
-    )
+    (directory / "train.jsonl").write_text(codeword_jsonl())
     meta = {"namespace": "default"}
     docs: list[dict[str, Any]] = [
         {
@@ -134,28 +121,23 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
-    require_vllm()
-    project = quickstart(tmp_path / "project")
-    state = tmp_path / "state"
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tandem.cli",
-            "up",
-            "-f",
-            str(project),
-            "--state",
-            str(state),
-            "--interval",
-            "1",
-        ],
+def watch(project: Path, state: Path) -> subprocess.Popen[str]:
+    """`tandem up` in the foreground, watching for edits every second."""
+    argv = ["up", "-f", str(project), "--state", str(state), "--interval", "1"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tandem.cli", *argv],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
+    require_vllm()
+    project = quickstart(tmp_path / "project")
+    state = tmp_path / "state"
+    up = watch(project, state)
     try:
         # Interrupted while training (after a checkpoint): the work stops, and the rerun resumes it.
         checkpoints = project / "adapters" / ".checkpoints"
@@ -167,24 +149,7 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
         training = state_of(state)["resources"]["AdapterTraining/default/codeword"]
         assert not training["ready"] and training["reason"] == "Training"
 
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tandem.cli",
-                "up",
-                "-f",
-                str(project),
-                "--state",
-                str(state),
-                "--interval",
-                "1",
-            ],
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        up = watch(project, state)
         wait_for(
             lambda: (
                 all(r["ready"] for r in state_of(state)["resources"].values())

