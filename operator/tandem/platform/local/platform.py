@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -108,12 +107,8 @@ class LocalPlatform:
         """Stop the work in progress (its whole process group); servers keep running."""
         child = self._child
         if child is not None and child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+            processes.stop(child.pid, timeout=20)  # the workload leads its own process group
+            child.wait()
 
     # --- per kind ----------------------------------------------------------------------------------
 
