@@ -90,18 +90,23 @@ def others(server: VllmServer, mine: set[str]) -> list[dict[str, Any]]:
     return [{"name": n, "path": p, "version": None} for n, p in adapters(server).items() if n not in mine]
 
 
+def sidecar_argv(config: Path, server: VllmServer, *extra: str) -> list[str]:
+    """The adapter-sync sidecar's command line, as the vLLM pod runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "tandem.workloads.adapter_sync",
+        "--config",
+        str(config),
+        "--vllm",
+        server.url,
+        *extra,
+    ]
+
+
 def sync_cli(config: Path, server: VllmServer, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tandem.workloads.adapter_sync",
-            "--config",
-            str(config),
-            "--vllm",
-            server.url,
-            *extra,
-        ],
+        sidecar_argv(config, server, *extra),
         capture_output=True,
         text=True,
         env=ENV,
@@ -308,17 +313,7 @@ def _sidecar(config: Path, server: VllmServer, log: Path) -> Iterator[subprocess
     """The sidecar's loop as its own process, as in the vLLM pod; stopped by its PID."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tandem.workloads.adapter_sync",
-                "--config",
-                str(config),
-                "--vllm",
-                server.url,
-                "--interval",
-                "0.5",
-            ],
+            sidecar_argv(config, server, "--interval", "0.5"),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=ENV,

@@ -174,7 +174,6 @@ class Gateway:
             traced=request.headers.get(TRACE_HEADER, "").lower() in ("1", "true", "yes"),
         )
         self.metrics.in_flight.inc()
-        status = 200
         try:
             tenant = self._authenticate(request)
             exchange.tenant = tenant.name
@@ -195,11 +194,10 @@ class Gateway:
             error = e
         finally:
             self.metrics.in_flight.dec()
-        status = error.status
         self.metrics.errors.labels(error.cause).inc()
-        self.metrics.requests.labels(exchange.route or "-", str(status)).inc()
+        self.metrics.requests.labels(exchange.route or "-", str(error.status)).inc()
         exchange.latency["total"] = time.perf_counter() - exchange.started
-        self._log(exchange, status, error.message)
+        self._log(exchange, error.status, error.message)
         return error.response()
 
     # --- steps -------------------------------------------------------------------------------------
