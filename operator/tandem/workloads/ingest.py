@@ -17,6 +17,7 @@ from typing import Any
 
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
 
+from . import ray_runtime
 from .knowledge.embedding import Embedder, EmbeddingModelError, TextEmbedder
 from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
 from .knowledge.ray_embedding import RayEmbedder
@@ -45,10 +46,7 @@ def run(
     )
     embedder: TextEmbedder = local
     if ray_workers:
-        import ray
-
-        # In a RayJob, KubeRay sets RAY_ADDRESS for the entrypoint; locally this starts a Ray instance.
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
+        ray_runtime.connect(log_to_driver=False)
         embedder = RayEmbedder(local, ray_workers)
         write_batch *= ray_workers  # each Ray Data round trip should give every worker a full batch
     locations: dict[str, str] = job.get("sourceLocations") or {}

@@ -23,6 +23,7 @@ from typing import Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec
 
+from . import ray_runtime
 from .models import ModelError, folder_digest, prepare
 from .reporting import EXIT_PERMANENT, emit, finish
 from .training import raft
@@ -99,7 +100,7 @@ def _ray_train(config: dict[str, Any], workers: int, gpus: int, cpus: int | None
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+        ray_runtime.connect(log_to_driver=True)
     # What the cluster has: a local Ray may have started with fewer CPUs than the spec asks for.
     cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     available = cluster.get("CPU")
