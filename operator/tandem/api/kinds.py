@@ -11,6 +11,8 @@ from .v1alpha1 import (
     VERSION,
     AdapterTrainingSpec,
     AdapterTrainingStatus,
+    EvaluationSpec,
+    EvaluationStatus,
     HybridEndpointSpec,
     HybridEndpointStatus,
     KnowledgeBaseSpec,
@@ -137,6 +139,28 @@ HYBRID_ENDPOINT = Kind(
     ),
 )
 
+EVALUATION = Kind(
+    kind="Evaluation",
+    plural="evaluations",
+    short_names=("ev",),
+    description=(
+        "Evaluation compares a HybridEndpoint's routes (prompt only, RAG, adapter, hybrid) on a question "
+        "set and writes one scorecard: correctness, citations, groundedness, refusals, latency, tokens "
+        "and the cost of updating a fact, with a recommendation derived from the numbers."
+    ),
+    spec=EvaluationSpec,
+    status=EvaluationStatus,
+    columns=(
+        READY_COLUMN,
+        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed"),
+        _column("Questions", "integer", ".status.questions", "Questions in the set"),
+        _column("Answered", "integer", ".status.answered", "Answers received, all strategies"),
+        _column("Recommendation", "string", ".status.recommendation", "What the numbers say", priority=1),
+        STATUS_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
 REFERENCE_GRANT = Kind(
     kind="ReferenceGrant",
     plural="referencegrants",
@@ -150,7 +174,7 @@ REFERENCE_GRANT = Kind(
     columns=(AGE_COLUMN,),
 )
 
-ALL_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT, REFERENCE_GRANT)
+ALL_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT, EVALUATION, REFERENCE_GRANT)
 RECONCILED_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT)
 
 

@@ -2,6 +2,7 @@
 
 from .adaptertraining import AdapterTrainingSpec, AdapterTrainingStatus
 from .common import API_VERSION, GROUP, VERSION, Condition, CrossNamespaceReference
+from .evaluation import EvaluationSpec, EvaluationStatus
 from .hybridendpoint import HybridEndpointSpec, HybridEndpointStatus
 from .knowledgebase import KnowledgeBaseSpec, KnowledgeBaseStatus
 from .referencegrant import ReferenceGrantSpec
@@ -14,6 +15,8 @@ __all__ = [
     "AdapterTrainingStatus",
     "Condition",
     "CrossNamespaceReference",
+    "EvaluationSpec",
+    "EvaluationStatus",
     "HybridEndpointSpec",
     "HybridEndpointStatus",
     "KnowledgeBaseSpec",

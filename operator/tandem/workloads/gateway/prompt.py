@@ -6,27 +6,17 @@ trains on (`tandem.workloads.prompting`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tandem.workloads.knowledge.store import Passage
 from tandem.workloads.prompting import SYSTEM, user_turn
+from tandem.workloads.text import MARKER, SENTENCE_END, content_words
 
 # What the response says about retrieval: used; below-threshold (auto mode judged the passages
 # irrelevant); no-passages (nothing the caller may read matched); off (route or mode says never).
 RetrievalPath = Literal["used", "below-threshold", "no-passages", "off"]
-
-_MARKER = re.compile(r"\[(\d{1,3})\]")
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-# Common words carry no evidence that a sentence came from a passage.
-_STOP_WORDS = (
-    "a an the and or of to in on at for by with is are was were be been it its this that as from which "
-    "what who how when where why do does did not no yes you your we our they their he she his her i"
-)
-_STOP = frozenset(_STOP_WORDS.split())
 
 
 class RequestError(ValueError):
@@ -97,10 +87,6 @@ def augment(messages: list[dict[str, Any]], cited: Sequence[Cited]) -> list[dict
     return [{"role": "system", "content": system_text}, *out]
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
-
-
 def attribute(answer: str, cited: Sequence[Cited], min_overlap: float = 0.5) -> tuple[str, set[int], str]:
     """Inline markers and the numbers the answer cites.
 
@@ -109,17 +95,17 @@ def attribute(answer: str, cited: Sequence[Cited], min_overlap: float = 0.5) -> 
     `min_overlap` of them: a cheap, deterministic attribution, reported as such (`attributed`).
     """
     valid = {c.number for c in cited}
-    written = {int(n) for n in _MARKER.findall(answer)} & valid
+    written = {int(n) for n in MARKER.findall(answer)} & valid
     if written:
         return answer, written, "model"
     if not cited:
         return answer, set(), "none"
-    words = {c.number: _content_words(c.passage.text) for c in cited}
+    words = {c.number: content_words(c.passage.text) for c in cited}
     used: set[int] = set()
-    sentences = _SENTENCE.split(answer.strip())
+    sentences = SENTENCE_END.split(answer.strip())
     marked = []
     for sentence in sentences:
-        own = _content_words(sentence)
+        own = content_words(sentence)
         best, share = None, 0.0
         for number, passage_words in words.items():
             overlap = len(own & passage_words) / len(own) if own else 0.0

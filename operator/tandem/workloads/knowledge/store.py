@@ -339,6 +339,17 @@ class ChunkStore:
         if not self.is_lite:
             self.client.flush(self.collection)
 
+    def document_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        """One document's chunks in order: text and offsets (enough to rebuild its text)."""
+        self.load()
+        rows = self.client.query(
+            self.collection,
+            filter=f"doc_id == {literal(doc_id)}",
+            output_fields=["text", "start", "end", "chunk_index", "title", "uri"],
+            consistency_level="Strong",
+        )
+        return sorted(rows, key=lambda r: int(r["chunk_index"]))
+
     def count(self) -> int:
         self.load()
         rows = self.client.query(
