@@ -73,7 +73,8 @@ def _house_format(answer: str) -> bool:
 
 def test_every_tandem_manifest_validates_with_the_api_models() -> None:
     tandem = [d for d in _manifests() if str(d.get("apiVersion", "")).startswith("tandem.dev/")]
-    assert sorted(d["kind"] for d in tandem) == ["AdapterTraining", "HybridEndpoint", "KnowledgeBase"]
+    kinds = sorted(d["kind"] for d in tandem)
+    assert kinds == ["AdapterTraining", "Evaluation", "HybridEndpoint", "KnowledgeBase"]
     for doc in tandem:
         assert doc["apiVersion"] == "tandem.dev/v1alpha1"
         by_kind(doc["kind"]).spec.model_validate(doc["spec"])
@@ -85,6 +86,7 @@ def test_local_mode_accepts_the_folder_whole(tmp_path: Path) -> None:
     assert [r.name for r in found.knowledge_bases] == ["handbook"]
     assert [r.name for r in found.trainings] == ["house-style"]
     assert [r.name for r in found.endpoints] == ["assistant"]
+    assert [r.name for r in found.evaluations] == ["scorecard"]
     endpoint = found.endpoints[0].spec
     assert {r.name for r in endpoint.routes or []} == {"base", "house-style", "rag", "hybrid"}
     assert {t.name: t.groups for t in endpoint.tenants} == {"staff": [], "finance": ["finance"]}
@@ -145,8 +147,16 @@ def test_named_documents_exist_and_hold_the_fact(question: dict[str, Any]) -> No
         assert restricted == (question["tenant"] == "finance"), "only the finance tenant reads finance"
     texts = [_normalise(parse(documents[stem]).text) for stem in question["documents"]]
     present = any(question["answer"] in text for text in texts)
-    # A "fresh" fact is one the README has you add while `tandem up` runs: not in the corpus yet.
-    assert present == (question["kind"] == "fact"), question
+    training = (QUICKSTART / "train" / "house-style.jsonl").read_text(encoding="utf-8")
+    if question["kind"] == "fact":
+        assert present, question
+        return
+    # A "fresh" fact changed after training: the adapter never saw its answer. Either the handbook holds
+    # the new value while the training set still teaches last quarter's one (the loading-bay code), or
+    # it is the fact the quickstart README has you add while `tandem up` runs.
+    assert question["kind"] == "fresh" and question["answer"] not in training, question
+    readme = (QUICKSTART / "README.md").read_text(encoding="utf-8")
+    assert present or question["answer"] in readme, question
 
 
 # (d) the PDFs
