@@ -363,6 +363,65 @@ def ask(
         console.print(f"tokens: {t['usage']}")
 
 
+@app.command("eval")
+def evaluate(
+    path: Annotated[Path, typer.Option("-f", help="manifests with Evaluation resources (and what they use)")],
+    name: Annotated[str | None, typer.Option(help="run only this Evaluation")] = None,
+    state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
+) -> None:
+    """Score the running endpoint's routes on a question set; write the report (Markdown and HTML)."""
+    from tandem.platform.local.platform import WorkFailed
+
+    manifests = _load(path, state)
+    evaluations = [e for e in manifests.evaluations if name in (None, e.name)]
+    if not evaluations:
+        console.print(f"[red]error[/red]: no Evaluation{' ' + name if name else ''} in {path}")
+        raise typer.Exit(2)
+    platform, reporter = _platform(state)
+    failed = False
+    for ev in evaluations:
+        try:
+            with reporter:
+                result = platform.evaluate(ev, manifests)
+        except WorkFailed as e:
+            console.print(f"[red]✗[/red] Evaluation/{ev.namespace}/{ev.name}: {e.reason}: {e}")
+            failed = True
+            continue
+        _scorecard_table(ev.name, result)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _scorecard_table(name: str, result: dict[str, Any]) -> None:
+    def cell(value: Any, digits: int = 2) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    table = Table(title=f"scorecard {name}: {result['answered']} answers to {result['questions']} questions")
+    columns = ("strategy", "rung", "correct", "format", "citation recall", "grounded", "refusal", "p50 s")
+    for column in (*columns, "prompt tokens", "errors"):
+        table.add_column(column)
+    for s in result["strategies"]:
+        table.add_row(
+            s["name"],
+            s["rung"],
+            cell(s.get("correct")),
+            cell(s.get("answerFormat")),
+            cell(s.get("citationRecall")),
+            cell(s.get("groundedness")),
+            cell(s.get("refusal")),
+            cell(s.get("latencyP50Seconds")),
+            cell(s.get("promptTokens"), 0),
+            str(s.get("errors", 0)),
+        )
+    console.print(table)
+    if not result.get("complete"):
+        console.print("[yellow]partial results[/yellow]: some questions got no answer (marked in the report)")
+    for warning in result.get("warnings") or []:
+        console.print(f"[yellow]warning[/yellow]: {warning}")
+    console.print(f"[bold]recommendation[/bold]: {result['recommendation']}", highlight=False)
+    for f in result.get("reportFiles") or []:
+        console.print(f"  {f}")
+
+
 @app.command()
 def operator() -> None:
     """Run the Kubernetes operator (as the chart's Deployment does)."""

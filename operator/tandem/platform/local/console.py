@@ -53,7 +53,7 @@ class Reporter:
 
     def event(self, key: str, event: dict[str, Any]) -> None:
         stage = str(event.get("stage", ""))
-        if self.stage.get(key) != stage and stage not in ("indexing", "training"):
+        if self.stage.get(key) != stage and stage not in ("indexing", "training", "answer"):
             self._line(key, stage, event)
         self.stage[key] = stage
         name = key.split("/", 1)[1]
@@ -73,6 +73,13 @@ class Reporter:
                 completed=event.get("step", 0),
                 description=f"train {name}: loss {event.get('loss')}, ETA {event.get('etaSeconds')}s",
             )
+        elif stage == "answer":
+            task = self._bar(key, f"evaluate {name}", event.get("total"))
+            self.bars.update(
+                task, completed=event.get("done", 0), description=f"evaluate {name}: {event.get('strategy')}"
+            )
+        elif stage == "update-cost":
+            self._done(key)
         elif stage in ("vllm", "model"):
             self._done(key)
             self._bar(key, f"{name}: {event.get('message')}", None)
@@ -99,6 +106,11 @@ class Reporter:
             self.console.print(f"  {key}: training on {event.get('examples')} examples")
         elif stage in ("vllm", "model"):
             self.console.print(f"  {key}: {event.get('message')}")
+        elif stage == "asking":
+            routes = ", ".join(event.get("strategies", []))
+            self.console.print(f"  {key}: {event.get('questions')} questions through {routes}")
+        elif stage == "update-cost":
+            self.console.print(f"  {key}: timing the re-index of one document (the update cost)")
 
     def changed(self, resource: ResourceState) -> None:
         mark = "[green]✓[/green]" if resource.ready else "[yellow]…[/yellow]"
@@ -114,7 +126,10 @@ def status_table(state: State) -> Table:
         table.add_column(column)
     for r in sorted(
         state.resources.values(),
-        key=lambda r: (["KnowledgeBase", "AdapterTraining", "HybridEndpoint"].index(r.kind), r.name),
+        key=lambda r: (
+            ["KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation"].index(r.kind),
+            r.name,
+        ),
     ):
         table.add_row(r.kind, f"{r.namespace}/{r.name}", "True" if r.ready else "False", r.reason, r.message)
     for name, server in sorted(state.servers.items()):

@@ -20,8 +20,8 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tandem.api.kinds import ADAPTER_TRAINING, HYBRID_ENDPOINT, KNOWLEDGE_BASE, by_kind
-from tandem.api.v1alpha1 import AdapterTrainingSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE, by_kind
+from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -52,6 +52,7 @@ class Manifests:
     knowledge_bases: list[Resource[KnowledgeBaseSpec]] = field(default_factory=list)
     trainings: list[Resource[AdapterTrainingSpec]] = field(default_factory=list)
     endpoints: list[Resource[HybridEndpointSpec]] = field(default_factory=list)
+    evaluations: list[Resource[EvaluationSpec]] = field(default_factory=list)  # run by `tandem eval`
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -60,6 +61,9 @@ class Manifests:
 
     def training(self, namespace: str, name: str) -> Resource[AdapterTrainingSpec] | None:
         return next((r for r in self.trainings if (r.namespace, r.name) == (namespace, name)), None)
+
+    def endpoint(self, namespace: str, name: str) -> Resource[HybridEndpointSpec] | None:
+        return next((r for r in self.endpoints if (r.namespace, r.name) == (namespace, name)), None)
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -133,6 +137,8 @@ def load(path: Path, state: Path) -> Manifests:
                 found.trainings.append(resource)
             elif kind is HYBRID_ENDPOINT:
                 found.endpoints.append(resource)
+            elif kind is EVALUATION:
+                found.evaluations.append(resource)
     _check(found, state)
     return found
 
@@ -140,7 +146,12 @@ def load(path: Path, state: Path) -> Manifests:
 def _check(found: Manifests, state: Path) -> None:
     """References and local files: everything the work will need, before it starts."""
     seen: set[str] = set()
-    everything: list[Resource[Any]] = [*found.knowledge_bases, *found.trainings, *found.endpoints]
+    everything: list[Resource[Any]] = [
+        *found.knowledge_bases,
+        *found.trainings,
+        *found.endpoints,
+        *found.evaluations,
+    ]
     for r in everything:
         if r.key in seen:
             raise ManifestError(f"{r.file}: {r.kind} {r.namespace}/{r.name} is defined twice")
@@ -195,3 +206,40 @@ def _check(found: Manifests, state: Path) -> None:
                     f"{he.file}: HybridEndpoint {he.name}: spec.tenants[{tenant.name}].apiKeySecretRef: "
                     f"no {missing} {he.namespace}/{secret_ref.name} among the manifests"
                 )
+    for ev in found.evaluations:
+        _check_evaluation(found, ev, state)
+
+
+def _check_evaluation(found: Manifests, ev: Resource[EvaluationSpec], state: Path) -> None:
+    ref = ev.spec.endpoint_ref
+    he = found.endpoint(ref.namespace or ev.namespace, ref.name)
+    where = f"{ev.file}: Evaluation {ev.name}"
+    if he is None:
+        raise ManifestError(
+            f"{where}: spec.endpointRef: no HybridEndpoint {ref.namespace or ev.namespace}/{ref.name} "
+            "among the manifests"
+        )
+    from tandem.platform.kubernetes.planners.hybridendpoint import default_routes
+
+    routes = {str(r["name"]) for r in default_routes(he.spec)}
+    for i, strategy in enumerate(ev.spec.strategies):
+        if strategy.route not in routes:
+            raise ManifestError(
+                f"{where}: spec.strategies[{i}].route: {strategy.route!r} is not a route of HybridEndpoint "
+                f"{he.name} ({', '.join(sorted(routes))})"
+            )
+    tenants = [t.name for t in he.spec.tenants]
+    if ev.spec.tenant is not None and ev.spec.tenant not in tenants:
+        raise ManifestError(
+            f"{where}: spec.tenant: {ev.spec.tenant!r} is not a tenant of HybridEndpoint {he.name} "
+            f"({', '.join(tenants) or 'none'})"
+        )
+    questions = ev.spec.questions
+    if questions.uri is None or not questions.uri.startswith(("file://", "pvc://")):
+        raise ManifestError(
+            f"{where}: spec.questions: locally the question set must be a file:// or pvc:// uri"
+        )
+    if not local_path(questions.uri, ev.file.parent, state).is_file():
+        raise ManifestError(
+            f"{where}: spec.questions.uri: {local_path(questions.uri, ev.file.parent, state)} does not exist"
+        )

@@ -23,9 +23,15 @@ from typing import Any
 
 import httpx
 
-from tandem.api.v1alpha1 import AdapterTrainingSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.naming import collection_name
-from tandem.platform.kubernetes.planners.hybridendpoint import BASE_MODEL_NAME, gateway_config, max_lora_rank
+from tandem.platform.kubernetes.planners.hybridendpoint import (
+    BASE_MODEL_NAME,
+    default_routes,
+    gateway_config,
+    max_lora_rank,
+)
+from tandem.workloads.evaluation.job import EvaluationJob, KnowledgeBaseInfo, RetrainInfo, RouteInfo
 
 from . import processes
 from .manifests import Manifests, Resource, local_path
@@ -254,6 +260,11 @@ class LocalPlatform:
             rank=spec.lora.r,
             loss=metrics.get("loss") or metrics.get("final_loss"),
             steps=metrics.get("steps"),
+            # What retraining costs, for the evaluation's update-cost figure; a skipped run keeps the last.
+            trainingSeconds=metrics.get("seconds") or status.figures.get("trainingSeconds"),
+            trainedAt=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if not result.get("skipped")
+            else status.figures.get("trainedAt"),
         )
 
     def _endpoint(
@@ -524,6 +535,104 @@ class LocalPlatform:
         finally:
             self.interrupt()
             self._child = None
+
+    # --- evaluating --------------------------------------------------------------------------------
+
+    def evaluate(self, ev: Resource[EvaluationSpec], manifests: Manifests) -> dict[str, Any]:
+        """Run one Evaluation against the endpoint `tandem up` serves; the report goes under the state
+        directory (or spec.report.uri). Returns the workload's result."""
+        ref = ev.spec.endpoint_ref
+        he = manifests.endpoint(ref.namespace or ev.namespace, ref.name)
+        assert he is not None  # the manifests were checked
+        served = self.state.resource("HybridEndpoint", he.namespace, he.name)
+        if not served.ready:
+            raise WorkFailed(
+                "WaitingForEndpoint", f"HybridEndpoint {he.name} is not serving: run `tandem up` first"
+            )
+        status = self.state.resource("Evaluation", ev.namespace, ev.name)
+        output = (
+            local_path(ev.spec.report.uri, ev.file.parent, self.dir)
+            if ev.spec.report
+            else self.dir / "evaluations" / f"{ev.namespace}-{ev.name}"
+        )
+        job = EvaluationJob(
+            namespace=ev.namespace,
+            name=ev.name,
+            gateway=served.figures["url"],
+            api_key_files=served.figures.get("keyFiles") or {},
+            routes=[
+                self._route_info(he, r["name"], r.get("adapter"), r.get("retrieval", True), manifests)
+                for r in default_routes(he.spec)
+            ],
+            questions=str(local_path(ev.spec.questions.uri or "", ev.file.parent, self.dir)),
+            knowledge_bases=[
+                self._knowledge_info(he.namespace, k.namespace, k.name, manifests)
+                for k in he.spec.knowledge_bases
+            ],
+            retrain=[self._retrain_info(he, a.name) for a in he.spec.adapters],
+            output=str(output),
+            spec=ev.spec,
+        )
+        self.state.set(status, ready=False, reason="Running", message=f"asking {he.name}")
+        try:
+            result = self._run_workload(
+                ev.key, "tandem.workloads.evaluation", job.model_dump(by_alias=True, mode="json")
+            )
+        except WorkFailed as e:
+            self.state.set(status, ready=False, reason=e.reason, message=str(e))
+            raise
+        self.state.set(
+            status,
+            ready=True,
+            reason="Evaluated" if result.get("complete") else "PartialResults",
+            message=result.get("recommendation", ""),
+            report=str(output),
+            questions=result.get("questions"),
+            answered=result.get("answered"),
+        )
+        return result
+
+    def _route_info(
+        self,
+        he: Resource[HybridEndpointSpec],
+        name: str,
+        adapter: str | None,
+        retrieval: bool,
+        manifests: Manifests,
+    ) -> RouteInfo:
+        raft = False
+        declared = next((a for a in he.spec.adapters if a.name == adapter), None)
+        if declared is not None and declared.adapter_training_ref is not None:
+            ref = declared.adapter_training_ref
+            training = manifests.training(ref.namespace or he.namespace, ref.name)
+            raft = training is not None and training.spec.raft is not None
+        return RouteInfo(name=name, adapter=adapter, retrieval=retrieval, raft=raft)
+
+    def _knowledge_info(
+        self, namespace: str, ref_namespace: str | None, name: str, manifests: Manifests
+    ) -> KnowledgeBaseInfo:
+        kb_state = self.state.resource("KnowledgeBase", ref_namespace or namespace, name)
+        kb = manifests.knowledge_base(ref_namespace or namespace, name)
+        f = kb_state.figures
+        return KnowledgeBaseInfo(
+            name=name,
+            collection=f["collection"],
+            milvus_uri=f["milvusUri"],
+            embedding_model=f["embeddingModel"],
+            spec=kb.spec if kb else None,
+        )
+
+    def _retrain_info(self, he: Resource[HybridEndpointSpec], adapter: str) -> RetrainInfo:
+        declared = next(a for a in he.spec.adapters if a.name == adapter)
+        ref = declared.adapter_training_ref
+        if ref is None:
+            return RetrainInfo(adapter=adapter)
+        trained = self.state.resource("AdapterTraining", ref.namespace or he.namespace, ref.name)
+        return RetrainInfo(
+            adapter=adapter,
+            seconds=trained.figures.get("trainingSeconds"),
+            recorded=trained.figures.get("trainedAt"),
+        )
 
     # --- asking ------------------------------------------------------------------------------------
 
