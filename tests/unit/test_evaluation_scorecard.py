@@ -109,3 +109,40 @@ def test_hallucinations_count_unsupported_claims_of_grounded_answers() -> None:
     card = scorecard.strategy_card(INFOS[1], [a, b])
     assert card.hallucinations == 1
     assert card.metrics["groundedness"].value == 0.5
+
+
+def test_an_endpoint_that_stops_answering_ends_the_run_with_answers_kept() -> None:
+    import httpx
+
+    from tandem.workloads.evaluation.runner import DOWN_AFTER, Scoring, ask_all
+
+    served: list[str] = []
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        if len(served) >= 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        served.append(request.headers["Authorization"])
+        body = {"choices": [{"message": {"content": "The answer is x."}}], "citations": [], "usage": {}}
+        return httpx.Response(200, json=body)
+
+    client = httpx.Client(transport=httpx.MockTransport(endpoint), base_url="http://gateway/v1")
+    events: list[dict[str, object]] = []
+    records, warnings = ask_all(
+        client,
+        INFOS[:2],
+        QUESTIONS,
+        lambda tenant: {"Authorization": f"Bearer key-of-{tenant or 'staff'}"},
+        Scoring(None, []),
+        32,
+        events.append,
+    )
+    assert len(records) == 2 * len(QUESTIONS)  # every question has its record, answered or not
+    assert [r.error is None for r in records[:2]] == [True, True]
+    assert records[0].correct is True  # "x" is in "The answer is x."
+    unreachable = [r for r in records if r.error and r.error.startswith("endpoint unreachable")]
+    assert len(unreachable) == DOWN_AFTER
+    assert all(r.error == "not asked: the endpoint stopped answering" for r in records[2 + DOWN_AFTER :])
+    assert len(warnings) == 1 and "stopped answering" in warnings[0]
+    assert served == ["Bearer key-of-staff"] * 2
+    card = scorecard.build("ev", "assistant", INFOS[:2], records, len(QUESTIONS), False, None)
+    assert not card.complete and card.strategies[0].answered == 2
