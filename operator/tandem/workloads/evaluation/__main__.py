@@ -135,6 +135,8 @@ def run(job: EvaluationJob) -> tuple[Scorecard, list[Path]]:
         cost,
         warnings,
     )
+    if spec.judge is not None:
+        card.scoring = f"judge model {spec.judge.model} (yes/no questions through its OpenAI-compatible API)"
     files = write_report(card, Path(job.output)) if job.output else []
     return card, files
 

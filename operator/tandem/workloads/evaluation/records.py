@@ -12,6 +12,12 @@ from typing import Any, Literal
 Rung = Literal["prompt", "rag", "fine-tune", "hybrid", "raft-hybrid"]
 LADDER: tuple[Rung, ...] = ("prompt", "rag", "fine-tune", "hybrid", "raft-hybrid")
 
+LEXICAL = (
+    "lexical rules: the reference found in the answer; a claim supported when one passage holds its "
+    "numbers, codes and most of its words"
+)
+INTERVALS = "95%: Wilson score for shares, normal approximation for means (none below 2 answers)"
+
 
 @dataclass(frozen=True)
 class Question:
@@ -143,6 +149,7 @@ class Scorecard:
     recommendation: Recommendation
     records: list[Record]
     warnings: list[str] = field(default_factory=list)  # e.g. unknown document ids, endpoint down
+    scoring: str = LEXICAL  # how correctness and groundedness were decided
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

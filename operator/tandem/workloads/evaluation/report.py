@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from tandem.workloads.evaluation.records import (
+    INTERVALS,
     METRICS,
     Estimate,
     Expectation,
@@ -193,8 +194,10 @@ def headline_table(card: Scorecard) -> Table:
     )
 
 
-def _headline_legend() -> list[tuple[str, str]]:
+def _headline_legend(card: Scorecard) -> list[tuple[str, str]]:
     legend = [(METRIC_LABELS[key], METRICS[key]) for key in HEADLINE_METRICS]
+    legend.append(("scored by", card.scoring))
+    legend.append(("intervals", INTERVALS))
     legend.append(("latency", "seconds per question as the client saw it, median and 95th percentile"))
     legend.append(("tokens", "mean per question"))
     return legend
@@ -381,7 +384,7 @@ def _md_table(table: Table) -> str:
 def _md_strategies(card: Scorecard) -> str:
     if not card.strategies:
         return "No strategy was evaluated."
-    legend = "\n".join(f"- {label}: {meaning}" for label, meaning in _headline_legend())
+    legend = "\n".join(f"- {label}: {meaning}" for label, meaning in _headline_legend(card))
     note = "Fractions from 0 to 1, with the 95% interval in brackets; the recommended strategy in bold."
     return f"{_md_table(headline_table(card))}\n\n{note}\n\n{legend}"
 
@@ -762,7 +765,7 @@ def render_html(card: Scorecard) -> str:
         recommendation=_recommendation(card.recommendation),
         notice=partial_notice(card),
         headline=headline_table(card),
-        legend=_headline_legend(),
+        legend=_headline_legend(card),
         plots=[_accuracy_plot(card), _tokens_plot(card)],
         kind_tables=_kind_tables(card),
         cost_lines=update_cost_lines(card.update_cost),
