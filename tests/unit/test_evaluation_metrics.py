@@ -154,3 +154,17 @@ def test_question_sets_are_checked_line_by_line(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(QuestionSetError, match="empty"):
         load_questions(path)
+
+
+def test_open_questions_are_left_to_a_judge() -> None:
+    """A question without supporting documents (about the format, say) has many good answers: lexical
+    scoring does not pretend to judge it, but the format and F1 are still measured."""
+    q = Question(4, "How can I keep a meeting short?", "Answer: Share an agenda.\n— Quillfeather Help Desk")
+    record = Record("adapter", q)
+    score(
+        record,
+        _body("Answer: Send the agenda first.\n— Quillfeather Help Desk", []),
+        Scoring(HOUSE, REFUSALS),
+    )
+    assert record.correct is None and record.in_format is True
+    assert record.token_f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # "agenda" shared

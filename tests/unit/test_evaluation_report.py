@@ -146,7 +146,7 @@ def test_markdown_leads_with_the_recommendation_and_shows_every_strategys_figure
     rows = headline_rows(markdown)
     assert list(rows) == ["rag", "style", "hybrid"]
     assert rows["rag"] == (
-        f"| rag | rag | 0.80 (0.58{EN}0.92) | 0.50 (0.09{EN}0.91) | 1.00 (0.21{EN}1.00) | — | 1.00 "
+        f"| rag | rag | 0.80 (0.58{EN}0.92) | — | 0.50 (0.09{EN}0.91) | 1.00 (0.21{EN}1.00) | — | 1.00 "
         "| 0.412 | 1.25 | 612 | 22 | 0 |"
     )
     for figure in ("| style | fine-tune |", f"| 0.35 (0.18{EN}0.57) |", "| 0.201 | 0.330 | 48 | 22 | 0 |"):

@@ -159,7 +159,11 @@ class Scorecard:
 
 # The metric keys of StrategyCard.metrics and by_kind, in report order, with what each means.
 METRICS: dict[str, str] = {
-    "correct": "answer correct (judge, else reference found in the answer; refusal on unanswerable)",
+    "correct": (
+        "answer correct (judge, else the reference found in the answer; a refusal on unanswerable; "
+        "open questions without supporting documents only with a judge)"
+    ),
+    "factual": "questions the knowledge base answers, answered correctly",
     "exactMatch": "answer equals the reference after normalisation",
     "tokenF1": "token F1 of answer against reference",
     "format": "answer in the house format",

@@ -49,9 +49,10 @@ KIND_ORDER = ("fact", "fresh", "format", "unanswerable")
 # Beyond this ratio a linear axis shows re-indexing as a bar too thin to see next to retraining.
 LOG_SCALE_RATIO = 20.0
 # The metrics in the headline table, in column order (keys of StrategyCard.metrics).
-HEADLINE_METRICS = ("correct", "format", "citationRecall", "groundedness", "refusal")
+HEADLINE_METRICS = ("correct", "factual", "format", "citationRecall", "groundedness", "refusal")
 METRIC_LABELS = {
     "correct": "correct",
+    "factual": "factual",
     "format": "format",
     "citationRecall": "citation recall",
     "groundedness": "groundedness",

@@ -45,6 +45,7 @@ def figures(records: Sequence[Record]) -> dict[str, Estimate]:
     unanswerable = [r for r in answered if not r.question.answerable]
     return {
         "correct": metrics.proportion([r.correct for r in answered]),
+        "factual": metrics.proportion([r.correct for r in answerable if r.question.documents]),
         "exactMatch": metrics.proportion([r.exact_match for r in answerable]),
         "tokenF1": metrics.mean([r.token_f1 for r in answerable]),
         "format": metrics.proportion([r.in_format for r in answered]),
@@ -154,8 +155,10 @@ def expectations(cards: Sequence[StrategyCard], has_format: bool) -> list[Expect
 
 def recommend(cards: Sequence[StrategyCard], has_format: bool, cost: UpdateCost | None) -> Recommendation:
     """Climb the ladder (prompt -> RAG -> fine-tune -> both) only as far as the numbers require: the
-    cheapest strategy whose figures are within the best strategy's interval on every scored axis."""
-    axes = ["correct"] + (["format"] if has_format else [])
+    cheapest strategy that the best one does not clearly beat on any axis (its figure reaches the best
+    one's lower bound). The axes are what the rungs are for: facts from the knowledge base, and the
+    house format when there is one."""
+    axes = ["factual"] + (["format"] if has_format else [])
     scored = [c for c in cards if all(_value(c, m).value is not None for m in axes)]
     if not scored:
         return Recommendation(None, None, "no strategy has answers to score; see the errors")
@@ -166,7 +169,7 @@ def recommend(cards: Sequence[StrategyCard], has_format: bool, cost: UpdateCost 
     best = max(scored, key=lambda c: (overall(c), -LADDER.index(c.info.rung)))
     ladder = sorted(scored, key=lambda c: (LADDER.index(c.info.rung), -overall(c)))
     for candidate in ladder:
-        close = all((_value(candidate, m).high or 0.0) >= (_value(best, m).value or 0.0) for m in axes)
+        close = all((_value(candidate, m).value or 0.0) >= (_value(best, m).low or 0.0) for m in axes)
         if close:
             chosen = candidate
             break
@@ -177,9 +180,10 @@ def recommend(cards: Sequence[StrategyCard], has_format: bool, cost: UpdateCost 
     why_not = "; ".join(
         f"{c.info.name} ({c.info.rung}) falls short on "
         + ", ".join(
-            f"{m} {_value(c, m).value or 0:.2f} (upper bound {(_value(c, m).high or 0):.2f})"
+            f"{m} {_value(c, m).value or 0:.2f} (below {best.info.name}'s lower bound "
+            f"{_value(best, m).low or 0:.2f})"
             for m in axes
-            if (_value(c, m).high or 0.0) < (_value(best, m).value or 0.0)
+            if (_value(c, m).value or 0.0) < (_value(best, m).low or 0.0)
         )
         for c in cheaper
     )
@@ -187,7 +191,7 @@ def recommend(cards: Sequence[StrategyCard], has_format: bool, cost: UpdateCost 
     if chosen is not best:
         reason += (
             f"; {best.info.name} scores higher ({overall(best):.2f} vs {overall(chosen):.2f}), "
-            "but within this one's interval"
+            "but not clearly: this one reaches its lower bounds"
         )
     if why_not:
         reason += f". Cheaper rungs: {why_not}"
