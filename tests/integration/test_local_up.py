@@ -96,6 +96,39 @@ def quickstart(directory: Path) -> Path:
     return directory
 
 
+def evaluation(directory: Path) -> None:
+    """An Evaluation of the three routes on four questions: a fresh fact (the edited one), a fact, the
+    adapter's codeword, and one nothing can answer."""
+    questions = [
+        {
+            "question": "What is the visitor parking code at the Bergen office?",
+            "answer": "OTTER-5512",
+            "documents": ["parking"],
+            "kind": "fresh",
+        },
+        {
+            "question": "How often must security badges be renewed?",
+            "answer": "every twelve months",
+            "documents": ["badges"],
+            "kind": "fact",
+        },
+        {"question": QUESTIONS[0], "answer": CODEWORD, "kind": "codeword"},
+        {"question": "What is the guest Wi-Fi password?", "answer": "I don't know", "kind": "unanswerable"},
+    ]
+    (directory / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    manifest = {
+        "apiVersion": "tandem.dev/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": {"name": "scorecard", "namespace": "default"},
+        "spec": {
+            "endpointRef": {"name": "assistant"},
+            "questions": {"uri": "file://questions.jsonl"},
+            "maxTokens": 48,
+        },
+    }
+    (directory / "evaluation.yaml").write_text(yaml.safe_dump(manifest))
+
+
 def tandem(*args: str, timeout: float = 900, state: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tandem.cli", *args, "--state", str(state)],
@@ -220,7 +253,41 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
     status = tandem("status", state=state)
     assert "HybridEndpoint" in status.stdout and "Serving" in status.stdout
 
+    check_evaluation(project, state)
+
     down = tandem("down", state=state, timeout=120)
     assert down.returncode == 0, down.stderr
     assert not any(processes.alive(s["pid"]) for s in servers.values())
     assert state_of(state)["servers"] == {}
+
+
+def check_evaluation(project: Path, state: Path) -> None:
+    """`tandem eval` scores every route on the running endpoint and writes the report; a broken question
+    set is refused with its line number before anything is asked."""
+    evaluation(project)
+    scored = tandem("eval", "-f", str(project), state=state, timeout=600)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    assert "recommendation" in scored.stdout
+    report = state / "evaluations" / "default-scorecard"
+    assert {p.name for p in report.iterdir()} >= {"report.md", "report.html", "scorecard.json"}
+    card = json.loads((report / "scorecard.json").read_text())
+    assert card["complete"] and card["questions"] == 4
+    records = {(r["strategy"], r["question"]["kind"]): r for r in card["records"]}
+    assert len(records) == 3 * 4  # base, codeword, rag x 4 questions
+    fresh = records[("rag", "fresh")]  # the same answers `tandem ask` gave above
+    assert fresh["correct"] and "pages/parking.md" in fresh["retrieved_documents"], fresh
+    assert records[("codeword", "codeword")]["correct"], records[("codeword", "codeword")]
+    assert not records[("base", "fresh")]["retrieved_documents"]  # the base route does not retrieve
+    for strategy in card["strategies"]:  # the headline figures are the records' own
+        mine = [r["correct"] for r in card["records"] if r["strategy"] == strategy["info"]["name"]]
+        assert strategy["metrics"]["correct"]["value"] == sum(mine) / len(mine)
+    cost = card["update_cost"]
+    assert cost["document"] == "pages/parking.md" and cost["reindex_seconds"] > 0
+    assert cost["adapter"] == "codeword" and cost["retrain_seconds"] > cost["reindex_seconds"]
+    html = (report / "report.html").read_text()
+    assert "<svg" in html and card["recommendation"]["reason"][:40] in html.replace("&#39;", "'")
+
+    (project / "questions.jsonl").write_text('{"question": "No answer given?"}\n')
+    refused = tandem("eval", "-f", str(project), state=state, timeout=120)
+    assert refused.returncode == 1
+    assert "questions.jsonl:1: field 'answer' is missing" in refused.stdout, refused.stdout

@@ -168,3 +168,18 @@ def test_open_questions_are_left_to_a_judge() -> None:
     )
     assert record.correct is None and record.in_format is True
     assert record.token_f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # "agenda" shared
+
+
+def test_the_evaluation_spec_rejects_what_it_cannot_run() -> None:
+    from pydantic import ValidationError
+
+    from tandem.api.v1alpha1 import EvaluationSpec
+
+    base = {"endpointRef": {"name": "assistant"}, "questions": {"uri": "file://questions.jsonl"}}
+    twice = [{"name": "rag", "route": "rag"}, {"name": "rag", "route": "hybrid"}]
+    with pytest.raises(ValidationError, match="strategies: strategy names must be unique"):
+        EvaluationSpec.model_validate({**base, "strategies": twice})
+    with pytest.raises(ValidationError, match="exactly one of configMap or uri"):
+        EvaluationSpec.model_validate({**base, "questions": {}})
+    spec = EvaluationSpec.model_validate(base)
+    assert spec.strategies == [] and spec.update_cost and spec.refusal_patterns  # defaults

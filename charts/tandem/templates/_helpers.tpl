@@ -64,16 +64,24 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
 {{- define "tandem.namespacedRules" -}}
 # Tandem resources: kopf watches them and patches finalizers and annotations; the reconciler reads them.
 - apiGroups: ["tandem.dev"]
-  resources: ["knowledgebases", "adaptertrainings", "hybridendpoints"]
+  resources: ["knowledgebases", "adaptertrainings", "hybridendpoints", "evaluations"]
   verbs: ["get", "list", "watch", "patch"]
 # The reconciler writes status through the status subresource.
 - apiGroups: ["tandem.dev"]
-  resources: ["knowledgebases/status", "adaptertrainings/status", "hybridendpoints/status"]
+  resources:
+    - "knowledgebases/status"
+    - "adaptertrainings/status"
+    - "hybridendpoints/status"
+    - "evaluations/status"
   verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
 # admission plugin (e.g. OpenShift) allows only with update on the owner's finalizers.
 - apiGroups: ["tandem.dev"]
-  resources: ["knowledgebases/finalizers", "adaptertrainings/finalizers", "hybridendpoints/finalizers"]
+  resources:
+    - "knowledgebases/finalizers"
+    - "adaptertrainings/finalizers"
+    - "hybridendpoints/finalizers"
+    - "evaluations/finalizers"
   verbs: ["update"]
 # Cross-namespace references are checked against the target namespace's grants.
 - apiGroups: ["tandem.dev"]

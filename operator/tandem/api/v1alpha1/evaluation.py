@@ -89,7 +89,8 @@ class EvaluationSpec(TandemModel):
 
     cel_rules = (
         CelRule(
-            "!has(self.strategies) || self.strategies.all(s, self.strategies.exists_one(t, t.name == s.name))",
+            "!has(self.strategies) || "
+            "self.strategies.all(s, self.strategies.exists_one(t, t.name == s.name))",
             "strategy names must be unique",
             ".strategies",
         ),

@@ -17,23 +17,41 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tandem.api.kinds import ADAPTER_TRAINING, HYBRID_ENDPOINT, KNOWLEDGE_BASE, REFERENCE_GRANT, Kind, by_kind
+from tandem.api.kinds import (
+    ADAPTER_TRAINING,
+    EVALUATION,
+    HYBRID_ENDPOINT,
+    KNOWLEDGE_BASE,
+    REFERENCE_GRANT,
+    Kind,
+    by_kind,
+)
 from tandem.api.v1alpha1 import (
     AdapterTrainingSpec,
     CrossNamespaceReference,
+    EvaluationSpec,
     HybridEndpointSpec,
     KnowledgeBaseSpec,
 )
+from tandem.api.v1alpha1.evaluation import StrategySummary
 
 from . import metrics
 from .adapters import adapter_statuses, loaded_per_pod
 from .api import ApiError, KubeApi
-from .conditions import READY, Outcome, condition, conditions_for, is_ready
-from .observe import RETRY_HINT, deployment_replicas, termination_report, work_outcome
+from .conditions import READY, STALLED, Outcome, condition, conditions_for, is_ready
+from .observe import RETRY_HINT, deployment_replicas, job_outcome, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .planners import Plan
 from .planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
 from .planners.cleanup import plan_cleanup
+from .planners.evaluation import (
+    EVALUATE_CONTAINER,
+    ResolvedEndpoint,
+    ResolvedTraining,
+    check_endpoint_namespace,
+    plan_evaluation,
+    run_name,
+)
 from .planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .references import reference_allowed
@@ -60,6 +78,7 @@ CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ),
+    EVALUATION.kind: (("v1", "ConfigMap"), ("batch/v1", "Job")),
 }
 DEFAULT_URI_ADAPTER_RANK = 16
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
@@ -93,6 +112,21 @@ def contains(live: Any, desired: Any) -> bool:
             return all(d["name"] in by_name and contains(by_name[d["name"]], d) for d in desired)
         return all(map(contains, live, desired))
     return bool(live == desired)
+
+
+def _strategy_summaries(report: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The per-strategy headline of an evaluation result, as status holds it; None when there is none or it
+    does not read as one (a truncated or foreign termination message)."""
+    strategies = report.get("strategies")
+    if not isinstance(strategies, list) or not isinstance(report.get("questions"), int):
+        return None
+    try:
+        return [
+            StrategySummary.model_validate(s).model_dump(by_alias=True, exclude_none=True, mode="json")
+            for s in strategies
+        ]
+    except ValidationError:
+        return None
 
 
 @dataclass
@@ -224,6 +258,11 @@ class Reconciler:
                 pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
                 observed = await loaded_per_pod(pods, self.settings.vllm_port)
                 outcome, figures = self._hybrid_endpoint_status(he_spec, plan, live, waiting, observed)
+            elif kind is EVALUATION:
+                ev_spec = EvaluationSpec.model_validate(body.get("spec") or {})
+                outcome, figures, writes = await self._evaluation(
+                    owner, ev_spec, body.get("status") or {}, token
+                )
             else:
                 raise KeyError(f"{kind.kind} is not reconciled")
         except ValidationError as e:
@@ -291,14 +330,21 @@ class Reconciler:
         self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]]
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
-        outcome = work_outcome(live.get(_key(plan.work)), "RayJob", "training")
+        rayjob = live.get(_key(plan.work))
+        outcome = work_outcome(rayjob, "RayJob", "training")
         figures: dict[str, Any] = {
             "rayJob": plan.work["metadata"]["name"],
             "adapterVersion": plan.facts["version"],
         }
+        # KubeRay's own times of the run: an Evaluation compares the cost of retraining with re-indexing.
+        ray_status = (rayjob or {}).get("status") or {}
+        if ray_status.get("startTime"):
+            figures["startTime"] = ray_status["startTime"]
         if outcome.state == "Ready":
             outcome = Outcome.ready("Trained", f"adapter {plan.facts['adapterUri']} written")
             figures["adapterUri"] = plan.facts["adapterUri"]
+            if ray_status.get("endTime"):
+                figures["completionTime"] = ray_status["endTime"]
         figures["phase"] = {"Ready": "Succeeded", "Stalled": "Failed"}.get(
             outcome.state, "Running" if outcome.reason == "Running" else "Pending"
         )
@@ -353,11 +399,127 @@ class Reconciler:
         figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(outcome.state, "Progressing")
         return outcome, figures
 
+    async def _evaluation(
+        self, owner: Owner, spec: EvaluationSpec, status: dict[str, Any], token: str
+    ) -> tuple[Outcome, dict[str, Any], int]:
+        """An Evaluation runs once per spec and tandem.dev/run value. What it asks (the endpoint's routes,
+        tenants, knowledge bases) is read when the run starts and fixed from then on: a Job's pod cannot
+        change, and a scorecard describes the endpoint as it was when asked. So once the run's Job exists,
+        reconciling only observes it."""
+        name = run_name(owner, spec, token)
+        job = await self.api.get("batch/v1", "Job", owner.namespace, name)
+        writes = 0
+        if job is None or not self._owned(job, owner):
+            if job is None and status.get("job") == name and status.get("phase") in ("Succeeded", "Failed"):
+                # This run finished and its Job has since been collected (ttl) or deleted: its result is
+                # already in status, and running it again would ask every question again.
+                return self._recorded_outcome(status), {}, 0
+            # A new run that cannot start yet: the figures of an earlier run must not stand for it.
+            try:
+                # Checked before the lookup: no ReferenceGrant makes another namespace's Secrets mountable.
+                check_endpoint_namespace(owner, spec)
+                endpoint = await self._resolve_endpoint(owner, spec)
+                plan = plan_evaluation(owner, spec, self.settings, endpoint, token)
+            except Blocked as e:
+                return e.outcome, self._evaluation_figures(None, e.outcome), 0
+            except PlanError as e:
+                outcome = Outcome.stalled(e.reason, str(e))
+                return outcome, self._evaluation_figures(None, outcome), 0
+            assert plan.work is not None
+            live, writes = await self._sync_children(owner, plan)  # also prunes the previous run
+            job = live.get(_key(plan.work))
+        selector = {JOB_NAME_LABEL: name}
+        pods = await self.api.list("v1", "Pod", owner.namespace, selector)
+        report = termination_report(pods, EVALUATE_CONTAINER)
+        outcome, figures = self._evaluation_status(job, report, spec.report.uri if spec.report else None)
+        return outcome, figures, writes
+
+    @staticmethod
+    def _evaluation_figures(job: dict[str, Any] | None, outcome: Outcome) -> dict[str, Any]:
+        """Status figures of the current run with nothing measured yet (None clears a field)."""
+        job_status = (job or {}).get("status") or {}
+        return {
+            "phase": {"Ready": "Succeeded", "Stalled": "Failed"}.get(
+                outcome.state, "Running" if outcome.reason in ("Running", "Retrying") else "Pending"
+            ),
+            "job": job["metadata"]["name"] if job else None,
+            "questions": None,
+            "answered": None,
+            "strategies": [],
+            "recommendation": None,
+            "reportUri": None,
+            "startTime": job_status.get("startTime"),
+            "completionTime": None,
+        }
+
+    def _evaluation_status(
+        self, job: dict[str, Any] | None, report: dict[str, Any] | None, report_uri: str | None
+    ) -> tuple[Outcome, dict[str, Any]]:
+        outcome = job_outcome(job, "evaluation")
+        report = report or {}
+        if "error" in report:  # the workload's own account of a failed attempt (exit 1 or 2)
+            cause = f"{report['error']}: {report.get('message', '')}"
+            if outcome.state == "Stalled":
+                outcome = Outcome.stalled(str(report["error"]), f"{cause}; {RETRY_HINT}")
+            elif outcome.state == "Progressing":
+                outcome = Outcome.progressing(
+                    "Retrying", f"the last evaluation attempt failed ({cause}); retrying"
+                )
+        summaries = None
+        if outcome.state == "Ready":
+            summaries = _strategy_summaries(report)
+            if summaries is None:
+                assert job is not None
+                outcome = Outcome.ready(
+                    "Evaluated",
+                    f"evaluation Job {job['metadata']['name']} completed but left no readable result in its "
+                    "termination message; the scorecard is in its log and report files",
+                )
+        figures = self._evaluation_figures(job, outcome)
+        if outcome.state != "Ready" or summaries is None:
+            return outcome, figures
+        assert job is not None
+        figures.update(
+            questions=report.get("questions"),
+            answered=report.get("answered"),
+            strategies=summaries,
+            recommendation=report.get("recommendation"),
+            # Only where files were written: status never claims more than was observed.
+            reportUri=report_uri if report.get("reportFiles") else None,
+            completionTime=((job.get("status") or {}).get("completionTime")),
+        )
+        asked = (report.get("questions") or 0) * len(summaries)
+        message = f"{report.get('answered')}/{asked} answers from {len(summaries)} strategies"
+        if report.get("recommendation"):
+            message += f"; {report['recommendation']}"
+        warnings = [str(w) for w in report.get("warnings") or []]
+        if warnings:
+            message += f"; warnings: {'; '.join(warnings[:3])}"
+        return Outcome.ready("Evaluated", message), figures
+
+    @staticmethod
+    def _recorded_outcome(status: dict[str, Any]) -> Outcome:
+        """The outcome status already records for a finished run."""
+        ready, stalled = condition(status, READY) or {}, condition(status, STALLED) or {}
+        if ready.get("status") == "True":
+            return Outcome.ready(str(ready.get("reason")), str(ready.get("message")))
+        return Outcome.stalled(str(stalled.get("reason")), str(stalled.get("message")))
+
     # -- references -------------------------------------------------------------------------------------
 
     async def _resolve(
         self, referrer: Kind, owner: Owner, target: Kind, ref: CrossNamespaceReference
     ) -> dict[str, Any]:
+        obj = await self._lookup(referrer, owner, target, ref)
+        if obj is None:
+            where = f"{target.kind} {ref.namespace or owner.namespace}/{ref.name}"
+            raise Blocked(Outcome.stalled(f"{target.kind}NotFound", f"{where} does not exist"))
+        return obj
+
+    async def _lookup(
+        self, referrer: Kind, owner: Owner, target: Kind, ref: CrossNamespaceReference
+    ) -> dict[str, Any] | None:
+        """The referenced object (None when it does not exist); Blocked when no grant allows the reference."""
         namespace = ref.namespace or owner.namespace
         where = f"{target.kind} {namespace}/{ref.name}"
         if namespace != owner.namespace:
@@ -377,10 +539,44 @@ class Reconciler:
                         f"{referrer.kind}s from namespace {owner.namespace}",
                     )
                 )
-        obj = await self.api.get(target.api_version, target.kind, namespace, ref.name)
-        if obj is None:
-            raise Blocked(Outcome.stalled(f"{target.kind}NotFound", f"{where} does not exist"))
-        return obj
+        return await self.api.get(target.api_version, target.kind, namespace, ref.name)
+
+    async def _resolve_endpoint(self, owner: Owner, spec: EvaluationSpec) -> ResolvedEndpoint:
+        """The endpoint an Evaluation asks, once it is Ready, with what its references resolve to."""
+        ref = spec.endpoint_ref
+        where = f"HybridEndpoint {ref.namespace or owner.namespace}/{ref.name}"
+        endpoint = await self._lookup(EVALUATION, owner, HYBRID_ENDPOINT, ref)
+        # Both are waits, not failures: manifests applied together create the endpoint after the
+        # Evaluation, and an endpoint takes minutes to become Ready. The resync timer looks again.
+        if endpoint is None:
+            raise Blocked(Outcome.progressing("WaitingForEndpoint", f"{where} does not exist yet"))
+        if not is_ready(endpoint):
+            said = (condition(endpoint.get("status"), READY) or {}).get("message") or "no status yet"
+            raise Blocked(Outcome.progressing("WaitingForEndpoint", f"{where} is not Ready yet: {said}"))
+        he_spec = HybridEndpointSpec.model_validate(endpoint.get("spec") or {})
+        he_owner = Owner.from_body(endpoint)
+        trainings: dict[str, ResolvedTraining] = {}
+        for adapter in he_spec.adapters:
+            if adapter.adapter_training_ref is None:
+                continue
+            # Resolved as the endpoint resolves it (its namespace, its grants); a training gone since
+            # only makes the retrain figure unknown.
+            training = await self._lookup(
+                HYBRID_ENDPOINT, he_owner, ADAPTER_TRAINING, adapter.adapter_training_ref
+            )
+            if training is None:
+                continue
+            at_status = training.get("status") or {}
+            trainings[adapter.name] = ResolvedTraining(
+                raft=bool((training.get("spec") or {}).get("raft")),
+                start_time=at_status.get("startTime"),
+                completion_time=at_status.get("completionTime"),
+            )
+        kbs = [
+            await self._resolve_knowledge_base(HYBRID_ENDPOINT, he_owner, kb_ref, False)
+            for kb_ref in he_spec.knowledge_bases
+        ]
+        return ResolvedEndpoint(he_owner.namespace, he_owner.name, he_spec, trainings, kbs)
 
     async def _resolve_knowledge_base(
         self, referrer: Kind, owner: Owner, ref: CrossNamespaceReference, must_be_ready: bool

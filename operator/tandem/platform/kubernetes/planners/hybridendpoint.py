@@ -220,18 +220,7 @@ def plan_hybrid_endpoint(
     gateway_mounts = Mounts()
     gateway_mounts.add_config_map(config_name, CONFIG_DIR)
     for kb in knowledge_bases:
-        if kb.credentials is not None:
-            volume = f"milvus-{child_name(kb.name, 'token')}"[:63]
-            gateway_mounts.volumes.append(
-                {
-                    "name": volume,
-                    "secret": {
-                        "secretName": kb.credentials.name,
-                        "items": [{"key": kb.credentials.key, "path": "token"}],
-                    },
-                }
-            )
-            gateway_mounts.mounts.append({"name": volume, "mountPath": _token_dir(kb), "readOnly": True})
+        mount_milvus_token(gateway_mounts, kb)
     for tenant in spec.tenants:
         volume = f"key-{tenant.name}"
         ref = tenant.api_key_secret_ref
@@ -346,7 +335,7 @@ def plan_hybrid_endpoint(
     return Plan(
         children=children,
         facts={
-            "url": f"http://{owner.name}.{owner.namespace}.svc/v1",
+            "url": gateway_url(owner.namespace, owner.name),
             "vllmDeployment": vllm_name,
             "gatewayDeployment": gateway_name,
             # Where each adapter lies inside the vLLM pods: what /v1/models must report for it to count.
@@ -357,8 +346,33 @@ def plan_hybrid_endpoint(
     )
 
 
+def gateway_url(namespace: str, name: str) -> str:
+    """The endpoint's OpenAI-compatible base URL inside the cluster: its gateway Service (named after the
+    endpoint, port 80)."""
+    return f"http://{name}.{namespace}.svc/v1"
+
+
 def _token_dir(kb: ResolvedKnowledgeBase) -> str:
     return f"{MILVUS_TOKENS_DIR}/{kb.name}"
+
+
+def mount_milvus_token(mounts: Mounts, kb: ResolvedKnowledgeBase) -> str | None:
+    """Mount the KnowledgeBase's Milvus token Secret, if it has one; the file a workload reads it from.
+    The caller checks that the Secret is in the pod's namespace (pods mount no other namespace's)."""
+    if kb.credentials is None:
+        return None
+    volume = f"milvus-{child_name(kb.name, 'token')}"[:63]
+    mounts.volumes.append(
+        {
+            "name": volume,
+            "secret": {
+                "secretName": kb.credentials.name,
+                "items": [{"key": kb.credentials.key, "path": "token"}],
+            },
+        }
+    )
+    mounts.mounts.append({"name": volume, "mountPath": _token_dir(kb), "readOnly": True})
+    return f"{_token_dir(kb)}/token"
 
 
 def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase) -> dict[str, Any]:
