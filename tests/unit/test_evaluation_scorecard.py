@@ -146,3 +146,21 @@ def test_an_endpoint_that_stops_answering_ends_the_run_with_answers_kept() -> No
     assert served == ["Bearer key-of-staff"] * 2
     card = scorecard.build("ev", "assistant", INFOS[:2], records, len(QUESTIONS), False, None)
     assert not card.complete and card.strategies[0].answered == 2
+
+
+def test_the_result_line_fits_a_termination_message() -> None:
+    import json
+
+    from tandem.workloads.evaluation.__main__ import fit, summary
+
+    many = [StrategyInfo(f"strategy-{i}", "rag", None, True, "rag") for i in range(16)]
+    recs = [r for i in many for r in records(i.name, 4, True, True)]
+    card = scorecard.build("ev", "assistant", many, recs, len(QUESTIONS), True, None, ["w" * 300] * 5)
+    whole = summary(card, [])
+    assert len(json.dumps({"result": whole})) > 4096  # too big as it stands
+    fitted = fit(whole)
+    assert len(json.dumps({"result": fitted}).encode()) <= 4096
+    assert fitted["warnings"] == [] and fitted["questions"] == 9
+    assert fitted["strategies"] == whole["strategies"][: len(fitted["strategies"])]
+    small = summary(scorecard.build("ev", "assistant", INFOS, ALL, len(QUESTIONS), True, None), [])
+    assert fit(small) == small  # what fits is left alone

@@ -172,6 +172,29 @@ def summary(card: Scorecard, files: list[Path]) -> dict[str, Any]:
     }
 
 
+# The kubelet keeps 4 KiB of termination message, and the operator reads the result from there.
+TERMINATION_BYTES = 4096
+
+
+def fit(outcome: dict[str, Any], limit: int = TERMINATION_BYTES) -> dict[str, Any]:
+    """Shrink the result line until it fits the termination message: the report files keep everything,
+    so warnings, file names and the recommendation's detail go first; strategies' figures go last."""
+
+    def size(value: dict[str, Any]) -> int:
+        return len(json.dumps({"result": value}).encode())
+
+    out = dict(outcome)
+    for key in ("warnings", "reportFiles"):
+        if size(out) > limit and out.get(key):
+            out[key] = []
+    if size(out) > limit:
+        out["recommendation"] = str(out.get("recommendation", ""))[:200]
+    while size(out) > limit and out.get("strategies"):
+        out["strategies"] = out["strategies"][:-1]
+        out["truncated"] = True
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tandem.workloads.evaluation", description=__doc__)
     parser.add_argument("--spec", required=True, help="The EvaluationJob JSON file.")
@@ -186,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluationError as e:
         finish({"error": e.reason, "message": str(e)}, args.result_file)
         return EXIT_PERMANENT
-    outcome = summary(card, files)
+    outcome = fit(summary(card, files))
     if card.records and all(
         (r.error or "").startswith(("endpoint unreachable", "not asked")) for r in card.records
     ):
