@@ -224,7 +224,9 @@ def test_metrics_off_means_no_port_and_no_service() -> None:
     assert not objects(docs, "Service")
 
 
-def test_network_policy_allows_only_probes_scrapes_dns_and_the_api_server() -> None:
+def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator_calls() -> None:
+    """In: probes and scrapes. Out: DNS, the API server, Ray dashboards (training progress) and vLLM
+    pods' /v1/models (adapter load state), each to the pods that serve it."""
     docs = render(*FULL)
     policy = the(docs, "NetworkPolicy")
     pod_labels = the(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -232,7 +234,15 @@ def test_network_policy_allows_only_probes_scrapes_dns_and_the_api_server() -> N
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["health", "metrics"]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {53, 443} <= egress_ports
+    vllm_port = yaml.safe_load(FULL_VALUES.read_text())["workloads"]["vllmPort"]
+    assert {53, 443, 8265, vllm_port} <= egress_ports
+    vllm_pods = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "vllm"}
+    [vllm] = [
+        r
+        for r in policy["spec"]["egress"]
+        if r.get("to", [{}])[0].get("podSelector", {}).get("matchLabels") == vllm_pods
+    ]
+    assert [p["port"] for p in vllm["ports"]] == [vllm_port]
 
 
 # -- RBAC against the code ---------------------------------------------------------------------------------

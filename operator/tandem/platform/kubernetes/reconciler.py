@@ -54,6 +54,7 @@ from .planners.evaluation import (
 )
 from .planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
+from .ray_progress import PROGRESS_FIELDS, rayjob_progress
 from .references import reference_allowed
 from .settings import OperatorSettings
 from .volumes import PlanError
@@ -245,7 +246,12 @@ class Reconciler:
                     )
                 plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
                 live, writes = await self._sync_children(owner, plan)
-                outcome, figures = self._adapter_training_status(plan, live)
+                outcome, figures = self._adapter_training_status(plan, live, body.get("status") or {})
+                if figures["phase"] == "Running" and plan.work is not None:
+                    # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
+                    progress = await rayjob_progress(live.get(_key(plan.work)))
+                    if progress is not None:
+                        figures.update(progress.figures())
             elif kind is HYBRID_ENDPOINT:
                 he_spec = HybridEndpointSpec.model_validate(body.get("spec") or {})
                 adapters, waiting = await self._resolve_adapters(owner, he_spec)
@@ -327,7 +333,7 @@ class Reconciler:
         return outcome, figures
 
     def _adapter_training_status(
-        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]]
+        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]], old: dict[str, Any]
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
         rayjob = live.get(_key(plan.work))
@@ -336,6 +342,10 @@ class Reconciler:
             "rayJob": plan.work["metadata"]["name"],
             "adapterVersion": plan.facts["version"],
         }
+        if old.get("rayJob") != figures["rayJob"]:
+            # A new run (each has its own RayJob): the step and loss of the last one do not describe it.
+            # Otherwise they stay as last read, also while the dashboard cannot be read (None clears).
+            figures.update(dict.fromkeys(PROGRESS_FIELDS))
         # KubeRay's own times of the run: an Evaluation compares the cost of retraining with re-indexing.
         ray_status = (rayjob or {}).get("status") or {}
         if ray_status.get("startTime"):
