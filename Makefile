@@ -10,10 +10,11 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo demo-cluster bench clean
+.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo eval demo-cluster bench clean
 
 help:
 	@echo "make demo       the local quickstart: tandem up -f examples/quickstart, then a few questions"
+	@echo "make eval       the quickstart's scorecard: every route on examples/quickstart/questions.jsonl (tandem eval)"
 	@echo "make demo-cluster  the operator against the API emulator, driven with kubectl (examples/basic)"
 	@echo "make test       full test suite (unit + integration), installs what it needs"
 	@echo "make test-fast  unit tier only (seconds)"
@@ -80,6 +81,10 @@ demo: venv vllm
 	@echo "The endpoint keeps running (see above). Stop everything with: .venv/bin/tandem down"
 
 # The operator against the API emulator (no cluster here), driven with the real kubectl.
+eval: venv vllm
+	$(BIN)/tandem up --detach -f examples/quickstart
+	$(BIN)/tandem eval -f examples/quickstart
+
 demo-cluster: venv tools
 	$(BIN)/python scripts/demo.py
 
