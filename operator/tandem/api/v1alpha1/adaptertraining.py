@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,14 @@ class ModelSource(TandemModel):
         default=None, description="GGUF file inside the location to convert, when it holds GGUF files."
     )
     revision: str | None = Field(default=None, description="Revision (hf:// only).")
+    allow_private_networks: bool = Field(
+        default=False,
+        description=(
+            "http(s):// only: allow a URI (or a redirect) that resolves to a private, loopback or link-local "
+            "address, e.g. an in-cluster model store. Off by default so that a manifest cannot make the "
+            "workload fetch from internal services (SSRF)."
+        ),
+    )
 
 
 class ConfigMapKey(TandemModel):
@@ -186,6 +194,21 @@ class AdapterTrainingSpec(TandemModel):
     resources: TrainingResources = nested(TrainingResources, "Ray Train workers.")
     output: Output = Field(description="Where the adapter is written.")
     image: str | None = Field(default=None, description="Worker image; defaults to the operator's setting.")
+
+    def training_inputs(self) -> dict[str, Any]:
+        """What decides the adapter's weights, as JSON: the adapter version and the workload's skip check
+        both digest this. Only fields set to something other than their default count, so an optional
+        field added by a later API version does not retrain every adapter on upgrade (the price: a changed
+        default does not either). Where the adapter is written, which image runs and which networks the
+        model may come from are not inputs."""
+        exclude: dict[str, Any] = {
+            "output": True,
+            "image": True,
+            "base_model": {"allow_private_networks": True},
+        }
+        return self.model_dump(
+            by_alias=True, exclude_none=True, exclude_defaults=True, mode="json", exclude=exclude
+        )
 
 
 class AdapterTrainingStatus(CommonStatus):

@@ -334,7 +334,12 @@ class LocalPlatform:
             return
         try:
             self.progress(he.key, {"stage": "model", "message": "preparing the base model"})
-            model = prepare(spec.base_model.uri, spec.base_model.gguf_file, self.model_cache)
+            model = prepare(
+                spec.base_model.uri,
+                spec.base_model.gguf_file,
+                self.model_cache,
+                allow_private_networks=spec.base_model.allow_private_networks,
+            )
         except ModelError as e:
             raise WorkFailed(e.reason, str(e)) from None
         vllm = self._ensure_vllm(he, str(model.path), adapters)

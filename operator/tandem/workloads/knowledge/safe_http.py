@@ -4,12 +4,16 @@ Every hop (the URL and each redirect) is resolved once, every resolved address i
 connection goes to the checked address (the host name is kept for the Host header and TLS SNI), so
 a DNS answer that changes between the check and the connection cannot smuggle a private address in.
 Responses are bounded in size and time; redirects are followed by hand, at most `max_redirects`.
+`fetch` reads a body into memory; `stream` hands the response over unread, for bodies (model weights)
+that must go straight to disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -18,6 +22,22 @@ import httpx
 
 class FetchError(Exception):
     """A URL could not be fetched; the message says why in terms a manifest author can act on."""
+
+
+class AddressRefused(FetchError):
+    """The URL, or a redirect, resolves to an address the manifest did not allow (a configuration error)."""
+
+    def __init__(self, message: str, host: str, address: str) -> None:
+        super().__init__(message)
+        self.host, self.address = host, address
+
+
+class StatusError(FetchError):
+    """The server answered with an HTTP error; `status` lets callers tell "not there" from "try later"."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -50,34 +70,40 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     if not allow_private:
         for address in addresses:
             if _forbidden(address):
-                raise FetchError(
+                raise AddressRefused(
                     f"{host} resolves to {address}, a private, loopback or link-local address; "
-                    "set allowPrivateNetworks: true on the source if this is intended"
+                    "set allowPrivateNetworks: true on the source if this is intended",
+                    host,
+                    str(address),
                 )
     return str(addresses[0])
 
 
-def fetch(url: str, *, allow_private: bool, max_bytes: int, timeout: float, max_redirects: int) -> Fetched:
+@dataclass(frozen=True)
+class Streamed:
+    url: str  # the final URL, after redirects
+    response: httpx.Response  # status < 400, body not read yet: iterate `response.iter_bytes()`
+
+
+@contextlib.contextmanager
+def stream(
+    url: str,
+    *,
+    allow_private: bool,
+    timeout: float,
+    max_redirects: int,
+    user_agent: str = "tandem-ingest/0.1",
+) -> Iterator[Streamed]:
+    """The response to GET `url`, its body unread, after every hop passed the address check.
+
+    For bodies too large to hold in memory (model weights): the caller streams the body where it wants
+    and bounds it itself. `timeout` applies to each network operation, not to the whole transfer.
+    Transport errors while the caller reads the body come out as FetchError too.
+    """
     current = url
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(max_redirects + 1):
-            parts = urlsplit(current)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise FetchError(f"{current}: only http and https URLs are fetched")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            address = resolve(parts.hostname, port, allow_private)
-            pinned_host = f"[{address}]" if ":" in address else address
-            pinned = urlunsplit((parts.scheme, f"{pinned_host}:{port}", parts.path or "/", parts.query, ""))
-            host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-            request = client.build_request(
-                "GET",
-                pinned,
-                headers={"Host": host_header, "User-Agent": "tandem-ingest/0.1"},
-                extensions={
-                    "sni_hostname": parts.hostname,
-                    "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
-                },
-            )
+            request = _pinned_request(client, current, allow_private, timeout, user_agent)
             try:
                 response = client.send(request, stream=True)
             except httpx.HTTPError as e:
@@ -90,18 +116,49 @@ def fetch(url: str, *, allow_private: bool, max_bytes: int, timeout: float, max_
                     current = urljoin(current, location)
                     continue
                 if response.status_code >= 400:
-                    raise FetchError(f"{current}: HTTP {response.status_code}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(f"{current}: {declared} bytes exceeds maxBytes {max_bytes}")
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FetchError(f"{current}: more than maxBytes {max_bytes} bytes")
-                return Fetched(current, response.headers.get("content-type"), bytes(body))
-            except httpx.HTTPError as e:
-                raise FetchError(f"{current}: {type(e).__name__}: {e}") from None
+                    raise StatusError(f"{current}: HTTP {response.status_code}", response.status_code)
+                try:
+                    yield Streamed(current, response)
+                except httpx.HTTPError as e:
+                    raise FetchError(f"{current}: {type(e).__name__}: {e}") from None
+                return
             finally:
                 response.close()
     raise FetchError(f"{url}: more than {max_redirects} redirects")
+
+
+def _pinned_request(
+    client: httpx.Client, url: str, allow_private: bool, timeout: float, user_agent: str
+) -> httpx.Request:
+    """A GET to the checked address of `url`'s host, keeping the host name for Host and TLS SNI."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"{url}: only http and https URLs are fetched")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = resolve(parts.hostname, port, allow_private)
+    pinned_host = f"[{address}]" if ":" in address else address
+    pinned = urlunsplit((parts.scheme, f"{pinned_host}:{port}", parts.path or "/", parts.query, ""))
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return client.build_request(
+        "GET",
+        pinned,
+        headers={"Host": host_header, "User-Agent": user_agent},
+        extensions={
+            "sni_hostname": parts.hostname,
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+        },
+    )
+
+
+def fetch(url: str, *, allow_private: bool, max_bytes: int, timeout: float, max_redirects: int) -> Fetched:
+    """The whole body of `url` in memory, at most `max_bytes` of it."""
+    with stream(url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects) as got:
+        declared = got.response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise FetchError(f"{got.url}: {declared} bytes exceeds maxBytes {max_bytes}")
+        body = bytearray()
+        for chunk in got.response.iter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise FetchError(f"{got.url}: more than maxBytes {max_bytes} bytes")
+        return Fetched(got.url, got.response.headers.get("content-type"), bytes(body))

@@ -42,9 +42,13 @@ def adapter_version(
     same inputs. Asking for a run (annotation tandem.dev/run) makes a new version, never an overwrite."""
     if spec.output.version:
         return spec.output.version
-    inputs = spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"output", "image"})
     return "v" + digest(
-        {"inputs": inputs, "raftRevision": raft_kb.revision if raft_kb else None, "run": run_token}, 8
+        {
+            "inputs": spec.training_inputs(),
+            "raftRevision": raft_kb.revision if raft_kb else None,
+            "run": run_token,
+        },
+        8,
     )
 
 
