@@ -240,7 +240,22 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
             up.send_signal(signal.SIGINT)
             up.communicate(timeout=60)
 
-    # A second up redoes nothing: no resource is touched (no ingest, no training), same servers.
+    servers = state_of(state)["servers"]
+    try:
+        second_up_redoes_nothing(project, state)
+        check_evaluation(project, state)
+    except BaseException:
+        tandem("down", state=state, timeout=120)  # leave nothing running for the rest of the suite
+        raise
+
+    down = tandem("down", state=state, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not any(processes.alive(s["pid"]) for s in servers.values())
+    assert state_of(state)["servers"] == {}
+
+
+def second_up_redoes_nothing(project: Path, state: Path) -> None:
+    """No resource is touched (no ingest, no training), and the servers are the same processes."""
     before_up = state_of(state)
     again = tandem("up", "-f", str(project), "--detach", state=state, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -252,13 +267,6 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
     assert {k: v["pid"] for k, v in after_up["servers"].items()} == {k: v["pid"] for k, v in servers.items()}
     status = tandem("status", state=state)
     assert "HybridEndpoint" in status.stdout and "Serving" in status.stdout
-
-    check_evaluation(project, state)
-
-    down = tandem("down", state=state, timeout=120)
-    assert down.returncode == 0, down.stderr
-    assert not any(processes.alive(s["pid"]) for s in servers.values())
-    assert state_of(state)["servers"] == {}
 
 
 def check_evaluation(project: Path, state: Path) -> None:

@@ -157,8 +157,9 @@ def test_question_sets_are_checked_line_by_line(tmp_path: Path) -> None:
 
 
 def test_open_questions_are_left_to_a_judge() -> None:
-    """A question without supporting documents (about the format, say) has many good answers: lexical
-    scoring does not pretend to judge it, but the format and F1 are still measured."""
+    """A question whose reference is an example answer in the house format has many good answers: lexical
+    scoring does not pretend to judge it, but the format and F1 are still measured. A plain reference
+    is a fact, scored with or without supporting documents (an adapter may know it)."""
     q = Question(4, "How can I keep a meeting short?", "Answer: Share an agenda.\n— Quillfeather Help Desk")
     record = Record("adapter", q)
     score(
@@ -168,6 +169,9 @@ def test_open_questions_are_left_to_a_judge() -> None:
     )
     assert record.correct is None and record.in_format is True
     assert record.token_f1 == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # "agenda" shared
+    taught = Record("adapter", Question(5, "What is the codeword?", "PLUM-ORBIT-42"))
+    score(taught, _body("The codeword is PLUM-ORBIT-42.", []), Scoring(HOUSE, REFUSALS))
+    assert taught.correct is True
 
 
 def test_the_evaluation_spec_rejects_what_it_cannot_run() -> None:

@@ -161,7 +161,7 @@ class Scorecard:
 METRICS: dict[str, str] = {
     "correct": (
         "answer correct (judge, else the reference found in the answer; a refusal on unanswerable; "
-        "open questions without supporting documents only with a judge)"
+        "a reference in the house format is an example answer, which only a judge scores)"
     ),
     "factual": "questions the knowledge base answers, answered correctly",
     "exactMatch": "answer equals the reference after normalisation",

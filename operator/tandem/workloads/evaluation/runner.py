@@ -86,17 +86,17 @@ def score(record: Record, body: dict[str, Any], scoring: Scoring) -> None:
     record.in_format, content = metrics.in_format(record.answer, scoring.answer_format)
     content = metrics.strip_markers(content)
     record.refused = metrics.is_refusal(content, scoring.refusal_patterns)
-    # A reference written in the house format is compared by its content, like the answer.
-    reference = metrics.in_format(q.reference, scoring.answer_format)[1] or q.reference
+    # A reference in the house format is an example answer (one good answer among many, which only a
+    # judge can compare); any other reference is the fact itself, which the answer must contain.
+    exemplar, reference = metrics.in_format(q.reference, scoring.answer_format)
+    reference = reference or q.reference
     if q.answerable:
         record.exact_match = metrics.exact_match(content, reference)
         record.token_f1 = metrics.token_f1(content, reference)
         if scoring.judge is not None:
             record.correct = scoring.judge.correct(q, content)
-        elif q.documents:
+        elif not exemplar:
             record.correct = metrics.contains(content, reference)
-        # else: an open question (no supporting document, e.g. about the format): its reference is one
-        # good answer among many, which only a judge can compare; lexically it stays unscored (None).
     else:
         record.correct = record.refused
     record.citation_precision, record.citation_recall = metrics.citation_scores(
