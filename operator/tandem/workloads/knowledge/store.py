@@ -109,13 +109,20 @@ def acl_filter(groups: Iterable[str] | None) -> str:
     return f"public == true or array_contains_any(access_labels, {json.dumps(groups)})"
 
 
+# pymilvus pings an idle connection every 10 s; gRPC servers by default (milvus-lite among them) allow a
+# ping without a call in flight only every 5 minutes and answer more with GOAWAY "too_many_pings". pymilvus
+# then fails to recover the shared connection, and a later client for the same address can fail to
+# connect (seen: an evaluation's second connection, minutes after its first). Ping only while calls run.
+GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False, "grpc.keepalive_time_ms": 60_000}
+
+
 class ChunkStore:
     def __init__(
         self, uri: str, collection: str, *, token: str | None = None, database: str | None = None
     ) -> None:
         self.uri = uri
         self.collection = collection
-        kwargs: dict[str, Any] = {"uri": uri}
+        kwargs: dict[str, Any] = {"uri": uri, "grpc_options": GRPC_OPTIONS}
         if token:
             kwargs["token"] = token
         if database:
