@@ -187,3 +187,24 @@ def test_the_evaluation_spec_rejects_what_it_cannot_run() -> None:
         EvaluationSpec.model_validate({**base, "questions": {}})
     spec = EvaluationSpec.model_validate(base)
     assert spec.strategies == [] and spec.update_cost and spec.refusal_patterns  # defaults
+
+
+def test_update_cost_rebuilds_the_document_and_picks_the_fresh_fact() -> None:
+    from tandem.workloads.evaluation.update_cost import measure, pick_document, rebuild_text
+
+    text = "The loading-bay door opens with code 5531#. Codes change every quarter."
+    chunks = [  # overlapping windows, as the token chunker cuts them
+        {"start": 0, "text": text[:40]},
+        {"start": 30, "text": text[30:60]},
+        {"start": 55, "text": text[55:]},
+    ]
+    assert rebuild_text(chunks) == text
+    fact = Question(1, "Parking code?", "ZEBRA-1187", ("office-locations",), "fact")
+    fresh = Question(2, "Loading-bay code?", "5531#", ("security",), "fresh")
+    assert pick_document([fact, fresh]) == "security"
+    assert pick_document([fact]) == "office-locations"
+    assert pick_document([Question(3, "Format?", "Answer: x", (), "format")]) is None
+    cost = measure([fact], [], [], adapters_used=[])
+    assert cost.reindex_seconds is None and cost.retrain_seconds is None and cost.ratio is None
+    assert any("nothing to retrain" in n for n in cost.notes)
+    assert any("settings were not given" in n for n in cost.notes)

@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tandem.api.v1alpha1 import EvaluationSpec, HybridEndpointSpec
+from tandem.api.v1alpha1 import EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.common import SecretKeyReference
 from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.planners import Plan
@@ -49,7 +49,14 @@ def endpoint(namespace: str = NS, **spec_overrides: Any) -> ResolvedEndpoint:
     """The example endpoint (adapter house-style from an AdapterTraining, KB handbook, two tenants)."""
     spec = HybridEndpointSpec.model_validate({**example("HybridEndpoint")["spec"], **spec_overrides})
     kb = ResolvedKnowledgeBase(
-        namespace, "handbook", "tandem_team__handbook", "http://milvus:19530", "r1", credentials=TOKEN
+        namespace,
+        "handbook",
+        "tandem_team__handbook",
+        "http://milvus:19530",
+        "r1",
+        database="team",
+        credentials=TOKEN,
+        spec=KnowledgeBaseSpec.model_validate(example("KnowledgeBase")["spec"]),
     )
     training = ResolvedTraining(
         raft=True, start_time="2026-01-05T10:00:00Z", completion_time="2026-01-05T10:42:30Z"
@@ -135,6 +142,8 @@ def test_job_input_validates_as_the_workloads_model_and_names_the_gateway() -> N
         "http://milvus:19530",
         "all-MiniLM-L6-v2",
     )
+    # Its database, and its own chunking and embedding settings, to time a re-index as it would run.
+    assert kb.database == "team" and kb.spec == endpoint().knowledge_bases[0].spec
     assert kb.token_file is not None
     volume, _ = mount_at(pod_of(plan()), kb.token_file)
     assert volume["secret"] == {"secretName": "milvus", "items": [{"key": "token", "path": "token"}]}

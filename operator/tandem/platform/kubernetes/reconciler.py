@@ -612,6 +612,7 @@ class Reconciler:
             search=spec.search.model_dump(by_alias=True, mode="json"),
             database=spec.milvus.database,
             credentials=spec.milvus.credentials_secret_ref,
+            spec=spec,
         )
 
     async def _resolve_adapters(

@@ -624,6 +624,7 @@ class LocalPlatform:
             collection=f["collection"],
             milvus_uri=f["milvusUri"],
             embedding_model=f["embeddingModel"],
+            database=kb.spec.milvus.database if kb else None,
             spec=kb.spec if kb else None,
         )
 

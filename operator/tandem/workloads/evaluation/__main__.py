@@ -60,7 +60,7 @@ def indexed_documents(job: EvaluationJob, warnings: list[str]) -> list[str]:
     for kb in job.knowledge_bases:
         token = _key(kb.token_file) if kb.token_file else None
         try:
-            store = ChunkStore(kb.milvus_uri, kb.collection, token=token)
+            store = ChunkStore(kb.milvus_uri, kb.collection, token=token, database=kb.database)
             try:
                 ids.extend(store.documents())
             finally:

@@ -29,6 +29,7 @@ class KnowledgeBaseInfo(_Wire):
     collection: str
     milvus_uri: str
     embedding_model: str
+    database: str | None = None
     token_file: str | None = None  # Milvus credentials, mounted from a Secret
     spec: KnowledgeBaseSpec | None = None  # chunking, embedding and index: to time a re-index like its own
 

@@ -58,11 +58,14 @@ def measure(
     if reference is None:
         notes.append("no question names a supporting document: nothing to re-index")
         return cost
+    if not any(kb.spec for kb in knowledge_bases):
+        notes.append("the knowledge bases' settings were not given: the re-index cannot be timed like theirs")
+        return cost
     for kb in knowledge_bases:
         if kb.spec is None:
             continue
         token = Path(kb.token_file).read_text().strip() if kb.token_file else None
-        store = ChunkStore(kb.milvus_uri, kb.collection, token=token)
+        store = ChunkStore(kb.milvus_uri, kb.collection, token=token, database=kb.database)
         try:
             doc_id = next((d for d in store.documents() if document_matches(reference, d)), None)
             chunks = store.document_chunks(doc_id) if doc_id else []

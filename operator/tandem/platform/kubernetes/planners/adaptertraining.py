@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.api.v1alpha1 import AdapterTrainingSpec
+from tandem.api.v1alpha1 import AdapterTrainingSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.common import SecretKeyReference
 
 from ..ownership import Owner, child_name, digest
@@ -33,6 +33,7 @@ class ResolvedKnowledgeBase:
     search: dict[str, Any] = field(default_factory=dict)
     database: str | None = None
     credentials: SecretKeyReference | None = None  # a Secret key in the KnowledgeBase's namespace
+    spec: KnowledgeBaseSpec | None = None  # how it chunks and embeds (an evaluation times a re-index with it)
 
 
 def adapter_version(

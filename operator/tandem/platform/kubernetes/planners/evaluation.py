@@ -172,7 +172,9 @@ def _knowledge_bases(owner: Owner, endpoint: ResolvedEndpoint, mounts: Mounts) -
                 collection=kb.collection,
                 milvus_uri=kb.milvus_uri,
                 embedding_model=kb.embedding_model,
+                database=kb.database,
                 token_file=mount_milvus_token(mounts, kb),
+                spec=kb.spec,
             )
         )
     return infos
