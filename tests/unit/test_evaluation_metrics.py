@@ -208,3 +208,34 @@ def test_update_cost_rebuilds_the_document_and_picks_the_fresh_fact() -> None:
     assert cost.reindex_seconds is None and cost.retrain_seconds is None and cost.ratio is None
     assert any("nothing to retrain" in n for n in cost.notes)
     assert any("settings were not given" in n for n in cost.notes)
+
+
+def test_a_judge_decides_correctness_and_support_when_configured() -> None:
+    import httpx
+
+    from tandem.workloads.evaluation.runner import Judge
+
+    asked: list[str] = []
+
+    def judge_model(request: httpx.Request) -> httpx.Response:
+        import json
+
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        asked.append(prompt)
+        # This judge accepts paraphrase the lexical rules cannot: "seven and twenty" for "27".
+        verdict = "Yes." if "seven and twenty" in prompt and "Claim:" not in prompt else "no"
+        if "Claim: Staff get seven and twenty days" in prompt:
+            verdict = "yes, the passage says so"
+        return httpx.Response(200, json={"choices": [{"message": {"content": verdict}}]})
+
+    client = httpx.Client(transport=httpx.MockTransport(judge_model), base_url="http://judge/v1")
+    judge = Judge(client, "judge-model", {"Authorization": "Bearer k"})
+    q = Question(1, "How many days of leave?", "27 days", ("leave-policy",), "fact")
+    passage = {"documentId": "handbook/leave-policy.md", "cited": True, "text": "Staff get 27 days of leave."}
+    record = Record("hybrid", q)
+    answer = "Staff get seven and twenty days of leave. Unicorns approve."
+    score(record, _body(answer, [passage]), Scoring(None, REFUSALS, judge))
+    assert record.correct is True  # the lexical rule would say False: "27 days" is not in the answer
+    assert [c.supported for c in record.claims] == [True, False] and record.groundedness == 0.5
+    assert len(asked) == 3  # one correctness question, one per claim
+    assert "Reference answer: 27 days" in asked[0] and "Passage 1: Staff get 27 days" in asked[1]
