@@ -185,8 +185,12 @@ def up(
     interval: Annotated[float, typer.Option(help="seconds between checks for edits")] = 2.0,
 ) -> None:
     """Run the manifests on this machine: ingest, train, serve; then keep watching for edits."""
+    import signal
     import time
 
+    # Ctrl-C (SIGINT) stops the work in progress, as documented, also when `tandem up` was started from a
+    # script in the background, which starts it with SIGINT ignored (and Python then keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     manifests = _load(path, state)
     platform, reporter = _platform(state, use_ray=ray, gateway_port=port)
     seen: dict[str, tuple[bool, str, str]] = {}
