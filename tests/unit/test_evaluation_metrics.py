@@ -185,6 +185,10 @@ def test_the_evaluation_spec_rejects_what_it_cannot_run() -> None:
         EvaluationSpec.model_validate({**base, "strategies": twice})
     with pytest.raises(ValidationError, match="exactly one of configMap or uri"):
         EvaluationSpec.model_validate({**base, "questions": {}})
+    with pytest.raises(ValidationError, match=r"answerFormat.pattern\n.*not a valid regular expression"):
+        EvaluationSpec.model_validate({**base, "answerFormat": {"pattern": "Answer: (?P<answer>.+"}})
+    with pytest.raises(ValidationError, match="refusalPatterns"):
+        EvaluationSpec.model_validate({**base, "refusalPatterns": ["I don't know", "[unclosed"]})
     spec = EvaluationSpec.model_validate(base)
     assert spec.strategies == [] and spec.update_cost and spec.refusal_patterns  # defaults
 

@@ -3,9 +3,10 @@ question set: correctness, citations, groundedness, refusals, latency, tokens an
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .adaptertraining import DATA_URI, STORE_URI, ConfigMapKey
 from .common import (
@@ -26,6 +27,16 @@ DEFAULT_REFUSALS = [
     r"\bno (relevant )?information\b",
     r"\bnot (mentioned|stated|provided)\b",
 ]
+
+
+def _regex(pattern: str) -> str:
+    """A Python regular expression, checked when the resource is parsed rather than mid-evaluation.
+    (The API server cannot check it: CEL has no Python regex; the operator and `tandem up` do.)"""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"not a valid regular expression ({e}): {pattern!r}") from None
+    return pattern
 
 
 class QuestionSet(TandemModel):
@@ -62,6 +73,11 @@ class AnswerFormat(TandemModel):
             "the content scored for correctness and groundedness; without it the whole answer is."
         ),
     )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        return _regex(pattern)
 
 
 class Judge(TandemModel):
@@ -114,6 +130,12 @@ class EvaluationSpec(TandemModel):
         description="Case-insensitive regular expressions that mark an answer as a refusal.",
     )
     judge: Judge | None = Field(default=None, description="Judge model; lexical scoring when omitted.")
+
+    @field_validator("refusal_patterns")
+    @classmethod
+    def _refusals_compile(cls, patterns: list[str]) -> list[str]:
+        return [_regex(p) for p in patterns]
+
     max_tokens: int = Field(default=160, ge=1, le=8192, description="Completion tokens per answer.")
     timeout_seconds: int = Field(default=120, ge=1, le=3600, description="Time limit per request.")
     update_cost: bool = Field(
