@@ -299,14 +299,7 @@ class Reconciler:
         collection = plan.facts["collection"]
         figures: dict[str, Any] = {"collection": collection, "ingestJob": plan.work["metadata"]["name"]}
         report = report or {}
-        if "error" in report:
-            cause = f"{report['error']}: {report.get('message', '')}"
-            if outcome.state == "Stalled":
-                outcome = Outcome.stalled(str(report["error"]), f"{cause}; {RETRY_HINT}")
-            elif outcome.state == "Progressing":
-                outcome = Outcome.progressing(
-                    "Retrying", f"the last ingest attempt failed ({cause}); retrying"
-                )
+        outcome = with_failed_attempt(outcome, report, "ingest")
         if outcome.state == "Ready":
             figures["indexedRevision"] = revision
             completed = report.get("finished_at") or ((work or {}).get("status") or {}).get("completionTime")
@@ -467,14 +460,7 @@ class Reconciler:
     ) -> tuple[Outcome, dict[str, Any]]:
         outcome = job_outcome(job, "evaluation")
         report = report or {}
-        if "error" in report:  # the workload's own account of a failed attempt (exit 1 or 2)
-            cause = f"{report['error']}: {report.get('message', '')}"
-            if outcome.state == "Stalled":
-                outcome = Outcome.stalled(str(report["error"]), f"{cause}; {RETRY_HINT}")
-            elif outcome.state == "Progressing":
-                outcome = Outcome.progressing(
-                    "Retrying", f"the last evaluation attempt failed ({cause}); retrying"
-                )
+        outcome = with_failed_attempt(outcome, report, "evaluation")
         summaries = None
         if outcome.state == "Ready":
             summaries = _strategy_summaries(report)
@@ -723,3 +709,16 @@ class Reconciler:
             event_type = "Warning" if outcome.state == "Stalled" else "Normal"
             self.events(body, event_type, outcome.reason, outcome.message)
         return 1
+
+
+def with_failed_attempt(outcome: Outcome, report: dict[str, Any], what: str) -> Outcome:
+    """The Job's outcome, told with the workload's own account of its failed attempt (its result line has
+    `error` and `message` on exit 1 or 2): Stalled names the cause, a retry says what it retries."""
+    if "error" not in report:
+        return outcome
+    cause = f"{report['error']}: {report.get('message', '')}"
+    if outcome.state == "Stalled":
+        return Outcome.stalled(str(report["error"]), f"{cause}; {RETRY_HINT}")
+    if outcome.state == "Progressing":
+        return Outcome.progressing("Retrying", f"the last {what} attempt failed ({cause}); retrying")
+    return outcome
