@@ -23,14 +23,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .models import ModelError
+from .models import ModelError, file_digest
 
 if TYPE_CHECKING:
     import httpx
 
     from .knowledge.safe_http import FetchError
 
-REMOTE_SCHEMES = ("s3", "http", "https")
 # Larger than any open model's weights, small enough to stop a runaway or hostile server.
 DEFAULT_MAX_BYTES = int(os.environ.get("TANDEM_MODEL_MAX_BYTES", str(1 << 40)))
 MAX_REDIRECTS = 5
@@ -38,10 +37,6 @@ CHUNK = 1 << 20
 USER_AGENT = "tandem-model/0.1"
 GGUF_MAGIC = b"GGUF"
 ARCHIVE_FOLDER = "model"  # where an http(s) tar archive is unpacked inside its cache directory
-
-
-def is_remote(uri: str) -> bool:
-    return uri.partition("://")[0] in REMOTE_SCHEMES
 
 
 def fetch_model(
@@ -374,8 +369,6 @@ def _fetch_http(
                 download = staging / "download"
                 _write_body(uri, got.response, download, max_bytes)
                 if target is None:  # the server gave no validator: key by what was received
-                    from .models import file_digest
-
                     target = cache / f"{name}-{_digest(uri, file_digest(download))}"
                 _unpack(uri, download, staging, gguf_file, max_bytes)
                 _publish(staging, target)

@@ -20,6 +20,8 @@ from pathlib import Path
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_MODEL_CACHE", Path.home() / ".cache" / "tandem" / "models"))
 
 
+# Base models fetched into the cache by model_download (imported only then: it brings boto3 and httpx).
+REMOTE_SCHEMES = ("s3", "http", "https")
 # Reasons worth another attempt (a Job retry): the store may come back. Every other reason needs a change
 # to the manifest or the model store.
 TRANSIENT_REASONS = frozenset({"BaseModelUnreachable"})
@@ -59,7 +61,7 @@ def locate(
 ) -> Path:
     """The local file or folder a URI names (no conversion yet), downloading a remote one into `cache`."""
     scheme, _, rest = uri.partition("://")
-    if scheme in ("s3", "http", "https"):
+    if scheme in REMOTE_SCHEMES:
         from .model_download import fetch_model  # imports boto3/httpx only when a model is remote
 
         return fetch_model(uri, cache, gguf_file=gguf_file, allow_private_networks=allow_private_networks)

@@ -50,6 +50,14 @@ class Mounts:
                     vol["persistentVolumeClaim"]["readOnly"] = False
         return f"{mount_path}/{sub}".rstrip("/")
 
+    def add_secret_key(self, volume: str, secret: str, key: str, mount_path: str, file_name: str) -> str:
+        """Mount one key of a Secret as `mount_path/file_name` (read-only); the path of that file."""
+        self.volumes.append(
+            {"name": volume, "secret": {"secretName": secret, "items": [{"key": key, "path": file_name}]}}
+        )
+        self.mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
+        return f"{mount_path}/{file_name}"
+
     def add_config_map(self, name: str, mount_path: str) -> None:
         self.volumes.append({"name": "spec", "configMap": {"name": name}})
         self.mounts.append({"name": "spec", "mountPath": mount_path, "readOnly": True})

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.v1alpha1.hybridendpoint import Adapter
 from tandem.naming import collection_name
 from tandem.platform.kubernetes.planners.hybridendpoint import (
     BASE_MODEL_NAME,
@@ -574,7 +575,7 @@ class LocalPlatform:
                 self._knowledge_info(he.namespace, k.namespace, k.name, manifests)
                 for k in he.spec.knowledge_bases
             ],
-            retrain=[self._retrain_info(he, a.name) for a in he.spec.adapters],
+            retrain=[self._retrain_info(he, a) for a in he.spec.adapters],
             output=str(output),
             spec=ev.spec,
         )
@@ -628,14 +629,13 @@ class LocalPlatform:
             spec=kb.spec if kb else None,
         )
 
-    def _retrain_info(self, he: Resource[HybridEndpointSpec], adapter: str) -> RetrainInfo:
-        declared = next(a for a in he.spec.adapters if a.name == adapter)
-        ref = declared.adapter_training_ref
+    def _retrain_info(self, he: Resource[HybridEndpointSpec], adapter: Adapter) -> RetrainInfo:
+        ref = adapter.adapter_training_ref
         if ref is None:
-            return RetrainInfo(adapter=adapter)
+            return RetrainInfo(adapter=adapter.name)
         trained = self.state.resource("AdapterTraining", ref.namespace or he.namespace, ref.name)
         return RetrainInfo(
-            adapter=adapter,
+            adapter=adapter.name,
             seconds=trained.figures.get("trainingSeconds"),
             recorded=trained.figures.get("trainedAt"),
         )

@@ -21,7 +21,7 @@ from ..settings import OperatorSettings
 from ..volumes import Mounts, PlanError
 from . import Plan
 from .adaptertraining import ResolvedKnowledgeBase
-from .hybridendpoint import KEYS_DIR, default_routes, gateway_url, mount_milvus_token
+from .hybridendpoint import default_routes, gateway_url, mount_api_keys, mount_milvus_token
 
 SPEC_DIR = "/etc/tandem"
 QUESTIONS_DIR = "/mnt/questions"
@@ -124,19 +124,7 @@ def _api_keys(endpoint: ResolvedEndpoint, spec: EvaluationSpec, mounts: Mounts) 
             f"spec.tenant: HybridEndpoint {endpoint.namespace}/{endpoint.name} has no tenant {spec.tenant} "
             f"(tenants: {', '.join(tenants) or 'none, it accepts unauthenticated requests'})",
         )
-    files: dict[str, str] = {}
-    for tenant in endpoint.spec.tenants:
-        volume = f"key-{tenant.name}"
-        ref = tenant.api_key_secret_ref
-        mounts.volumes.append(
-            {
-                "name": volume,
-                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "api-key"}]},
-            }
-        )
-        mounts.mounts.append({"name": volume, "mountPath": f"{KEYS_DIR}/{tenant.name}", "readOnly": True})
-        files[tenant.name] = f"{KEYS_DIR}/{tenant.name}/api-key"
-    return files
+    return mount_api_keys(mounts, endpoint.spec.tenants)
 
 
 def _questions(spec: EvaluationSpec, mounts: Mounts) -> str:
@@ -212,14 +200,7 @@ def _judge_key(spec: EvaluationSpec, mounts: Mounts) -> str | None:
     if spec.judge is None or spec.judge.api_key_secret_ref is None:
         return None
     ref = spec.judge.api_key_secret_ref
-    mounts.volumes.append(
-        {
-            "name": "judge-key",
-            "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "api-key"}]},
-        }
-    )
-    mounts.mounts.append({"name": "judge-key", "mountPath": JUDGE_KEY_DIR, "readOnly": True})
-    return f"{JUDGE_KEY_DIR}/api-key"
+    return mounts.add_secret_key("judge-key", ref.name, ref.key, JUDGE_KEY_DIR, "api-key")
 
 
 def plan_evaluation(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
+from tandem.api.v1alpha1.hybridendpoint import Tenant
 
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, resources
@@ -193,6 +194,11 @@ def plan_hybrid_endpoint(
     if serving.autoscaling is None:
         vllm_spec["replicas"] = 1 if serving.replicas is None else serving.replicas
 
+    gateway_mounts = Mounts()
+    gateway_mounts.add_config_map(config_name, CONFIG_DIR)
+    for kb in knowledge_bases:
+        mount_milvus_token(gateway_mounts, kb)
+    api_key_files = mount_api_keys(gateway_mounts, spec.tenants)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -209,7 +215,7 @@ def plan_hybrid_endpoint(
                         for a in adapters
                     ],
                     knowledge_bases=[_knowledge_base_config(owner, kb) for kb in knowledge_bases],
-                    api_key_files={t.name: f"{KEYS_DIR}/{t.name}/api-key" for t in spec.tenants},
+                    api_key_files=api_key_files,
                 ),
                 indent=2,
                 sort_keys=True,
@@ -217,22 +223,6 @@ def plan_hybrid_endpoint(
         },
     }
 
-    gateway_mounts = Mounts()
-    gateway_mounts.add_config_map(config_name, CONFIG_DIR)
-    for kb in knowledge_bases:
-        mount_milvus_token(gateway_mounts, kb)
-    for tenant in spec.tenants:
-        volume = f"key-{tenant.name}"
-        ref = tenant.api_key_secret_ref
-        gateway_mounts.volumes.append(
-            {
-                "name": volume,
-                "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "api-key"}]},
-            }
-        )
-        gateway_mounts.mounts.append(
-            {"name": volume, "mountPath": f"{KEYS_DIR}/{tenant.name}", "readOnly": True}
-        )
     live = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
     ready = {"httpGet": {"path": "/readyz", "port": GATEWAY_PORT}}  # only once vLLM answers
     gateway = container(
@@ -362,17 +352,22 @@ def mount_milvus_token(mounts: Mounts, kb: ResolvedKnowledgeBase) -> str | None:
     if kb.credentials is None:
         return None
     volume = f"milvus-{child_name(kb.name, 'token')}"[:63]
-    mounts.volumes.append(
-        {
-            "name": volume,
-            "secret": {
-                "secretName": kb.credentials.name,
-                "items": [{"key": kb.credentials.key, "path": "token"}],
-            },
-        }
-    )
-    mounts.mounts.append({"name": volume, "mountPath": _token_dir(kb), "readOnly": True})
-    return f"{_token_dir(kb)}/token"
+    return mounts.add_secret_key(volume, kb.credentials.name, kb.credentials.key, _token_dir(kb), "token")
+
+
+def mount_api_keys(mounts: Mounts, tenants: list[Tenant]) -> dict[str, str]:
+    """Mount each tenant's API-key Secret key; tenant name -> the file holding its key, in spec order
+    (the gateway and an evaluation Job read them the same way)."""
+    return {
+        t.name: mounts.add_secret_key(
+            f"key-{t.name}",
+            t.api_key_secret_ref.name,
+            t.api_key_secret_ref.key,
+            f"{KEYS_DIR}/{t.name}",
+            "api-key",
+        )
+        for t in tenants
+    }
 
 
 def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase) -> dict[str, Any]:
