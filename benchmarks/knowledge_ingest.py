@@ -8,7 +8,7 @@ round, interleaved (the order of the first two alternates between rounds):
 1. tandem-full: `read_source` + `Indexer.run` into a new, empty collection (parse, chunk, embed, upsert,
    the store scans before and after): what `tandem ingest` does;
 2. raw-encode: sentence-transformers `model.encode` (same model object, batch size 32, normalised) on
-   exactly the chunk texts Tandem produced (chunked beforehand, untimed): the embedding floor;
+   exactly the chunk texts Tandem produces that round (chunked beforehand, untimed): the embedding floor;
 3. tandem-reindex-1pct: 1 % of the documents get a paragraph replaced, then `read_source` +
    `Indexer.run` again over the same collection (only those documents are re-embedded);
 4. tandem-reindex-unchanged: the same again with nothing changed.
@@ -145,6 +145,8 @@ def main() -> None:
             store = ChunkStore(uri, COLLECTION)
             store.drop()
             row: dict[str, Any] = {"round": round_}
+            # Earlier rounds changed some documents: both sides get this round's chunks (untimed).
+            texts = chunk_texts(spec, embedder)
             order = ["tandem", "raw"] if round_ % 2 == 0 else ["raw", "tandem"]
             for name in order:
                 if name == "tandem":

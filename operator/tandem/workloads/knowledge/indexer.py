@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from .store import MAX_LABELS, MAX_TEXT, ChunkStore, StoredDocument, chunk_id
 
 # Chunks embedded and written together: large enough for efficient batches, small enough that an
 # interrupted run loses little.
-WRITE_BATCH = 256
+WRITE_BATCH = 512
 MAX_DOCUMENT_BYTES = 100_000_000
 
 Progress = Callable[[dict[str, Any]], None]
@@ -59,6 +60,7 @@ class IngestResult:
 
     def to_json(self, limit: int | None = None) -> str:
         data = asdict(self)
+        data["failed_document_count"] = len(self.failed_documents)  # also when the list is cut below
         if limit is not None:  # a Kubernetes termination message holds 4 KiB
             while len(json.dumps(data)) > limit and data["failed_documents"]:
                 data["failed_documents"] = data["failed_documents"][: len(data["failed_documents"]) // 2]
@@ -114,8 +116,20 @@ class Indexer:
                 f"chunking.size {spec.chunking.size} exceeds the {self.embedder.max_tokens} tokens "
                 f"{spec.embedding.model} reads; longer chunks would be cut off unembedded",
             )
-        self.store.ensure(self.embedder.dimension, spec.index, spec.search.keyword)
-        stored = self.store.documents()
+        self.store.check_spec(spec.index, spec.search.keyword)
+        with _Writer() as writer:
+            return self._run(reads, writer)
+
+    def _run(self, reads: list[SourceRead], writer: _Writer) -> IngestResult:
+        spec = self.spec
+        if self.store.exists():
+            self.store.ensure(self.embedder.dimension, spec.index, spec.search.keyword)
+            stored = self.store.documents()
+        else:
+            # Creating the collection (index built, collection loaded) takes about a second, mostly
+            # waiting on Milvus: it happens while the first batch is parsed and embedded.
+            writer.submit(self.store.ensure, self.embedder.dimension, spec.index, spec.search.keyword)
+            stored = {}
         result = IngestResult(
             self.store.collection, self.revision, embedding_dimension=self.embedder.dimension
         )
@@ -136,7 +150,7 @@ class Indexer:
                 continue
             pending.append(item)
             if sum(len(p.chunks) for p in pending) >= self.write_batch:
-                self._write(pending, result)
+                writer.submit(self._store, *self._rows(pending, result))
                 pending = []
                 self.progress(
                     {
@@ -146,7 +160,9 @@ class Indexer:
                         "chunksEmbedded": result.embedded_chunks,
                     }
                 )
-        self._write(pending, result)
+        if pending:
+            writer.submit(self._store, *self._rows(pending, result))
+        writer.wait()
         result.removed = self._remove_missing(reads, stored)
         self.store.flush()
         final = self.store.documents()
@@ -185,9 +201,10 @@ class Indexer:
             result.updated += 1
         return _Pending(doc, doc_hash, parsed.title, chunks, replaces=before is not None)
 
-    def _write(self, pending: list[_Pending], result: IngestResult) -> None:
-        if not pending:
-            return
+    def _rows(
+        self, pending: list[_Pending], result: IngestResult
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[_Pending]]:
+        """Embed a batch: the rows of documents never stored, the rows that may replace stored ones."""
         texts = [c.text for p in pending for c in p.chunks]
         vectors = self.embedder.embed(texts)
         result.embedded_chunks += len(texts)
@@ -219,6 +236,11 @@ class Indexer:
                     }
                 )
                 row += 1
+        return fresh, rows, pending
+
+    def _store(
+        self, fresh: list[dict[str, Any]], rows: list[dict[str, Any]], pending: list[_Pending]
+    ) -> None:
         # Documents never stored before are inserted (cheaper in Milvus than upserts); anything that
         # may already have rows (a new version, or a run interrupted mid-document) is upserted.
         self.store.insert(fresh)
@@ -240,3 +262,32 @@ class Indexer:
             self.store.delete_document(doc_id)
             removed += 1
         return removed
+
+
+class _Writer:
+    """Store calls run in order on one thread, so Milvus writes a batch while the next one embeds.
+
+    At most one call runs behind the caller: `submit` first waits for the previous call (and raises its
+    error), which bounds memory to two batches and stops a failing ingest one batch later.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-store-writer")
+        self._last: Future[None] | None = None
+
+    def submit(self, call: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._last = self._pool.submit(call, *args)
+
+    def wait(self) -> None:
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # An ingest that fails on the caller's side still lets the running write finish: chunk ids are
+        # deterministic, so a half-written batch is redone by the next run, not duplicated.
+        self._pool.shutdown(wait=True)

@@ -168,26 +168,30 @@ class ChunkStore:
     def exists(self) -> bool:
         return bool(self.client.has_collection(self.collection))
 
-    def ensure(self, dimension: int, index: VectorIndex, keyword: str) -> None:
-        """Create the collection, or check that the existing one fits the model and the spec."""
-        self.metric = index.metric
+    def check_spec(self, index: VectorIndex, keyword: str) -> None:
+        """Refuse an index type or keyword search this server cannot give, before any work is done."""
         if index.type not in self.supported_indexes():
             raise StoreError(
                 "IndexTypeUnsupported",
                 f"index type {index.type} is not supported by Milvus {self.server_version} "
                 f"(supported: {', '.join(sorted(self.supported_indexes()))})",
             )
-        if self.exists():
-            self._check_existing(dimension)
-            self.load()
-            return
-        with_bm25 = keyword != "off" and self.supports_bm25
         if keyword == "bm25" and not self.supports_bm25:
             raise StoreError(
                 "KeywordSearchUnsupported",
                 f"search.keyword bm25 needs Milvus 2.5+ or milvus-lite; this server is "
                 f"{self.server_version}. Use keyword: auto for the client-side fallback",
             )
+
+    def ensure(self, dimension: int, index: VectorIndex, keyword: str) -> None:
+        """Create the collection, or check that the existing one fits the model and the spec."""
+        self.metric = index.metric
+        self.check_spec(index, keyword)
+        if self.exists():
+            self._check_existing(dimension)
+            self.load()
+            return
+        with_bm25 = keyword != "off" and self.supports_bm25
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
