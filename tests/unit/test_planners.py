@@ -134,6 +134,14 @@ def test_knowledge_base_on_ray_when_scaled_out() -> None:
     assert plan.work is not None and plan.work["kind"] == "RayJob"
     assert plan.work["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 4
     assert "--ray-workers 4" in plan.work["spec"]["entrypoint"]
+    # Tandem's submitter relays the ingest's result line to its termination message, named "ingest"
+    # like a plain ingest Job's container so the operator reads both alike.
+    [submitter] = plan.work["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    assert submitter["name"] == "ingest"
+    module, entrypoint = submitter["command"][:5], submitter["command"][5:]
+    assert module == ["python", "-m", "tandem.workloads.ray_submit", "--", "python"]
+    assert " ".join(["python", *entrypoint]) == plan.work["spec"]["entrypoint"]
+    assert submitter["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_local_paths_are_refused_in_a_cluster_with_a_fix() -> None:

@@ -23,7 +23,7 @@ from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
 from .knowledge.ray_embedding import RayEmbedder
 from .knowledge.sources import read_source
 from .knowledge.store import ChunkStore, StoreError
-from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish
+from .reporting import EXIT_PERMANENT, EXIT_RETRY, RESULT_BYTES, emit, finish
 
 TRANSIENT = {"MilvusUnavailable", "CollectionUnavailable"}
 
@@ -66,7 +66,9 @@ def run(
     indexer = Indexer(
         spec, store, embedder, revision=job.get("revision", ""), progress=emit, write_batch=write_batch
     )
-    result: dict[str, Any] = json.loads(indexer.run(reads).to_json())
+    # The operator reads the result from the termination message: a long list of failed documents is
+    # cut (and flagged) rather than the message cut mid-JSON.
+    result: dict[str, Any] = json.loads(indexer.run(reads).to_json(limit=RESULT_BYTES))
     return result
 
 

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 TERMINATION_LOG = Path("/dev/termination-log")
+# The kubelet keeps 4 KiB of termination message; results longer than that must shrink themselves first.
+TERMINATION_BYTES = 4096
+# What a result object may take inside the `{"result": ...}` line.
+RESULT_BYTES = TERMINATION_BYTES - len(json.dumps({"result": {}})) + 2
 # Exit codes a Job's podFailurePolicy reads: a permanent error fails the Job at once, others retry.
 EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
 
@@ -23,6 +27,10 @@ def finish(outcome: dict[str, Any], result_file: str | None = None) -> None:
     print(text, flush=True)
     if result_file:
         Path(result_file).write_text(text)
-    if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
+    write_termination_message(text)
+
+
+def write_termination_message(text: str, path: Path = TERMINATION_LOG) -> None:
+    if path.parent.exists() and os.access(path.parent, os.W_OK):
         with contextlib.suppress(OSError):  # not in a Kubernetes pod after all
-            TERMINATION_LOG.write_text(text[:4096])  # the kubelet keeps at most 4 KiB
+            path.write_text(text[:TERMINATION_BYTES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from tandem.api.v1alpha1.common import ComputeResources
@@ -83,10 +84,15 @@ def pod_spec(containers: list[dict[str, Any]], mounts: Mounts, **extra: Any) -> 
     }
 
 
+# The submitter only follows the Ray job's log and relays its result (tandem.workloads.ray_submit).
+SUBMITTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
 def ray_job(
     metadata: dict[str, Any],
     *,
-    entrypoint: str,
+    entrypoint: list[str],
+    report_as: str,
     image: str,
     ray_version: str,
     mounts: Mounts,
@@ -96,7 +102,12 @@ def ray_job(
     workers: int,
     worker_resources: dict[str, Any],
 ) -> dict[str, Any]:
-    """A KubeRay RayJob that starts its own cluster, runs `entrypoint`, and shuts the cluster down."""
+    """A KubeRay RayJob that starts its own cluster, runs `entrypoint`, and shuts the cluster down.
+
+    Its submitter is Tandem's (`tandem.workloads.ray_submit`, in a container named `report_as`): it leaves
+    the workload's result line as its termination message, which the operator reads from the submitter
+    Job's pods (KubeRay names that Job after the RayJob) as it reads a plain Job's.
+    """
 
     def ray_pod(name: str, res: dict[str, Any]) -> dict[str, Any]:
         ray_container = container(
@@ -111,8 +122,24 @@ def ray_job(
         "kind": "RayJob",
         "metadata": metadata,
         "spec": {
-            "entrypoint": entrypoint,
+            "entrypoint": shlex.join(entrypoint),
             "submissionMode": "K8sJobMode",
+            "submitterPodTemplate": {
+                "spec": pod_spec(
+                    [
+                        container(
+                            report_as,
+                            image,
+                            command=["python", "-m", "tandem.workloads.ray_submit", "--", *entrypoint],
+                            mounts=Mounts(),
+                            pull_policy=pull_policy,
+                            resources_=SUBMITTER_RESOURCES,
+                        )
+                    ],
+                    Mounts(),
+                    restartPolicy="Never",
+                )
+            },
             "shutdownAfterJobFinishes": True,
             "backoffLimit": 2,
             "rayClusterSpec": {

@@ -283,8 +283,10 @@ class Reconciler:
         return Result(outcome=outcome, writes=writes, status=figures)
 
     async def _work_report(self, owner: Owner, plan: Plan, container: str) -> dict[str, Any] | None:
-        """What the work's pods reported in their termination messages (Jobs only)."""
-        if plan.work is None or plan.work["kind"] != "Job":
+        """What the work's pods reported in their termination messages: a Job's own pods, or a RayJob's
+        submitter pods (KubeRay names the submitter Job after the RayJob; pods.ray_job names its
+        container after the workload)."""
+        if plan.work is None:
             return None
         selector = {JOB_NAME_LABEL: plan.work["metadata"]["name"]}
         return termination_report(await self.api.list("v1", "Pod", owner.namespace, selector), container)
@@ -316,9 +318,10 @@ class Reconciler:
                     failedDocuments=failed,
                 )
                 message = f"{report['documents']} documents, {report['chunks']} chunks at revision {revision}"
-                if failed:
+                failed_count = report.get("failed_document_count", len(failed))
+                if failed_count:
                     names = ", ".join(f"{f['source']}/{f['document']}" for f in failed[:5])
-                    message += f"; {len(failed)} could not be indexed: {names}"
+                    message += f"; {failed_count} could not be indexed: {names}"
             outcome = Outcome.ready("Indexed", message)
         figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(
             outcome.state, "Indexing" if outcome.reason == "Running" else "Pending"

@@ -174,10 +174,11 @@ class LocalPlatform:
         self.state.set(status, ready=False, reason="Indexing", message="ingest running")
         result = self._run_workload(kb.key, "tandem.workloads.ingest", job)
         failed = result.get("failed_documents") or []
+        failed_count = result.get("failed_document_count", len(failed))
         message = f"{result['documents']} documents, {result['chunks']} chunks"
-        if failed:
-            message += f"; {len(failed)} failed: " + ", ".join(
-                f"{f['doc_id']} ({f['reason']})" for f in failed
+        if failed_count:
+            message += f"; {failed_count} failed: " + ", ".join(
+                f"{f['source']}/{f['document']} ({f['reason']})" for f in failed
             )
         self.state.set(
             status,
@@ -194,7 +195,7 @@ class LocalPlatform:
             updated=result["updated"],
             unchanged=result["unchanged"],
             removed=result["removed"],
-            failedDocuments=len(failed),
+            failedDocuments=failed_count,
             embeddingDimension=result["embedding_dimension"],
             embeddingModel=kb.spec.embedding.model,
             search=kb.spec.search.model_dump(by_alias=True, mode="json"),

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tandem.api.v1alpha1.evaluation import StrategySummary
 
 from ..knowledge.store import ChunkStore, StoreError
-from ..reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish
+from ..reporting import EXIT_PERMANENT, EXIT_RETRY, TERMINATION_BYTES, emit, finish
 from . import scorecard
 from .job import EvaluationJob
 from .questions import QuestionSetError, load_questions, unknown_documents
@@ -170,10 +170,6 @@ def summary(card: Scorecard, files: list[Path]) -> dict[str, Any]:
         "reportFiles": [str(f) for f in files],
         "warnings": card.warnings[:5],
     }
-
-
-# The kubelet keeps 4 KiB of termination message, and the operator reads the result from there.
-TERMINATION_BYTES = 4096
 
 
 def fit(outcome: dict[str, Any], limit: int = TERMINATION_BYTES) -> dict[str, Any]:

@@ -122,7 +122,8 @@ def plan_adapter_training(
         worker_resources["limits"]["nvidia.com/gpu"] = res.gpus_per_worker
     job = ray_job(
         owner.metadata(name, "training"),
-        entrypoint=f"python -m tandem.workloads.train --spec {SPEC_DIR}/spec.json",
+        entrypoint=["python", "-m", "tandem.workloads.train", "--spec", f"{SPEC_DIR}/spec.json"],
+        report_as="training",
         image=spec.image or settings.worker_image,
         ray_version=settings.ray_version,
         mounts=mounts,

@@ -116,7 +116,8 @@ def plan_knowledge_base(
     if spec.scale.engine == "RayJob":
         work = ray_job(
             owner.metadata(name, "ingest"),
-            entrypoint=" ".join([*command, "--ray-workers", str(spec.scale.workers)]),
+            entrypoint=[*command, "--ray-workers", str(spec.scale.workers)],
+            report_as="ingest",
             image=settings.worker_image,
             ray_version=settings.ray_version,
             mounts=mounts,
