@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster_controllers import finish_jobs, run_pod
+from tests.cluster_controllers import finish_jobs, finish_rayjobs, run_pod
 from tests.emulator.server import Emulator
 from tests.integration.conftest import condition, eventually
 from tests.manifests import ROOT
@@ -40,14 +40,16 @@ def knowledge_base(milvus_uri: str, documents: list[dict[str, str]]) -> dict[str
     }
 
 
-def run_ingest(emulator: Emulator, job: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
+def run_ingest(
+    emulator: Emulator, job: dict[str, Any], tmp_path: Path, command: list[str] | None = None
+) -> tuple[int, str]:
     """Execute the Job's container command with its mounted spec file, as the pod would."""
     [config] = [
         c for c in emulator.list("configmaps", NS) if c["metadata"]["name"] == job["metadata"]["name"]
     ]
     spec_file = tmp_path / f"{job['metadata']['name']}.json"
     spec_file.write_text(config["data"]["spec.json"])
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    command = command or job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:3] == ["python", "-m", "tandem.workloads.ingest"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}"}
     done = subprocess.run(
@@ -120,3 +122,39 @@ async def test_permanent_ingest_error_stalls_with_its_reason(
     )
     stalled = condition(obj, "Stalled")
     assert stalled["reason"] == "ChunkSizeTooLarge" and "254 tokens" in stalled["message"]
+
+
+async def test_rayjob_ingest_figures_reach_status_from_the_submitter(
+    emulator: Emulator, api: httpx.AsyncClient, operator: None, tmp_path: Path
+) -> None:
+    """scale.engine RayJob: KubeRay runs Tandem's submitter (tandem.workloads.ray_submit, tested against a
+    real Ray head in test_ray_submit.py), whose termination message is the ingest's result line. The
+    emulator runs no KubeRay: the test runs the ingest itself (in one process), records the submitter
+    Job's pod with that message, and marks the RayJob SUCCEEDED as KubeRay would."""
+    kb = knowledge_base(str(tmp_path / "milvus.db"), [{"id": "travel", "text": "The travel code is QF-7."}])
+    kb["spec"]["scale"] = {"engine": "RayJob", "workers": 2}
+    assert (
+        await api.post(f"/apis/tandem.dev/v1alpha1/namespaces/{NS}/knowledgebases", json=kb)
+    ).status_code == 201
+    [rayjob] = await eventually(lambda: emulator.list("rayjobs", NS), what="the ingest RayJob")
+    [submitter] = rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    assert submitter["command"][:4] == ["python", "-m", "tandem.workloads.ray_submit", "--"]
+    entrypoint = submitter["command"][4:]
+    assert entrypoint[-2:] == ["--ray-workers", "2"]
+
+    code, message = await asyncio.to_thread(run_ingest, emulator, rayjob, tmp_path, entrypoint[:5])
+    assert code == 0, message
+    with httpx.Client(base_url=emulator.url) as client:
+        # KubeRay names the submitter Job after the RayJob; the container is named after the workload.
+        await asyncio.to_thread(
+            run_pod, client, NS, rayjob["metadata"]["name"], submitter["name"], exit_code=0, message=message
+        )
+        await asyncio.to_thread(finish_rayjobs, client, NS)
+
+    def ready() -> dict[str, Any] | None:
+        obj = emulator.get("knowledgebases", NS, "handbook")
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    status = (await eventually(ready, what="Ready with the RayJob's ingest figures"))["status"]
+    assert (status["documents"], status["embeddingDimension"]) == (1, 384)
+    assert status["chunks"] >= 1 and status["ingestJob"] == rayjob["metadata"]["name"]
