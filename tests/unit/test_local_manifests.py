@@ -137,6 +137,45 @@ def test_missing_dataset_and_empty_directories_are_reported(tmp_path: Path) -> N
         load(tmp_path / "nope", tmp_path)
 
 
+def test_source_secrets_must_be_among_the_manifests(tmp_path: Path) -> None:
+    wiki = kb()
+    wiki["spec"] = {  # type: ignore[index]
+        "sources": [
+            {
+                "name": "wiki",
+                "http": {"urls": ["https://wiki.example/a"], "headersSecretRef": {"name": "token"}},
+            },
+            {"name": "bucket", "s3": {"bucket": "docs", "credentialsSecretRef": {"name": "keys"}}},
+        ]
+    }
+    write(tmp_path, "10-kb.yaml", wiki)
+    with pytest.raises(
+        ManifestError, match=r"spec.sources\[0\].http.headersSecretRef: no Secret default/token"
+    ):
+        load(tmp_path, tmp_path / ".tandem")
+    token = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "token"},
+        "stringData": {"Authorization": "x"},
+    }
+    keys = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "keys"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "a"},
+    }
+    write(tmp_path, "05-secrets.yaml", token, keys)
+    with pytest.raises(
+        ManifestError,
+        match=r"spec.sources\[1\].s3.credentialsSecretRef: no Secret default/keys with keys AWS_SECRET",
+    ):
+        load(tmp_path, tmp_path / ".tandem")
+    keys["stringData"]["AWS_SECRET_ACCESS_KEY"] = "b"  # type: ignore[index]
+    write(tmp_path, "05-secrets.yaml", token, keys)
+    assert load(tmp_path, tmp_path / ".tandem").secrets[("default", "token")] == {"Authorization": "x"}
+
+
 def test_state_is_written_whole_and_read_back(tmp_path: Path) -> None:
     state = State.load(tmp_path)
     resource = state.resource("KnowledgeBase", "default", "handbook")

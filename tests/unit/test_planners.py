@@ -144,6 +144,33 @@ def test_knowledge_base_on_ray_when_scaled_out() -> None:
     assert submitter["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_source_secrets_reach_the_ingest_pod() -> None:
+    long_name = "w" * 63  # a source name may be 63 characters; a volume name may not be longer
+    spec = {
+        "sources": [
+            {
+                "name": "wiki",
+                "http": {"urls": ["https://wiki.example/a"], "headersSecretRef": {"name": "wiki-token"}},
+            },
+            {"name": long_name, "configMap": {"name": "notes"}},
+            {"name": "bucket", "s3": {"bucket": "docs", "credentialsSecretRef": {"name": "s3-keys"}}},
+        ]
+    }
+    plan = kb_plan(spec)
+    pod = plan.work["spec"]["template"]["spec"]
+    [headers] = [v for v in pod["volumes"] if "secret" in v]
+    assert headers["secret"]["secretName"] == "wiki-token"
+    assert all(len(v["name"]) <= 63 for v in pod["volumes"])
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    job = json.loads(plan.children[0]["data"]["spec.json"])
+    # The workload finds the headers where the Secret is mounted, as it finds a ConfigMap source.
+    assert job["sourceLocations"]["wiki"] == mounts[headers["name"]]
+    env = {e["name"]: e.get("valueFrom") for e in pod["containers"][0]["env"]}
+    assert env["TANDEM_S3_BUCKET_AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "s3-keys", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+
+
 def test_local_paths_are_refused_in_a_cluster_with_a_fix() -> None:
     spec = example("KnowledgeBase")["spec"]
     spec["sources"][1]["directory"].pop("claimName")

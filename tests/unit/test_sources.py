@@ -16,10 +16,28 @@ from tandem.workloads.knowledge import safe_http
 from tandem.workloads.knowledge.safe_http import FetchError, fetch
 from tandem.workloads.knowledge.sources import read_source
 
+requests_seen: list[tuple[str, str | None]] = []  # (path, Authorization header) per request
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path == "/doc.md":
+        requests_seen.append((self.path, self.headers.get("Authorization")))
+        if self.path == "/private.md":
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = b"# Private\nthe vault code is 7731"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/redirect-to/"):  # /redirect-to/<port>/<path>: another origin
+            port, _, rest = self.path.removeprefix("/redirect-to/").partition("/")
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{port}/{rest}")
+            self.end_headers()
+        elif self.path == "/doc.md":
             body = b"# Title\nhello"
             self.send_response(200)
             self.send_header("Content-Type", "text/markdown")
@@ -111,6 +129,89 @@ def test_http_source_reports_each_failing_url(server: str) -> None:
     assert [d.doc_id for d in read.documents] == [f"web/{server}/doc.md"]
     assert read.documents[0].format == "markdown"
     assert [f.document for f in read.failures] == [f"{server}/missing"] and read.complete
+
+
+@pytest.fixture(scope="module")
+def other_server() -> Iterator[str]:
+    """A second origin (another port): where a redirect must not carry the first origin's credentials."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def headers_dir(tmp_path: Path, **keys: str) -> Path:
+    """A Secret volume as the kubelet lays it out: `..data` holds the files, keys are symlinks to it."""
+    data = tmp_path / "..2026_11_29_00_00_00.000"
+    data.mkdir(parents=True)
+    (tmp_path / "..data").symlink_to(data.name)
+    for key, value in keys.items():
+        (data / key).write_text(value + "\n")
+        (tmp_path / key).symlink_to(f"..data/{key}")
+    return tmp_path
+
+
+def test_http_source_sends_the_secrets_headers(server: str, tmp_path: Path) -> None:
+    spec = {"urls": [f"{server}/private.md"], "allowPrivateNetworks": True}
+    without = read_source(Source.model_validate({"name": "vault", "http": spec}))
+    [failure] = without.failures
+    assert "HTTP 401" in failure.reason and "headersSecretRef" in failure.reason
+
+    source = Source.model_validate(
+        {"name": "vault", "http": {**spec, "headersSecretRef": {"name": "vault-token"}}}
+    )
+    read = read_source(source, str(headers_dir(tmp_path, Authorization="Bearer s3cret")))
+    assert not read.failures
+    assert b"7731" in read.documents[0].data
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_origin(
+    server: str, other_server: str, tmp_path: Path
+) -> None:
+    port = other_server.rsplit(":", 1)[1]
+    source = Source.model_validate(
+        {
+            "name": "vault",
+            "http": {
+                "urls": [f"{server}/redirect-to/{port}/private.md"],
+                "allowPrivateNetworks": True,
+                "headersSecretRef": {"name": "vault-token"},
+            },
+        }
+    )
+    requests_seen.clear()
+    read = read_source(source, str(headers_dir(tmp_path, Authorization="Bearer s3cret")))
+    assert requests_seen == [
+        (f"/redirect-to/{port}/private.md", "Bearer s3cret"),  # the origin the Secret was meant for
+        ("/private.md", None),  # the other origin got no credentials, so it refused
+    ]
+    [failure] = read.failures
+    assert "HTTP 401" in failure.reason
+
+
+@pytest.mark.parametrize(
+    ("keys", "complaint"),
+    [({"Host": "evil.example"}, "not a header"), ({"Bad Name": "x"}, "not a header"), ({}, "holds no keys")],
+)
+def test_a_headers_secret_that_cannot_be_sent_fails_the_source(
+    server: str, tmp_path: Path, keys: dict[str, str], complaint: str
+) -> None:
+    source = Source.model_validate(
+        {
+            "name": "vault",
+            "http": {
+                "urls": [f"{server}/private.md"],
+                "allowPrivateNetworks": True,
+                "headersSecretRef": {"name": "vault-token"},
+            },
+        }
+    )
+    read = read_source(source, str(headers_dir(tmp_path, **keys)))
+    assert not read.complete  # nothing of the source is deleted on a run that could not read it
+    assert complaint in read.failures[0].reason and "vault-token" in read.failures[0].reason
+    unmounted = read_source(source, None)
+    assert not unmounted.complete and "not mounted" in unmounted.failures[0].reason
 
 
 def test_directory_source_globs_and_labels(tmp_path: Path) -> None:

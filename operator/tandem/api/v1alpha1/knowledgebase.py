@@ -77,6 +77,23 @@ class HTTPSource(TandemModel):
     )
     timeout_seconds: int = Field(default=30, ge=1, le=600, description="Time limit per URL.")
     max_redirects: int = Field(default=3, ge=0, le=10, description="Redirects followed per URL.")
+    headers_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret in the KnowledgeBase's namespace whose every key is an HTTP header name and whose value "
+            "is that header's value (for example Authorization: Bearer TOKEN). The headers go only to the "
+            "scheme, host and port of the URL they were sent with: never along a redirect to another origin."
+        ),
+    )
+
+
+# The keys an s3 source's credentials Secret must hold; the ingest process gets them as environment
+# variables named `<s3_env_prefix(source)>_<key>`.
+S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def s3_env_prefix(source_name: str) -> str:
+    return "TANDEM_S3_" + source_name.upper().replace("-", "_")
 
 
 class S3Source(TandemModel):
@@ -90,9 +107,7 @@ class S3Source(TandemModel):
     region: str | None = Field(default=None, description="Bucket region.")
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
-        description=(
-            "Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; ambient credentials if omitted."
-        ),
+        description=(f"Secret with keys {' and '.join(S3_CREDENTIAL_KEYS)}; ambient credentials if omitted."),
     )
     include: list[str] = Field(default_factory=lambda: ["**/*"], description="Glob patterns of keys.")
 

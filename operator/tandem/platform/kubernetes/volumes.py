@@ -58,6 +58,12 @@ class Mounts:
         self.mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
         return f"{mount_path}/{file_name}"
 
+    def add_secret(self, volume: str, secret: str, mount_path: str) -> str:
+        """Mount every key of a Secret as a file under `mount_path` (read-only, owner-readable only)."""
+        self.volumes.append({"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}})
+        self.mounts.append({"name": volume, "mountPath": mount_path, "readOnly": True})
+        return mount_path
+
     def add_config_map(self, name: str, mount_path: str) -> None:
         self.volumes.append({"name": "spec", "configMap": {"name": name}})
         self.mounts.append({"name": "spec", "mountPath": mount_path, "readOnly": True})

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE, by_kind
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -165,6 +166,17 @@ def _check(found: Manifests, state: Path) -> None:
                         f"{kb.file}: KnowledgeBase {kb.name}: spec.sources[{i}].directory.path: "
                         f"{where} is not a directory"
                     )
+            for secret_field, secret, needed in _source_secrets(source):
+                data = found.secrets.get((kb.namespace, secret))
+                lacking = [k for k in needed if data is not None and k not in data]
+                if data is None or lacking:
+                    what = f"Secret {kb.namespace}/{secret}" + (
+                        f" with keys {', '.join(lacking)}" if lacking else ""
+                    )
+                    raise ManifestError(
+                        f"{kb.file}: KnowledgeBase {kb.name}: spec.sources[{i}].{secret_field}: no {what} "
+                        "among the manifests"
+                    )
     for at in found.trainings:
         dataset = at.spec.dataset
         if dataset is not None and dataset.uri and dataset.uri.startswith("file://"):
@@ -208,6 +220,16 @@ def _check(found: Manifests, state: Path) -> None:
                 )
     for ev in found.evaluations:
         _check_evaluation(found, ev, state)
+
+
+def _source_secrets(source: Source) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(field, Secret name, keys it must have) for each Secret a source names."""
+    out: list[tuple[str, str, tuple[str, ...]]] = []
+    if source.http is not None and source.http.headers_secret_ref is not None:
+        out.append(("http.headersSecretRef", source.http.headers_secret_ref.name, ()))
+    if source.s3 is not None and source.s3.credentials_secret_ref is not None:
+        out.append(("s3.credentialsSecretRef", source.s3.credentials_secret_ref.name, S3_CREDENTIAL_KEYS))
+    return out
 
 
 def _check_evaluation(found: Manifests, ev: Resource[EvaluationSpec], state: Path) -> None:

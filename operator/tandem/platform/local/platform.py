@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import httpx
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.hybridendpoint import Adapter
+from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
 from tandem.naming import collection_name
 from tandem.platform.kubernetes.planners.hybridendpoint import (
     BASE_MODEL_NAME,
@@ -156,10 +158,16 @@ class LocalPlatform:
             for s in kb.spec.sources
             if s.directory is not None and s.directory.claim_name is None
         }
+        secrets, env = self._source_secrets(kb, manifests)
         spec_json = kb.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
         fingerprint = digest(
-            {"spec": spec_json, "files": {n: _files_fingerprint(Path(p)) for n, p in locations.items()}}
+            {
+                "spec": spec_json,
+                "files": {n: _files_fingerprint(Path(p)) for n, p in locations.items()},
+                "secrets": digest({"files": secrets, "env": env}),  # a fixed credential re-reads the source
+            }
         )
+        locations.update(self._write_secret_files(kb, secrets))
         if status.ready and status.fingerprint == fingerprint:
             return
         job = {
@@ -172,7 +180,7 @@ class LocalPlatform:
             "spec": spec_json,
         }
         self.state.set(status, ready=False, reason="Indexing", message="ingest running")
-        result = self._run_workload(kb.key, "tandem.workloads.ingest", job)
+        result = self._run_workload(kb.key, "tandem.workloads.ingest", job, env=env)
         failed = result.get("failed_documents") or []
         failed_count = result.get("failed_document_count", len(failed))
         message = f"{result['documents']} documents, {result['chunks']} chunks"
@@ -496,14 +504,53 @@ class LocalPlatform:
 
     # --- workloads ---------------------------------------------------------------------------------
 
-    def _run_workload(self, key: str, module: str, job: dict[str, Any], *extra: str) -> dict[str, Any]:
+    def _source_secrets(
+        self, kb: Resource[KnowledgeBaseSpec], manifests: Manifests
+    ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        """What the ingest pod would get from Secrets: an http source's headers (as files, per source)
+        and an s3 source's credentials (as environment variables). Checked to exist when loaded."""
+        files: dict[str, dict[str, str]] = {}
+        env: dict[str, str] = {}
+        for source in kb.spec.sources:
+            if source.http is not None and source.http.headers_secret_ref is not None:
+                files[source.name] = manifests.secrets[(kb.namespace, source.http.headers_secret_ref.name)]
+            if source.s3 is not None and source.s3.credentials_secret_ref is not None:
+                data = manifests.secrets[(kb.namespace, source.s3.credentials_secret_ref.name)]
+                env.update({f"{s3_env_prefix(source.name)}_{k}": data[k] for k in S3_CREDENTIAL_KEYS})
+        return files, env
+
+    def _write_secret_files(
+        self, kb: Resource[KnowledgeBaseSpec], secrets: dict[str, dict[str, str]]
+    ) -> dict[str, str]:
+        """Each source's Secret as a directory of one file per key, readable by this user only (as a
+        Secret volume is in a pod); the directory is the source's location."""
+        locations = {}
+        for source, data in secrets.items():
+            directory = self.dir / "secrets" / f"{kb.namespace}-{kb.name}-{source}"
+            shutil.rmtree(directory, ignore_errors=True)  # keys removed from the Secret go too
+            directory.mkdir(parents=True, mode=0o700)
+            for key, value in data.items():
+                path = directory / key
+                path.touch(mode=0o600)
+                path.write_text(value)
+            locations[source] = str(directory)
+        return locations
+
+    def _run_workload(
+        self, key: str, module: str, job: dict[str, Any], *extra: str, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         jobs = self.dir / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         spec_file = jobs / f"{key.replace('/', '-')}.json"
         spec_file.write_text(json.dumps(job, indent=2))
         log = self.dir / "logs" / f"{key.replace('/', '-')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TANDEM_MODEL_CACHE": str(self.model_cache)}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TANDEM_MODEL_CACHE": str(self.model_cache),
+            **(env or {}),
+        }
         result: dict[str, Any] | None = None
         with (
             log.open("a") as out,

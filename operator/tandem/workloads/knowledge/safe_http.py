@@ -4,6 +4,8 @@ Every hop (the URL and each redirect) is resolved once, every resolved address i
 connection goes to the checked address (the host name is kept for the Host header and TLS SNI), so
 a DNS answer that changes between the check and the connection cannot smuggle a private address in.
 Responses are bounded in size and time; redirects are followed by hand, at most `max_redirects`.
+Credentials (`headers`) go only to the origin (scheme, host, port) of the URL asked for: a redirect to
+another origin gets the request without them, as browsers and curl do.
 `fetch` reads a body into memory; `stream` hands the response over unread, for bodies (model weights)
 that must go straight to disk.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -93,6 +95,7 @@ def stream(
     timeout: float,
     max_redirects: int,
     user_agent: str = "tandem-ingest/0.1",
+    headers: Mapping[str, str] | None = None,
 ) -> Iterator[Streamed]:
     """The response to GET `url`, its body unread, after every hop passed the address check.
 
@@ -103,7 +106,10 @@ def stream(
     current = url
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(max_redirects + 1):
-            request = _pinned_request(client, current, allow_private, timeout, user_agent)
+            same_origin = _origin(current) == _origin(url)
+            request = _pinned_request(
+                client, current, allow_private, timeout, user_agent, headers if same_origin else None
+            )
             try:
                 response = client.send(request, stream=True)
             except httpx.HTTPError as e:
@@ -116,7 +122,10 @@ def stream(
                     current = urljoin(current, location)
                     continue
                 if response.status_code >= 400:
-                    raise StatusError(f"{current}: HTTP {response.status_code}", response.status_code)
+                    hint = ""
+                    if response.status_code in (401, 403) and not headers:
+                        hint = " (a source behind authentication needs http.headersSecretRef)"
+                    raise StatusError(f"{current}: HTTP {response.status_code}{hint}", response.status_code)
                 try:
                     yield Streamed(current, response)
                 except httpx.HTTPError as e:
@@ -127,8 +136,22 @@ def stream(
     raise FetchError(f"{url}: more than {max_redirects} redirects")
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    return (
+        parts.scheme,
+        (parts.hostname or "").lower(),
+        parts.port or (443 if parts.scheme == "https" else 80),
+    )
+
+
 def _pinned_request(
-    client: httpx.Client, url: str, allow_private: bool, timeout: float, user_agent: str
+    client: httpx.Client,
+    url: str,
+    allow_private: bool,
+    timeout: float,
+    user_agent: str,
+    headers: Mapping[str, str] | None,
 ) -> httpx.Request:
     """A GET to the checked address of `url`'s host, keeping the host name for Host and TLS SNI."""
     parts = urlsplit(url)
@@ -142,7 +165,7 @@ def _pinned_request(
     return client.build_request(
         "GET",
         pinned,
-        headers={"Host": host_header, "User-Agent": user_agent},
+        headers={**(headers or {}), "Host": host_header, "User-Agent": user_agent},
         extensions={
             "sni_hostname": parts.hostname,
             "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
@@ -150,9 +173,19 @@ def _pinned_request(
     )
 
 
-def fetch(url: str, *, allow_private: bool, max_bytes: int, timeout: float, max_redirects: int) -> Fetched:
+def fetch(
+    url: str,
+    *,
+    allow_private: bool,
+    max_bytes: int,
+    timeout: float,
+    max_redirects: int,
+    headers: Mapping[str, str] | None = None,
+) -> Fetched:
     """The whole body of `url` in memory, at most `max_bytes` of it."""
-    with stream(url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects) as got:
+    with stream(
+        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects, headers=headers
+    ) as got:
         declared = got.response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise FetchError(f"{got.url}: {declared} bytes exceeds maxBytes {max_bytes}")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tandem.api.v1alpha1.knowledgebase import Source
+from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source, s3_env_prefix
 
 from .documents import FailedDocument, SourceDocument, detect_format
 from .safe_http import FetchError, fetch
@@ -28,7 +28,8 @@ class SourceRead:
 
 
 def read_source(source: Source, location: str | None = None) -> SourceRead:
-    """`location`: where a configMap/directory source is mounted (cluster) or lies (local mode)."""
+    """`location`: where a configMap/directory source is mounted (cluster) or lies (local mode); for an
+    http source, the directory holding its headers Secret's keys as files."""
     out = SourceRead(source.name)
     try:
         for doc_id, uri, title, data, fmt, content_type in _raw_documents(source, location, out.failures):
@@ -93,6 +94,7 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
             yield rel, path.resolve().as_uri(), None, data, "auto", None
     elif source.http is not None:
         spec = source.http
+        headers = _secret_headers(spec.headers_secret_ref.name, location) if spec.headers_secret_ref else {}
         for url in spec.urls:
             try:
                 got = fetch(
@@ -101,6 +103,7 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
                     max_bytes=spec.max_bytes,
                     timeout=float(spec.timeout_seconds),
                     max_redirects=spec.max_redirects,
+                    headers=headers,
                 )
             except FetchError as e:
                 fail(url, str(e))
@@ -108,6 +111,35 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
             yield url, url, None, got.data, "auto", got.content_type
     elif source.s3 is not None:
         yield from _s3_documents(source, fail)
+
+
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Set by the fetcher itself (Host must name the URL's host for the pinned address to work).
+_RESERVED_HEADERS = {"host", "user-agent", "content-length", "transfer-encoding", "connection"}
+
+
+def _secret_headers(secret: str, location: str | None) -> dict[str, str]:
+    """The headers an http source's Secret holds, mounted as one file per key (Kubernetes Secret volume:
+    the keys are symlinks next to `..data` entries, which are skipped)."""
+    root = Path(location) if location else None
+    if root is None or not root.is_dir():
+        raise SourceUnavailable(f"headers Secret {secret} is not mounted (expected at {location})")
+    headers: dict[str, str] = {}
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        value = path.read_text().strip()
+        if not _HEADER_NAME.fullmatch(path.name) or path.name.lower() in _RESERVED_HEADERS:
+            raise SourceUnavailable(
+                f"headers Secret {secret}: key {path.name!r} is not a header the source may set"
+            )
+        if "\r" in value or "\n" in value:
+            raise SourceUnavailable(f"headers Secret {secret}: the value of {path.name} spans lines")
+        headers[path.name] = value
+    if not headers:
+        raise SourceUnavailable(f"headers Secret {secret} holds no keys")
+    return headers
 
 
 def _walk(root: Path, patterns: list[str]) -> Iterator[Path]:
@@ -164,9 +196,8 @@ def _s3_documents(source: Source, fail: Callable[[str, str], None]) -> Iterator[
 
     spec = source.s3
     assert spec is not None
-    prefix = "TANDEM_S3_" + source.name.upper().replace("-", "_")
-    key_id = os.environ.get(f"{prefix}_AWS_ACCESS_KEY_ID")
-    secret = os.environ.get(f"{prefix}_AWS_SECRET_ACCESS_KEY")
+    prefix = s3_env_prefix(source.name)
+    key_id, secret = (os.environ.get(f"{prefix}_{key}") for key in S3_CREDENTIAL_KEYS)
     client = boto3.client(
         "s3",
         endpoint_url=spec.endpoint,

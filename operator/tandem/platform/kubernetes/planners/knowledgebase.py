@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
+from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
 from tandem.naming import collection_name
 
 from ..ownership import Owner, child_name, digest
@@ -20,6 +21,13 @@ SPEC_DIR = "/etc/tandem"
 def _pod_shape(settings: OperatorSettings) -> dict[str, str]:
     """What, besides the spec, decides the rendered work pod; POD_SCHEMA moves when the planner's pod does."""
     return {"image": settings.worker_image, "pullPolicy": settings.image_pull_policy, "schema": POD_SCHEMA}
+
+
+def _volume_name(prefix: str, source: str) -> str:
+    """A pod volume name for one source: a DNS label of at most 63 characters (names that fit keep the
+    readable form, so existing Jobs' pods do not change)."""
+    name = f"{prefix}-{source}"
+    return name if len(name) <= 63 else f"{prefix}-{digest(source, 10)}"
 
 
 def _source_inputs(spec: KnowledgeBaseSpec, mounts: Mounts) -> tuple[dict[str, str], list[dict[str, Any]]]:
@@ -41,14 +49,19 @@ def _source_inputs(spec: KnowledgeBaseSpec, mounts: Mounts) -> tuple[dict[str, s
                 where=where,
             )
         elif source.config_map is not None:
-            volume = f"cm-{source.name}"
+            volume = _volume_name("cm", source.name)
             mounts.volumes.append({"name": volume, "configMap": {"name": source.config_map.name}})
             mounts.mounts.append({"name": volume, "mountPath": f"/mnt/{volume}", "readOnly": True})
             locations[source.name] = f"/mnt/{volume}"
+        elif source.http is not None and source.http.headers_secret_ref is not None:
+            volume = _volume_name("headers", source.name)
+            locations[source.name] = mounts.add_secret(
+                volume, source.http.headers_secret_ref.name, f"/mnt/{volume}"
+            )
         elif source.s3 is not None and source.s3.credentials_secret_ref is not None:
             secret = source.s3.credentials_secret_ref.name
-            prefix = "TANDEM_S3_" + source.name.upper().replace("-", "_")
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            prefix = s3_env_prefix(source.name)
+            for key in S3_CREDENTIAL_KEYS:
                 env.append(
                     {"name": f"{prefix}_{key}", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
                 )
