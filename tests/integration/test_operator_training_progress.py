@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -26,7 +26,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from tandem.platform.kubernetes.ray_progress import DashboardUnavailable, last_progress, read_log_tail
-from tests.cluster_controllers import finish_rayjobs
+from tandem.workloads.training.trainer import TrainingOutcome
+from tests.cluster_controllers import finish_rayjobs, run_pod
 from tests.emulator.server import Emulator
 from tests.integration.conftest import condition, eventually
 from tests.integration.test_operator import children, create, in_namespace
@@ -193,14 +194,56 @@ async def test_status_follows_the_training_log_and_keeps_the_last_figures_when_t
     assert kept["status"]["conditions"] == grown["status"]["conditions"]
     assert kept["status"]["phase"] == "Running"
 
-    # The job finishes (KubeRay removes its cluster): Ready, with the last figures read still there.
+    # The job finishes (KubeRay removes its cluster): Ready. The submitter (tandem.workloads.ray_submit)
+    # left the training's result line as its termination message: the final figures come from there.
+    outcome = TrainingOutcome(
+        steps=40,
+        total_steps=40,
+        loss=0.91,
+        eval_loss=1.07,
+        tokens_per_second=870.5,
+        resumed_from=0,
+        seconds=812.0,
+    )
+    result = {"adapterDigest": "sha256:5e1f", "metrics": asdict(outcome), "skipped": False}
+    with httpx.Client(base_url=emulator.url, timeout=10) as client:
+        name = rayjob["metadata"]["name"]
+        message = json.dumps({"result": result})
+        await asyncio.to_thread(run_pod, client, NS, name, "training", exit_code=0, message=message)
     await asyncio.to_thread(finish_rayjobs_sync, emulator)
     done = await eventually(
         lambda: condition(o := training(emulator), "Ready").get("status") == "True" and o,
         what="the AdapterTraining Ready",
     )
-    assert figures(done) == figures(grown)
+    assert figures(done) == {
+        "step": 40,
+        "totalSteps": 40,
+        "loss": 0.91,
+        "evalLoss": 1.07,
+        "tokensPerSecond": 870.5,
+        "etaSeconds": 0,
+    }
+    assert done["status"]["adapterDigest"] == "sha256:5e1f"
     assert done["status"]["phase"] == "Succeeded"
+
+
+async def test_a_failed_training_is_stalled_with_the_workloads_own_reason(
+    emulator: Emulator, api: httpx.AsyncClient, operator: None
+) -> None:
+    await create(api, in_namespace(example("AdapterTraining")))
+    [rayjob] = await eventually(lambda: children(emulator, "rayjobs", NAME), what="the RayJob")
+    result = {"error": "DatasetInvalid", "message": "line 7: not JSON (Expecting value)"}
+    with httpx.Client(base_url=emulator.url, timeout=10) as client:
+        message = json.dumps({"result": result})
+        name = rayjob["metadata"]["name"]
+        await asyncio.to_thread(run_pod, client, NS, name, "training", exit_code=0, message=message)
+        await asyncio.to_thread(finish_rayjobs, client, NS, failed=True)
+    stalled = await eventually(
+        lambda: condition(o := training(emulator), "Stalled").get("status") == "True" and o,
+        what="the AdapterTraining Stalled",
+    )
+    assert condition(stalled, "Stalled")["reason"] == "DatasetInvalid"
+    assert "line 7: not JSON" in condition(stalled, "Stalled")["message"]
 
 
 def finish_rayjobs_sync(emulator: Emulator) -> int:

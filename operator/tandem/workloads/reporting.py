@@ -34,3 +34,15 @@ def write_termination_message(text: str, path: Path = TERMINATION_LOG) -> None:
     if path.parent.exists() and os.access(path.parent, os.W_OK):
         with contextlib.suppress(OSError):  # not in a Kubernetes pod after all
             path.write_text(text[:TERMINATION_BYTES])
+
+
+def shrink_lists(data: dict[str, Any], flags: dict[str, str], limit: int = RESULT_BYTES) -> dict[str, Any]:
+    """`data` with each list named in `flags` halved until its JSON fits `limit` bytes, and that list's
+    flag set to true when it was cut (its full length is the caller's to report), so the operator, which
+    reads the result from the termination message, gets a shorter list rather than JSON cut mid-way."""
+    out = dict(data)
+    for key, flag in flags.items():
+        while len(json.dumps(out).encode()) > limit and out.get(key):
+            out[key] = out[key][: len(out[key]) // 2]
+            out[flag] = True
+    return out

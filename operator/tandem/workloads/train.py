@@ -25,7 +25,7 @@ from tandem.api.v1alpha1 import AdapterTrainingSpec
 
 from . import ray_runtime
 from .models import TRANSIENT_REASONS, ModelError, folder_digest, prepare
-from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish
+from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish, shrink_lists
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
 from .training.raft import RaftExample
@@ -310,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     except (DatasetError, OutputError) as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
+    # The operator reads this line from a termination message (4 KiB): a long list of skipped dataset
+    # lines is cut there; the adapter's manifest keeps them all.
+    if "skippedLines" in outcome:
+        outcome = shrink_lists(
+            {**outcome, "skippedLineCount": len(outcome["skippedLines"])},
+            {"skippedLines": "skippedLinesTruncated"},
+        )
     finish(outcome, args.result)
     return code
 

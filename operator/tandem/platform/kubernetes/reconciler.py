@@ -246,7 +246,8 @@ class Reconciler:
                     )
                 plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
                 live, writes = await self._sync_children(owner, plan)
-                outcome, figures = self._adapter_training_status(plan, live, body.get("status") or {})
+                report = await self._work_report(owner, plan, "training")
+                outcome, figures = self._adapter_training_status(plan, live, body.get("status") or {}, report)
                 if figures["phase"] == "Running" and plan.work is not None:
                     # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
                     progress = await rayjob_progress(live.get(_key(plan.work)))
@@ -329,11 +330,16 @@ class Reconciler:
         return outcome, figures
 
     def _adapter_training_status(
-        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]], old: dict[str, Any]
+        self,
+        plan: Plan,
+        live: dict[tuple[str, str, str], dict[str, Any]],
+        old: dict[str, Any],
+        report: dict[str, Any] | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
         rayjob = live.get(_key(plan.work))
-        outcome = work_outcome(rayjob, "RayJob", "training")
+        report = report or {}
+        outcome = with_failed_attempt(work_outcome(rayjob, "RayJob", "training"), report, "training")
         figures: dict[str, Any] = {
             "rayJob": plan.work["metadata"]["name"],
             "adapterVersion": plan.facts["version"],
@@ -351,6 +357,7 @@ class Reconciler:
             figures["adapterUri"] = plan.facts["adapterUri"]
             if ray_status.get("endTime"):
                 figures["completionTime"] = ray_status["endTime"]
+            figures.update(_training_result_figures(report))
         figures["phase"] = {"Ready": "Succeeded", "Stalled": "Failed"}.get(
             outcome.state, "Running" if outcome.reason == "Running" else "Pending"
         )
@@ -712,6 +719,27 @@ class Reconciler:
             event_type = "Warning" if outcome.state == "Stalled" else "Normal"
             self.events(body, event_type, outcome.reason, outcome.message)
         return 1
+
+
+def _training_result_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The final figures of a training run, from the result line its RayJob's submitter relayed (the
+    dashboard that gave the running figures is gone with the cluster). A run that found its adapter
+    already trained (`skipped`) has no metrics of its own; its digest still names the adapter."""
+    figures: dict[str, Any] = {}
+    if isinstance(report.get("adapterDigest"), str):
+        figures["adapterDigest"] = report["adapterDigest"]
+    metrics = report.get("metrics")
+    if isinstance(metrics, dict) and not report.get("skipped"):
+        named = {
+            "step": metrics.get("steps"),
+            "totalSteps": metrics.get("total_steps"),
+            "loss": metrics.get("loss"),
+            "evalLoss": metrics.get("eval_loss"),
+            "tokensPerSecond": metrics.get("tokens_per_second"),
+        }
+        figures.update({k: v for k, v in named.items() if v is not None})
+        figures["etaSeconds"] = 0
+    return figures
 
 
 def with_failed_attempt(outcome: Outcome, report: dict[str, Any], what: str) -> Outcome:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tandem.api.v1alpha1.knowledgebase import KnowledgeBaseSpec
 
+from ..reporting import shrink_lists
 from .chunking import Chunk, chunk
 from .documents import FailedDocument, SourceDocument
 from .embedding import TextEmbedder
@@ -62,9 +63,7 @@ class IngestResult:
         data = asdict(self)
         data["failed_document_count"] = len(self.failed_documents)  # also when the list is cut below
         if limit is not None:  # a Kubernetes termination message holds 4 KiB
-            while len(json.dumps(data)) > limit and data["failed_documents"]:
-                data["failed_documents"] = data["failed_documents"][: len(data["failed_documents"]) // 2]
-                data["failedDocumentsTruncated"] = True
+            data = shrink_lists(data, {"failed_documents": "failedDocumentsTruncated"}, limit)
         return json.dumps(data)
 
 
