@@ -144,6 +144,16 @@ def test_knowledge_base_on_ray_when_scaled_out() -> None:
     assert submitter["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_object_store_output_is_refused_not_reported_trained() -> None:
+    spec = example("AdapterTraining")["spec"]
+    spec["output"] = {"uri": "s3://adapters/team"}
+    with pytest.raises(PlanError) as refused:
+        plan_adapter_training(
+            owner("AdapterTraining", "style"), AdapterTrainingSpec.model_validate(spec), SETTINGS
+        )
+    assert refused.value.reason == "OutputUnsupported" and "pvc://" in str(refused.value)
+
+
 def test_source_secrets_reach_the_ingest_pod() -> None:
     long_name = "w" * 63  # a source name may be 63 characters; a volume name may not be longer
     spec = {

@@ -150,7 +150,13 @@ class TrainingResources(TandemModel):
 class Output(TandemModel):
     """Where the adapter is written, as `<name>-<version>/`."""
 
-    uri: str = Field(pattern=STORE_URI, description="pvc://CLAIM/PATH, s3://BUCKET/PREFIX or file:///PATH.")
+    uri: str = Field(
+        pattern=STORE_URI,
+        description=(
+            "pvc://CLAIM/PATH in a cluster, file:///PATH locally. s3://BUCKET/PREFIX is reserved: not "
+            "written yet, refused with reason OutputUnsupported."
+        ),
+    )
     version: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$",

@@ -12,7 +12,7 @@ from tandem.api.v1alpha1.common import SecretKeyReference
 from ..ownership import Owner, child_name, digest
 from ..pods import ray_job
 from ..settings import OperatorSettings
-from ..volumes import Mounts
+from ..volumes import Mounts, PlanError
 from . import POD_SCHEMA, Plan
 
 SPEC_DIR = "/etc/tandem"
@@ -79,6 +79,15 @@ def plan_adapter_training(
         if spec.dataset is not None and spec.dataset.uri
         else None
     )
+    if not spec.output.uri.startswith("pvc://") and not spec.output.uri.startswith("file://"):
+        # The trainer writes the adapter (and its checkpoints, read by every Ray worker) to a folder; no
+        # code uploads it to an object store, and vLLM loads adapters from folders. Refused here rather
+        # than reported Trained with an adapter that exists nowhere.
+        raise PlanError(
+            "OutputUnsupported",
+            f"spec.output.uri: {spec.output.uri.partition('://')[0]}:// output stores are not written yet; "
+            "use pvc://CLAIM/PATH (a ReadWriteMany claim that the vLLM pods also mount)",
+        )
     output_root = mounts.resolve(spec.output.uri, read_only=False, where="spec.output.uri")
     adapter_dir = f"{output_root.rstrip('/')}/{owner.name}-{version}"
     if spec.dataset is not None and spec.dataset.config_map is not None:
