@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
 import httpx
@@ -344,6 +345,79 @@ async def test_endpoint_without_adapters_turns_ready(
         what="Ready",
     )
     assert obj["status"]["readyReplicas"] == 2 and obj["status"]["url"] == f"http://assistant.{NS}.svc/v1"
+
+
+async def test_a_base_model_that_cannot_be_fetched_stalls_the_endpoint_with_its_reason(
+    emulator: Emulator, api: httpx.AsyncClient, operator: None
+) -> None:
+    """The vLLM pods' init container (tandem.workloads.model_download) fetches an s3/https base model; when
+    it fails, its termination message is the reason. The emulator runs no kubelet: the test records the
+    pod with the init container's state, as the kubelet would after a failed attempt."""
+    endpoint = in_namespace(example("HybridEndpoint"))
+    endpoint["spec"].update(
+        adapters=[], knowledgeBases=[], baseModel={"uri": "https://models.example/smollm2.tar.gz"}
+    )
+    await create(api, endpoint)
+    [vllm] = await eventually(
+        lambda: [
+            d
+            for d in children(emulator, "deployments", "assistant")
+            if d["metadata"]["name"].endswith("-vllm")
+        ],
+        what="the vLLM Deployment",
+    )
+    template = vllm["spec"]["template"]
+    [init] = template["spec"]["initContainers"]
+    failure = {"error": "BaseModelNotFound", "message": "https://models.example/smollm2.tar.gz: HTTP 404"}
+    message = json.dumps({"result": failure})
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "assistant-vllm-7d9f-abcde",
+            "namespace": NS,
+            "labels": template["metadata"]["labels"],
+        },
+        "spec": template["spec"],
+    }
+    status = {
+        "phase": "Pending",
+        "initContainerStatuses": [
+            {
+                "name": init["name"],
+                "ready": False,
+                "restartCount": 1,
+                "image": init["image"],
+                "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {
+                    "terminated": {"exitCode": 2, "message": message, "finishedAt": "2026-11-29T22:00:00Z"}
+                },
+            }
+        ],
+    }
+    async with httpx.AsyncClient(base_url=emulator.url) as client:
+        (await client.post(f"/api/v1/namespaces/{NS}/pods", json=pod)).raise_for_status()
+        path = f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status"
+        patch = await client.patch(
+            path, json={"status": status}, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        patch.raise_for_status()
+    await api.patch(
+        f"/apis/tandem.dev/v1alpha1/namespaces/{NS}/hybridendpoints/assistant",
+        json={"metadata": {"annotations": {"poke": "1"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    obj = await eventually(
+        lambda: (
+            condition(o := emulator.get("hybridendpoints", NS, "assistant"), "Stalled").get("status")
+            == "True"
+            and o
+        ),
+        what="Stalled",
+    )
+    stalled = condition(obj, "Stalled")
+    assert stalled["reason"] == "BaseModelNotFound" and "HTTP 404" in stalled["message"]
 
 
 async def test_cross_namespace_reference_needs_a_grant(

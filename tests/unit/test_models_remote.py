@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import ipaddress
+import json
 import tarfile
 import threading
 import tracemalloc
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 from tandem.workloads import model_download
 from tandem.workloads.knowledge import safe_http
 from tandem.workloads.model_download import fetch_model
@@ -271,3 +273,34 @@ def test_prepare_unpacks_a_folder_archive(server: str, tmp_path: Path) -> None:
     assert model.digest == folder_digest(model.path)
     assert prepare(f"{server}/smol.tar.gz", cache=tmp_path, allow_private_networks=True) == model
     assert _no_partials(tmp_path)
+
+
+def test_vllm_init_container_links_the_fetched_folder(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the vLLM pod's init container runs: the model lands in the cache and a fixed path points at it."""
+    link = tmp_path / "base"
+    argv = ["--uri", f"{server}/smol.tar.gz", "--cache", str(tmp_path / "cache"), "--link", str(link)]
+    assert model_download.main([*argv, "--allow-private-networks"]) == 0
+    assert (link / "config.json").is_file() and link.is_symlink()
+    first = link.resolve()
+    assert model_download.main([*argv, "--allow-private-networks"]) == 0  # a restarted init container
+    assert link.resolve() == first and not (tmp_path / "base.new").exists()
+    result = capsys.readouterr().out.strip().splitlines()[-1]
+    assert str(first) in result
+
+    # Without --allow-private-networks the loopback server is refused: a permanent error (exit 2, the
+    # operator reports it Stalled), which names the address and the field that allows it.
+    assert model_download.main(argv) == 2
+    refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["result"]
+    assert refused["error"] not in TRANSIENT_MODEL_REASONS
+    assert "127.0.0.1" in refused["message"] and "allowPrivateNetworks" in refused["message"]
+
+
+def test_a_single_gguf_file_cannot_be_served_by_vllm(server: str, tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as refused:
+        model_download.link_model(
+            f"{server}/model.gguf", tmp_path / "cache", tmp_path / "base", allow_private_networks=True
+        )
+    assert refused.value.reason == "ModelNotServable" and "folder" in str(refused.value)
+    assert not (tmp_path / "base").exists()

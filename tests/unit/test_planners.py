@@ -261,6 +261,31 @@ def test_hybrid_endpoint_without_adapters_has_no_lora_flags_and_fixed_replicas()
     assert not [c for c in plan.children if c["kind"] == "HorizontalPodAutoscaler"]
 
 
+@pytest.mark.parametrize("uri", ["s3://models/smollm2-360m", "https://models.example/smollm2.tar.gz"])
+def test_a_remote_base_model_is_fetched_by_an_init_container(uri: str) -> None:
+    spec = example("HybridEndpoint")["spec"]
+    spec["baseModel"] = {"uri": uri}
+    plan = he_plan(spec)
+    vllm = next(
+        c for c in plan.children if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("-vllm")
+    )
+    kubernetes_validate.validate(vllm, "1.32", strict=True)
+    pod = vllm["spec"]["template"]["spec"]
+    [fetch] = pod["initContainers"]
+    assert fetch["command"][:3] == ["python", "-m", "tandem.workloads.model_download"]
+    assert f"--uri={uri}" in fetch["command"] and "--allow-private-networks" not in fetch["command"]
+    link = next(a for a in fetch["command"] if a.startswith("--link=")).removeprefix("--link=")
+    server = pod["containers"][0]
+    assert f"--model={link}" in server["command"]
+    # The folder the init container fills is the one vLLM reads.
+    [models] = [v["name"] for v in pod["volumes"] if "emptyDir" in v and v["name"] == "models"]
+    mounted = {c["name"]: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in [fetch, server]}
+    assert mounted["fetch-model"][models] == mounted["vllm"][models] and link.startswith(
+        mounted["vllm"][models]
+    )
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_hybrid_endpoint_isolates_vllm_and_mounts_tenant_keys() -> None:
     plan = he_plan()
     policy = next(c for c in plan.children if c["kind"] == "NetworkPolicy")

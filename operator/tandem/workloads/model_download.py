@@ -375,3 +375,52 @@ def _fetch_http(
     except FetchError as e:
         raise _http_error(uri, e) from None
     return _cached_model(uri, target, gguf_file)
+
+
+def link_model(uri: str, cache: Path, link: Path, *, allow_private_networks: bool = False) -> Path:
+    """Fetch a base model for a server that takes a fixed path (vLLM's --model): `link` is made to point
+    at the cached folder, replaced atomically, so a restarted init container never leaves it dangling."""
+    folder = fetch_model(uri, cache, allow_private_networks=allow_private_networks)
+    if not folder.is_dir():
+        raise ModelError(
+            "ModelNotServable",
+            f"{uri}: a single file ({folder.name}); vLLM serves Hugging Face folders (an s3:// prefix, or an "
+            "https:// tar archive of the folder)",
+        )
+    fresh = link.with_name(link.name + ".new")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(folder)
+    os.replace(fresh, link)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tandem.workloads.model_download --uri U --cache DIR --link PATH`: the vLLM pod's
+    init container. Its result line (and the termination message) says which folder, or why not."""
+    import argparse
+
+    from .reporting import EXIT_PERMANENT, EXIT_RETRY, finish
+
+    parser = argparse.ArgumentParser(description="Fetch a remote base model and link it at a fixed path")
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--cache", required=True, type=Path)
+    parser.add_argument("--link", required=True, type=Path)
+    parser.add_argument("--allow-private-networks", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        folder = link_model(
+            args.uri, args.cache, args.link, allow_private_networks=args.allow_private_networks
+        )
+    except ModelError as e:
+        from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
+
+        finish({"error": e.reason, "message": str(e)})
+        return EXIT_RETRY if e.reason in TRANSIENT_MODEL_REASONS else EXIT_PERMANENT
+    finish({"baseModel": args.uri, "folder": str(folder)})
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

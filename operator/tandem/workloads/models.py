@@ -17,14 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
+
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_MODEL_CACHE", Path.home() / ".cache" / "tandem" / "models"))
-
-
-# Base models fetched into the cache by model_download (imported only then: it brings boto3 and httpx).
-REMOTE_SCHEMES = ("s3", "http", "https")
-# Reasons worth another attempt (a Job retry): the store may come back. Every other reason needs a change
-# to the manifest or the model store.
-TRANSIENT_REASONS = frozenset({"BaseModelUnreachable"})
 
 
 class ModelError(Exception):
@@ -61,7 +56,7 @@ def locate(
 ) -> Path:
     """The local file or folder a URI names (no conversion yet), downloading a remote one into `cache`."""
     scheme, _, rest = uri.partition("://")
-    if scheme in REMOTE_SCHEMES:
+    if scheme in REMOTE_MODEL_SCHEMES:
         from .model_download import fetch_model  # imports boto3/httpx only when a model is remote
 
         return fetch_model(uri, cache, gguf_file=gguf_file, allow_private_networks=allow_private_networks)

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec
+from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 
 from . import ray_runtime
-from .models import TRANSIENT_REASONS, ModelError, folder_digest, prepare
+from .models import ModelError, folder_digest, prepare
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish, shrink_lists
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as e:
         # A model store that did not answer may answer the retry; a missing or refused model will not.
         outcome = {"error": e.reason, "message": str(e)}
-        code = EXIT_RETRY if e.reason in TRANSIENT_REASONS else EXIT_PERMANENT
+        code = EXIT_RETRY if e.reason in TRANSIENT_MODEL_REASONS else EXIT_PERMANENT
     except TrainingError as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     except (DatasetError, OutputError) as e:

@@ -21,6 +21,12 @@ DATA_URI = r"^(pvc|file|s3|https?)://.+"
 STORE_URI = r"^(pvc|file|s3)://.+"
 
 
+# Base model URI schemes fetched over the network into a cache (tandem.workloads.model_download).
+REMOTE_MODEL_SCHEMES = ("s3", "http", "https")
+# Condition reasons of a base model that may be there on the next attempt: retried, not Stalled.
+TRANSIENT_MODEL_REASONS = frozenset({"BaseModelUnreachable"})
+
+
 class ModelSource(TandemModel):
     """A base model: a Hugging Face folder or a GGUF file (converted once and cached)."""
 

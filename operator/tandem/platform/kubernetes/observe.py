@@ -69,7 +69,12 @@ def termination_report(pods: list[dict[str, Any]], container: str) -> dict[str, 
     """
     reports = []
     for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        pod_status = pod.get("status") or {}
+        statuses = [
+            *(pod_status.get("initContainerStatuses") or []),
+            *(pod_status.get("containerStatuses") or []),
+        ]
+        for status in statuses:
             if status.get("name") != container:
                 continue
             for state in (status.get("state") or {}, status.get("lastState") or {}):

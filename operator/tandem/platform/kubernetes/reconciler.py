@@ -33,6 +33,7 @@ from tandem.api.v1alpha1 import (
     HybridEndpointSpec,
     KnowledgeBaseSpec,
 )
+from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 from tandem.api.v1alpha1.evaluation import StrategySummary
 
 from . import metrics
@@ -52,7 +53,7 @@ from .planners.evaluation import (
     plan_evaluation,
     run_name,
 )
-from .planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
+from .planners.hybridendpoint import FETCH_CONTAINER, ResolvedAdapter, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .ray_progress import PROGRESS_FIELDS, rayjob_progress
 from .references import reference_allowed
@@ -264,7 +265,10 @@ class Reconciler:
                 live, writes = await self._sync_children(owner, plan)
                 pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
                 observed = await loaded_per_pod(pods, self.settings.vllm_port)
-                outcome, figures = self._hybrid_endpoint_status(he_spec, plan, live, waiting, observed)
+                fetched = termination_report(pods, FETCH_CONTAINER)
+                outcome, figures = self._hybrid_endpoint_status(
+                    he_spec, plan, live, waiting, observed, fetched
+                )
             elif kind is EVALUATION:
                 ev_spec = EvaluationSpec.model_validate(body.get("spec") or {})
                 outcome, figures, writes = await self._evaluation(
@@ -370,6 +374,7 @@ class Reconciler:
         live: dict[tuple[str, str, str], dict[str, Any]],
         waiting: list[str],
         observed: list[dict[str, str]],
+        fetched: dict[str, Any] | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
         desired, ready = deployment_replicas(
             live.get(("apps/v1", "Deployment", plan.facts["vllmDeployment"]))
@@ -390,7 +395,16 @@ class Reconciler:
             "gatewayReadyReplicas": gw_ready,
             "adapters": adapters,
         }
-        if ready < desired or gw_ready < gw_desired:
+        if ready < desired and fetched and "error" in fetched:
+            # The vLLM pods' init container could not fetch the base model (the kubelet retries it).
+            cause = f"{fetched['error']}: {fetched.get('message', '')}"
+            if fetched["error"] in TRANSIENT_MODEL_REASONS:
+                outcome = Outcome.progressing(
+                    "Retrying", f"fetching the base model failed ({cause}); retrying"
+                )
+            else:
+                outcome = Outcome.stalled(str(fetched["error"]), f"fetching the base model: {cause}")
+        elif ready < desired or gw_ready < gw_desired:
             outcome = Outcome.progressing(
                 "Deploying", f"vLLM {ready}/{desired} ready, gateway {gw_ready}/{gw_desired} ready"
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
+from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
 from tandem.api.v1alpha1.hybridendpoint import Tenant
 
 from ..ownership import Owner, child_name
@@ -90,6 +91,42 @@ def max_lora_rank(adapters: list[ResolvedAdapter]) -> int:
     )
 
 
+# Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
+MODEL_DIR = "/models"
+FETCH_CONTAINER = "fetch-model"
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.partition("://")[0] in REMOTE_MODEL_SCHEMES
+
+
+def _fetch_model_container(
+    spec: HybridEndpointSpec, settings: OperatorSettings, mounts: Mounts
+) -> dict[str, Any]:
+    """The init container that puts a remote base model where vLLM's fixed --model path points (vLLM
+    reads folders, not object stores). Its termination message says what went wrong, for status."""
+    mounts.volumes.append({"name": "models", "emptyDir": {}})
+    mounts.mounts.append({"name": "models", "mountPath": MODEL_DIR})
+    command = [
+        "python",
+        "-m",
+        "tandem.workloads.model_download",
+        f"--uri={spec.base_model.uri}",
+        f"--cache={MODEL_DIR}/cache",
+        f"--link={MODEL_DIR}/base",
+    ]
+    if spec.base_model.allow_private_networks:
+        command.append("--allow-private-networks")
+    return container(
+        FETCH_CONTAINER,
+        settings.worker_image,
+        command=command,
+        mounts=Mounts(mounts=[{"name": "models", "mountPath": MODEL_DIR}]),
+        pull_policy=settings.image_pull_policy,
+        resources_={"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    )
+
+
 def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
     uri = spec.base_model.uri
     if spec.base_model.gguf_file:
@@ -105,6 +142,8 @@ def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
         )
     if uri.startswith("hf://"):
         return uri.removeprefix("hf://")
+    if _is_remote(uri):
+        return f"{MODEL_DIR}/base"  # fetched by the init container
     return mounts.resolve(uri, read_only=True, where="spec.baseModel.uri")
 
 
@@ -127,6 +166,9 @@ def plan_hybrid_endpoint(
     # pod restart (the adapter-sync sidecar calls /v1/load_lora_adapter on its own pod).
     vllm_mounts = Mounts()
     model_path = _base_model(spec, vllm_mounts)
+    init = []
+    if _is_remote(spec.base_model.uri):  # before the containers copy the mounts
+        init.append(_fetch_model_container(spec, settings, vllm_mounts))
     adapter_paths = {
         a.name: vllm_mounts.resolve(a.uri, read_only=True, where=f"spec.adapters[{a.name}]") for a in adapters
     }
@@ -187,9 +229,10 @@ def plan_hybrid_endpoint(
         pull_policy=settings.image_pull_policy,
         resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     )
+    vllm_pod = pod_spec([vllm, sync], vllm_mounts, **({"initContainers": init} if init else {}))
     vllm_spec: dict[str, Any] = {
         "selector": {"matchLabels": vllm_labels},
-        "template": {"metadata": {"labels": vllm_labels}, "spec": pod_spec([vllm, sync], vllm_mounts)},
+        "template": {"metadata": {"labels": vllm_labels}, "spec": vllm_pod},
     }
     if serving.autoscaling is None:
         vllm_spec["replicas"] = 1 if serving.replicas is None else serving.replicas
