@@ -21,6 +21,7 @@ normalised vectors). Measured through:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -66,7 +67,8 @@ def fill(store: ChunkStore, corpus: common.EmbeddedCorpus, index: VectorIndex) -
     rng = np.random.default_rng(common.SEED)
     started = time.perf_counter()
     for offset in range(0, len(corpus.texts), 2000):
-        store.upsert(rows(corpus, offset, min(offset + 2000, len(corpus.texts)), rng))
+        # insert, as the Indexer writes documents never stored before
+        store.insert(rows(corpus, offset, min(offset + 2000, len(corpus.texts)), rng))
     store.flush()
     while True:
         info = store.client.describe_index(store.collection, "vector")
@@ -130,12 +132,24 @@ def main() -> None:
     parser.add_argument("--backends", default="lite")
     parser.add_argument("--corpus", type=int, default=12_000)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument(
+        "--use-queries",
+        type=int,
+        default=None,
+        help="search with only the first N of the embedded queries (the cache stays the one of --queries)",
+    )
     parser.add_argument("--quick", action="store_true", help="600 passages, 50 queries")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.corpus, args.queries = 600, 50
     corpus = common.embedded_corpus(args.corpus, args.queries)
+    if args.use_queries is not None:
+        corpus = dataclasses.replace(
+            corpus,
+            queries=corpus.queries[: args.use_queries],
+            query_vectors=corpus.query_vectors[: args.use_queries],
+        )
     truth = exact_top(corpus, K)
     workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-recall-"))
     try:
@@ -148,7 +162,12 @@ def main() -> None:
             "benchmark": "knowledge_recall",
             "command": " ".join(sys.argv),
             "machine": common.machine(),
-            "corpus": {"passages": args.corpus, "queries": args.queries, "embedding_seconds": corpus.seconds},
+            "corpus": {
+                "passages": args.corpus,
+                "queries": len(corpus.queries),
+                "queries_embedded": args.queries,
+                "embedding_seconds": corpus.seconds,
+            },
             "results": results,
         },
     )

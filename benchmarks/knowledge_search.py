@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Search latency through Tandem versus a raw pymilvus search, on milvus-lite and the Milvus 2.3.5 server.
 
-One collection of N vectors is built through Tandem's own `ChunkStore` (`ensure`, then `upsert` of rows
-shaped as the indexer writes them: text, doc/chunk fields, ACL labels). The vectors are real
-all-MiniLM-L6-v2 embeddings of text (see common.py) and, past the corpus size, perturbed copies of them
-(Gaussian noise, sigma 0.02 per dimension, renormalised: cosine about 0.93 to the original) so 100k or
-1M vectors need not be embedded. 10 % of the rows carry an access label the caller lacks.
+One collection of N vectors is built through Tandem's own `ChunkStore` (`ensure`, then `insert` of rows
+shaped as the indexer writes them: text, doc/chunk fields, ACL labels; the Indexer inserts the chunks of
+documents never stored before and upserts only replacements; `--write upsert` gives the old behaviour).
+The vectors are real all-MiniLM-L6-v2 embeddings of text (see common.py) and, past the corpus size,
+perturbed copies of them (Gaussian noise, sigma 0.02 per dimension, renormalised: cosine about 0.93 to
+the original) so 100k or 1M vectors need not be embedded. 10 % of the rows carry an access label the
+caller lacks.
 
 Then, for every query, interleaved in a random order so that the machine's noise hits all of them alike:
 
@@ -123,7 +125,9 @@ def index_progress(store: ChunkStore) -> tuple[int, int, str]:
     return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0)), str(info.get("state", ""))
 
 
-def build(store: ChunkStore, corpus: common.EmbeddedCorpus, count: int, keyword: str) -> dict[str, Any]:
+def build(
+    store: ChunkStore, corpus: common.EmbeddedCorpus, count: int, keyword: str, write: str = "insert"
+) -> dict[str, Any]:
     """Create the collection through Tandem and fill it; time the insert and the index build."""
     store.drop()
     store.ensure(corpus.vectors.shape[1], VectorIndex(type="HNSW", metric="COSINE"), keyword)
@@ -134,9 +138,9 @@ def build(store: ChunkStore, corpus: common.EmbeddedCorpus, count: int, keyword:
         made = time.perf_counter()
         batch = rows(corpus, offset, min(offset + BATCH, count), rng)
         generating += time.perf_counter() - made
-        store.upsert(batch)
+        getattr(store, write)(batch)  # ChunkStore.insert or ChunkStore.upsert
         if (offset // BATCH) % 50 == 49:
-            print(f"  upserted {offset + len(batch)}/{count}", file=sys.stderr, flush=True)
+            print(f"  {write}ed {offset + len(batch)}/{count}", file=sys.stderr, flush=True)
     store.flush()
     inserted = time.perf_counter()
     insert_seconds = inserted - started - generating
@@ -150,6 +154,7 @@ def build(store: ChunkStore, corpus: common.EmbeddedCorpus, count: int, keyword:
     indexed = time.perf_counter()
     print(f"  index reports {progress} after {indexed - inserted:.1f} s", file=sys.stderr, flush=True)
     return {
+        "write": f"ChunkStore.{write}",
         "insert_seconds": round(insert_seconds, 1),
         "index_reported_done_seconds": round(indexed - inserted, 1),
         "index_state": list(progress),
@@ -189,6 +194,8 @@ def measure(
     rounds: int,
     keyword_label: str,
     only: int | None = None,
+    warmup: int = 10,
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
     table = {q: v for q, v in zip(corpus.queries, corpus.query_vectors, strict=True)}
     table = dict(list(table.items())[:only])
@@ -222,7 +229,7 @@ def measure(
     }
     names = list(operations)
     # Warm up every path (connections, the model, Milvus's caches).
-    for query, vector in list(table.items())[:10]:
+    for query, vector in list(table.items())[:warmup]:
         for name in names:
             operations[name](query, vector)
 
@@ -232,8 +239,12 @@ def measure(
     checked = 0
     cpu = common.cpu_snapshot()
     started = time.perf_counter()
+    stopped_early = False
     for round_ in range(rounds):
         for number, (query, vector) in enumerate(table.items()):
+            if time_limit is not None and time.perf_counter() - started > time_limit:
+                stopped_early = True  # every path has the same queries: the comparison stays paired
+                break
             # A fresh random order per query: in a fixed cyclic order one path would always run right
             # after the embedding, whose torch threads keep spinning for a while after it returns.
             order = random.Random(f"{round_}-{number}").sample(names, len(names))
@@ -247,6 +258,8 @@ def measure(
                     expected = [hit["id"] for hit in raw(vector)[:top_k]]
                     same_top += [p.id for p in passages] == expected
                     checked += 1
+        if stopped_early:
+            break
     wall = time.perf_counter() - started
     summary = {name: common.summary_ms(values) for name, values in times.items()}
     raw_p50 = summary["raw"]["p50"]
@@ -257,8 +270,11 @@ def measure(
     return {
         "keyword_mode_of_auto": auto.search(corpus.queries[0], top_k, CALLER).keyword,
         "keyword_label": keyword_label,
+        "warmup_queries": min(warmup, len(table)),
         "queries": len(table),
         "rounds": rounds,
+        "measured_per_path": len(times["raw"]),
+        "stopped_by_time_limit": stopped_early,
         "top_k": top_k,
         "candidates_limit": candidates,
         "filter": expression,
@@ -301,7 +317,7 @@ def run_backend(
             "server_version": store.server_version,
             "vectors": args.vectors,
         }
-        result["build"] = build(store, corpus, args.vectors, args.keyword)
+        result["build"] = build(store, corpus, args.vectors, args.keyword, args.write)
         probe = corpus.query_vectors[0]
         expression = f"({acl_filter(CALLER.groups)})"
         result["build"]["settle_seconds"] = round(
@@ -309,7 +325,15 @@ def run_backend(
         )
         print(f"  build {result['build']}", file=sys.stderr, flush=True)
         result["search"] = measure(
-            store, corpus, embedder, args.top_k, args.rounds, args.keyword, args.measure
+            store,
+            corpus,
+            embedder,
+            args.top_k,
+            args.rounds,
+            args.keyword,
+            args.measure,
+            warmup=args.warmup,
+            time_limit=args.time_limit,
         )
         result["peak_rss_gib"] = memory.stop()
         if server_pid is None:
@@ -326,7 +350,10 @@ def print_result(result: dict[str, Any]) -> None:
     print(f"build: {result['build']}")
     print(f"peak RSS (GiB): {result['peak_rss_gib']}")
     print(
-        f"{search['queries']} queries x {search['rounds']} rounds, top_k {search['top_k']}, limit "
+        f"{search['queries']} queries x {search['rounds']} rounds"
+        f"{' (stopped by --time-limit)' if search.get('stopped_by_time_limit') else ''}, "
+        f"{search.get('measured_per_path')} timed per path, warm-up {search.get('warmup_queries')} queries, "
+        f"top_k {search['top_k']}, limit "
         f"{search['candidates_limit']}, filter {search['filter']}; "
         f"auto ran as {search['keyword_mode_of_auto']}"
     )
@@ -357,6 +384,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500, help="held-out query texts")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the queries")
     parser.add_argument("--measure", type=int, default=None, help="time only the first N queries")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop measuring after this many seconds (whole queries)",
+    )
+    parser.add_argument("--warmup", type=int, default=10, help="queries run on every path before timing")
+    parser.add_argument(
+        "--write",
+        choices=("insert", "upsert"),
+        default="insert",
+        help="ChunkStore call that fills the collection (the Indexer inserts new documents)",
+    )
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--keyword", default="auto", help="search.keyword the collection is created for")
     parser.add_argument("--settle-limit", type=float, default=600.0)
