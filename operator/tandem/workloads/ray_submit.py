@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -114,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--termination-log", type=Path, default=TERMINATION_LOG)
     parser.add_argument("entrypoint", nargs=argparse.REMAINDER, help="after --: the Ray job's command")
     args = parser.parse_args(argv)
-    entrypoint = " ".join(part for part in args.entrypoint if part != "--")
+    # Quoted for the shell Ray runs the entrypoint in; only the separator before it is dropped.
+    command = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    entrypoint = shlex.join(command)
     address = os.environ.get("RAY_DASHBOARD_ADDRESS", "")
     submission_id = os.environ.get("RAY_JOB_SUBMISSION_ID", "")
     if not (address and submission_id and entrypoint):
