@@ -18,7 +18,8 @@ from tests.manifests import ROOT
 pytestmark = [pytest.mark.integration, requires_private_network]
 
 
-def ingest(tmp_path: Path, name: str, docs: Path, *extra: str) -> dict[str, object]:
+def ingest_spec_file(tmp_path: Path, name: str, docs: Path, *, workers: int, **spec: object) -> Path:
+    """The ingest workload's spec file for the handbook in `docs`, on milvus-lite, scaled out on Ray."""
     job = {
         "namespace": "t",
         "name": name,
@@ -29,11 +30,17 @@ def ingest(tmp_path: Path, name: str, docs: Path, *extra: str) -> dict[str, obje
         "spec": {
             "sources": [{"name": "handbook", "directory": {"path": str(docs)}}],
             "chunking": {"size": 48, "overlap": 8},
-            "scale": {"engine": "RayJob", "workers": 2},
+            "scale": {"engine": "RayJob", "workers": workers},
+            **spec,
         },
     }
-    spec = tmp_path / f"{name}.json"
-    spec.write_text(json.dumps(job))
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def ingest(tmp_path: Path, name: str, docs: Path, *extra: str) -> dict[str, object]:
+    spec = ingest_spec_file(tmp_path, name, docs, workers=2)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT}", "RAY_ADDRESS": ""}
     done = subprocess.run(
         [sys.executable, "-m", "tandem.workloads.ingest", "--spec", str(spec), *extra],

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests.corpus import write_handbook
+from tests.integration.test_knowledge_ray import ingest_spec_file
 from tests.isolation import requires_private_network
 from tests.manifests import ROOT
 
@@ -87,23 +88,8 @@ def dashboard() -> Iterator[str]:
 
 
 def ingest_spec(tmp_path: Path, name: str, model: str = "all-MiniLM-L6-v2") -> Path:
-    job = {
-        "namespace": "t",
-        "name": name,
-        "collection": f"tandem_t__{name}",
-        "milvusUri": str(tmp_path / f"{name}.db"),
-        "revision": "r1",
-        "sourceLocations": {},
-        "spec": {
-            "sources": [{"name": "handbook", "directory": {"path": str(write_handbook(tmp_path / name))}}],
-            "chunking": {"size": 48, "overlap": 8},
-            "embedding": {"model": model},
-            "scale": {"engine": "RayJob", "workers": 1},
-        },
-    }
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(job))
-    return path
+    docs = write_handbook(tmp_path / name)
+    return ingest_spec_file(tmp_path, name, docs, workers=1, embedding={"model": model})
 
 
 def submit(dashboard: str, submission_id: str, spec: Path, tmp_path: Path) -> tuple[str, dict[str, Any]]:
