@@ -6,10 +6,9 @@ manifests a cluster takes, validate them with the same models, and run the same 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -19,7 +18,9 @@ from rich.table import Table
 
 from tandem.api.kinds import KNOWLEDGE_BASE, by_kind
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
-from tandem.naming import collection_name
+
+if TYPE_CHECKING:
+    from tandem.workloads.jobs import IngestJob
 
 app = typer.Typer(help="Tandem: RAG and fine-tuning, in tandem.", no_args_is_help=True)
 # Piped output (logs, CI, tests) gets wide lines rather than 80 columns of truncated tables.
@@ -51,19 +52,22 @@ def _knowledge_base(path: Path, name: str | None) -> tuple[dict[str, Any], Knowl
         raise typer.Exit(2) from None
 
 
-def _local_job(body: dict[str, Any], spec: KnowledgeBaseSpec, state: Path) -> dict[str, Any]:
+def _local_job(body: dict[str, Any], spec: KnowledgeBaseSpec, state: Path) -> IngestJob:
+    """The ingest job `tandem up` would run, on the same milvus-lite server (started if it is not
+    running), so `tandem search` finds what `tandem up` indexed and the other way round."""
+    from tandem.core.jobs import ingest_job
+    from tandem.platform.local.platform import LocalPlatform
+
     meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace", "default"), meta["name"]
-    state.mkdir(parents=True, exist_ok=True)
-    return {
-        "namespace": namespace,
-        "name": name,
-        "collection": collection_name(namespace, name),
-        "milvusUri": spec.milvus.uri or str((state / "milvus.db").resolve()),
-        "revision": "local",
-        "sourceLocations": {},
-        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
-    }
+    return ingest_job(
+        meta.get("namespace", "default"),
+        meta["name"],
+        spec,
+        default_milvus_uri=LocalPlatform(state).milvus_uri(spec),
+        revision="local",
+        source_locations={},
+        token_file=None,
+    )
 
 
 @app.command()
@@ -94,8 +98,9 @@ def ingest(
 
     body, spec = _knowledge_base(path, name)
     job = _local_job(body, spec, state)
-    spec_file = state / f"{job['namespace']}-{job['name']}.ingest.json"
-    spec_file.write_text(json.dumps(job, indent=2))
+    spec_file = state / "jobs" / f"{job.namespace}-{job.name}.ingest.json"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(job.to_json())
     raise typer.Exit(workload.main(["--spec", str(spec_file)]))
 
 
@@ -111,15 +116,13 @@ def search(
     """Search a locally indexed KnowledgeBase as a caller with the given groups."""
     from tandem.workloads.knowledge.embedding import Embedder
     from tandem.workloads.knowledge.retrieval import Principal, Retriever
-    from tandem.workloads.knowledge.store import ChunkStore
+    from tandem.workloads.knowledge.targets import open_store
 
     body, spec = _knowledge_base(path, name)
     job = _local_job(body, spec, state)
-    store = ChunkStore(job["milvusUri"], job["collection"])
+    store = open_store(job.target())
     if not store.exists():
-        console.print(
-            f"[red]{job['collection']} is not indexed yet[/red]: run `tandem ingest -f {path}` first"
-        )
+        console.print(f"[red]{job.collection} is not indexed yet[/red]: run `tandem ingest -f {path}` first")
         raise typer.Exit(1)
     retriever = Retriever(store, Embedder(spec.embedding.model), spec.search)
     result = retriever.search(question, top_k, Principal("cli", tuple(group or ())))
@@ -158,12 +161,13 @@ def _summary(platform: Any) -> None:
         if r.kind != "HybridEndpoint" or not r.ready:
             continue
         url = r.figures["url"]
-        route = "hybrid" if "hybrid" in r.figures["routes"] else r.figures["routes"][-1]
-        key = next(iter(r.figures.get("keyFiles") or {}), None)
-        auth = f' -H "Authorization: Bearer $(cat {r.figures["keyFiles"][key]})"' if key else ""
+        routes = r.local["routes"]
+        route = "hybrid" if "hybrid" in routes else routes[-1]
+        key = next(iter(r.local.get("keyFiles") or {}), None)
+        auth = f' -H "Authorization: Bearer $(cat {r.local["keyFiles"][key]})"' if key else ""
         console.print(
             f"\n[bold]{r.namespace}/{r.name}[/bold] answers at [cyan]{url}[/cyan] "
-            f"(models: {', '.join(r.figures['routes'])})"
+            f"(models: {', '.join(routes)})"
         )
         console.print(
             f"  curl {url}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
@@ -316,12 +320,14 @@ def ask(
     state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
 ) -> None:
     """Ask a local endpoint; print the answer, its citations and, with --trace, why."""
-    from tandem.platform.local.platform import LocalPlatform, WorkFailed
-    from tandem.platform.local.platform import ask as ask_endpoint
+    from tandem.platform.local.client import ask as ask_endpoint
+    from tandem.platform.local.client import find_endpoint
+    from tandem.platform.local.runner import WorkFailed
+    from tandem.platform.local.state import State
 
     try:
         answer = ask_endpoint(
-            LocalPlatform(state).endpoint(endpoint), question, model=model, tenant=tenant, trace=trace
+            find_endpoint(State.load(state), endpoint), question, model=model, tenant=tenant, trace=trace
         )
     except WorkFailed as e:
         console.print(f"[red]error[/red]: {e}")
@@ -374,7 +380,7 @@ def evaluate(
     state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
 ) -> None:
     """Score the running endpoint's routes on a question set; write the report (Markdown and HTML)."""
-    from tandem.platform.local.platform import WorkFailed
+    from tandem.platform.local.runner import WorkFailed
 
     manifests = _load(path, state)
     evaluations = [e for e in manifests.evaluations if name in (None, e.name)]

@@ -123,8 +123,9 @@ def events(stdout: str) -> list[dict[str, Any]]:
 
 def test_local_vllm_gets_the_flags_the_operator_gives_its_pods() -> None:
     from tandem.api.v1alpha1 import HybridEndpointSpec
+    from tandem.core.references import ResolvedAdapter
     from tandem.platform.kubernetes.ownership import Owner
-    from tandem.platform.kubernetes.planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
+    from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
     from tandem.platform.kubernetes.settings import OperatorSettings
 
     spec = HybridEndpointSpec.model_validate(example("HybridEndpoint")["spec"])

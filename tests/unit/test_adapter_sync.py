@@ -103,8 +103,9 @@ def test_the_config_the_operator_writes_is_read_and_its_sidecar_command_parses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tandem.api.v1alpha1 import HybridEndpointSpec
+    from tandem.core.references import ResolvedAdapter
     from tandem.platform.kubernetes.ownership import Owner
-    from tandem.platform.kubernetes.planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
+    from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
     from tandem.platform.kubernetes.settings import OperatorSettings
     from tests.manifests import example
 
@@ -121,7 +122,7 @@ def test_the_config_the_operator_writes_is_read_and_its_sidecar_command_parses(
     endpoint, adapters = read_config(path)
     assert endpoint == "team/assistant"
     assert [(a.name, a.version) for a in adapters] == [("house-style", "v1")]
-    assert adapters[0].path == plan.facts["adapters"][0]["path"]  # what the operator's status checks
+    assert adapters[0].path == plan.facts.adapters[0].path  # what the operator's status checks
 
     vllm = next(
         c for c in plan.children if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("vllm")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec
-from tandem.platform.kubernetes.planners.adaptertraining import adapter_version
+from tandem.core.adapters import adapter_version
 from tandem.workloads.train import inputs_digest
 
 BASE: dict[str, Any] = {

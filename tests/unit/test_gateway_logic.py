@@ -157,10 +157,10 @@ def test_api_keys_are_read_from_files_and_must_be_distinct(tmp_path: Path) -> No
         load_api_keys(load_config(config_json(tmp_path, tenants=tenants)))
 
 
-def test_the_planners_gateway_config_is_what_the_gateway_reads(tmp_path: Path) -> None:
+def test_the_cores_gateway_config_is_what_the_gateway_reads(tmp_path: Path) -> None:
     from tandem.api.v1alpha1 import HybridEndpointSpec
-    from tandem.platform.kubernetes.planners.hybridendpoint import gateway_config
-    from tandem.workloads.gateway.config import GatewayConfig
+    from tandem.core.gateway import gateway_config
+    from tandem.workloads.gateway.config import AdapterConfig, GatewayConfig, KnowledgeBaseConfig
 
     spec = HybridEndpointSpec.model_validate(
         {
@@ -179,13 +179,14 @@ def test_the_planners_gateway_config_is_what_the_gateway_reads(tmp_path: Path) -
         namespace="team",
         name="assistant",
         vllm_url="http://assistant-vllm:8000",
-        adapters=[{"name": "style", "path": "/adapters/style", "version": "v1"}],
+        adapters=[AdapterConfig(name="style", path="/adapters/style", version="v1")],
         knowledge_bases=[
-            {"namespace": "team", "name": "handbook", "collection": "c", "milvusUri": "http://m"}
+            KnowledgeBaseConfig(namespace="team", name="handbook", collection="c", milvus_uri="http://m")
         ],
         api_key_files={"staff": "/keys/staff"},
     )
-    config = GatewayConfig.model_validate(json.loads(json.dumps(raw)))
+    wire = json.dumps(raw.model_dump(by_alias=True, exclude_none=True, mode="json"))
+    config = GatewayConfig.model_validate(json.loads(wire))
     assert [r.name for r in config.routes] == ["base", "style", "hybrid"]
     assert config.routes[2].adapter == "style" and config.routes[2].retrieval
     assert config.retrieval.mode == "always" and config.retrieval.top_k == 3

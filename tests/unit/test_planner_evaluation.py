@@ -14,9 +14,10 @@ import pytest
 
 from tandem.api.v1alpha1 import EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.common import SecretKeyReference
+from tandem.core.errors import PlanError
+from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.planners import Plan
-from tandem.platform.kubernetes.planners.adaptertraining import ResolvedKnowledgeBase
 from tandem.platform.kubernetes.planners.evaluation import (
     ResolvedEndpoint,
     ResolvedTraining,
@@ -24,9 +25,8 @@ from tandem.platform.kubernetes.planners.evaluation import (
     retrain_seconds,
     run_name,
 )
-from tandem.platform.kubernetes.planners.hybridendpoint import ResolvedAdapter, plan_hybrid_endpoint
+from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
 from tandem.platform.kubernetes.settings import OperatorSettings
-from tandem.platform.kubernetes.volumes import PlanError
 from tandem.workloads.evaluation.job import EvaluationJob
 from tests.manifests import example
 
@@ -123,7 +123,7 @@ def test_job_input_validates_as_the_workloads_model_and_names_the_gateway() -> N
     )
     [service] = [c for c in he.children if c["kind"] == "Service" and c["metadata"]["name"] == "assistant"]
     assert service["spec"]["ports"][0]["port"] == 80
-    assert job.gateway == "http://assistant.team.svc/v1" == he.facts["url"]
+    assert job.gateway == "http://assistant.team.svc/v1" == he.facts.url
     # The endpoint's default routes; the adapter came from an AdapterTraining with spec.raft.
     assert [(r.name, r.adapter, r.retrieval, r.raft) for r in job.routes] == [
         ("base", None, False, False),
@@ -186,7 +186,7 @@ def test_questions_and_report_on_claims_are_mounted_read_only_and_read_write() -
     assert job.output is not None
     volume, mount = mount_at(pod, job.output + "/report.md")
     assert volume["persistentVolumeClaim"] == {"claimName": "reports", "readOnly": False}
-    assert mount["readOnly"] is False and p.facts["reportUri"] == "pvc://reports/handbook"
+    assert mount["readOnly"] is False and p.facts.report_uri == "pvc://reports/handbook"
 
 
 @pytest.mark.parametrize(

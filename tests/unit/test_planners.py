@@ -9,17 +9,15 @@ import kubernetes_validate
 import pytest
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.core.adapters import max_lora_rank
+from tandem.core.errors import PlanError
+from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 from tandem.platform.kubernetes.ownership import Owner
-from tandem.platform.kubernetes.planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
+from tandem.platform.kubernetes.planners.adaptertraining import plan_adapter_training
 from tandem.platform.kubernetes.planners.cleanup import plan_cleanup
-from tandem.platform.kubernetes.planners.hybridendpoint import (
-    ResolvedAdapter,
-    max_lora_rank,
-    plan_hybrid_endpoint,
-)
+from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
 from tandem.platform.kubernetes.planners.knowledgebase import plan_knowledge_base
 from tandem.platform.kubernetes.settings import OperatorSettings
-from tandem.platform.kubernetes.volumes import PlanError
 from tests.manifests import example
 
 SETTINGS = OperatorSettings()
@@ -112,7 +110,7 @@ def test_knowledge_base_plan_is_deterministic_and_new_spec_means_new_job() -> No
     assert changed.work is not None and changed.work["metadata"]["name"] != a.work["metadata"]["name"]
     rerun = kb_plan(token="2026-11-22T10:00")
     assert rerun.work is not None and rerun.work["metadata"]["name"] != a.work["metadata"]["name"]
-    assert a.facts["collection"] == "tandem_team__handbook"
+    assert a.facts.collection == "tandem_team__handbook"
 
 
 def test_knowledge_base_refresh_and_sources_reach_the_pod() -> None:
@@ -199,17 +197,17 @@ def test_adapter_training_rayjob_asks_for_gpus_and_writes_a_versioned_adapter() 
     assert job is not None and job["kind"] == "RayJob"
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
-    version = plan.facts["version"]
-    assert plan.facts["adapterUri"] == f"pvc://adapters/handbook/house-style-{version}"
+    version = plan.facts.version
+    assert plan.facts.adapter_uri == f"pvc://adapters/handbook/house-style-{version}"
     # The same inputs make the same version (no retraining); another learning rate makes another.
-    assert at_plan().facts["version"] == version
+    assert at_plan().facts.version == version
     spec = example("AdapterTraining")["spec"]
     spec["training"]["learningRate"] = 0.001
-    assert at_plan(spec).facts["version"] != version
+    assert at_plan(spec).facts.version != version
     # The output location is not an input of the adapter: moving it keeps the version.
     spec = example("AdapterTraining")["spec"]
     spec["output"]["uri"] = "pvc://other/place"
-    assert at_plan(spec).facts["version"] == version
+    assert at_plan(spec).facts.version == version
 
 
 def test_adapter_training_workers_size_torch_threads_to_their_cpus() -> None:
@@ -299,7 +297,7 @@ def test_hybrid_endpoint_isolates_vllm_and_mounts_tenant_keys() -> None:
         v["secret"]["secretName"] for v in gateway["spec"]["template"]["spec"]["volumes"] if "secret" in v
     ]
     assert secrets == ["assistant-keys", "assistant-keys"]
-    assert plan.facts["url"] == "http://assistant.team.svc/v1"
+    assert plan.facts.url == "http://assistant.team.svc/v1"
 
 
 def test_cleanup_job_only_when_state_is_not_retained() -> None:
@@ -350,7 +348,7 @@ def test_gateway_searches_knowledge_bases_as_they_were_indexed_with_their_creden
     plan = plan_hybrid_endpoint(owner("HybridEndpoint", "assistant"), spec, SETTINGS, [], [kb])
     config = json.loads(next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["gateway.json"])
     [entry] = config["knowledgeBases"]
-    assert entry["embeddingModel"] == "all-MiniLM-L6-v2" and entry["search"] == {"rrfK": 10}
+    assert entry["embeddingModel"] == "all-MiniLM-L6-v2" and entry["search"]["rrfK"] == 10
     assert entry["database"] == "db1" and entry["tokenFile"] == "/var/run/tandem/milvus/handbook/token"
     gateway = next(
         c for c in plan.children if c["kind"] == "Deployment" and "gateway" in c["metadata"]["name"]

@@ -1,7 +1,8 @@
 """`python -m tandem.workloads.ingest --spec FILE`: index a KnowledgeBase (the ingest Job runs this).
 
-The spec file is what the operator's planner writes (or `tandem up` writes locally): the
-KnowledgeBase spec, its collection, Milvus URI, revision and where each source is mounted. Progress is
+The spec file is an `IngestJob` (`tandem.workloads.jobs`), which the operator's planner writes (or
+`tandem up` locally): the KnowledgeBase spec, its collection, Milvus URI and token file, revision and
+where each source is mounted. Progress is
 printed as JSON lines; the result is the last line, is written to --result, and to the Kubernetes
 termination message, from which the operator copies it into status.
 """
@@ -10,37 +11,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from tandem.api.v1alpha1 import KnowledgeBaseSpec
-
 from . import ray_runtime
+from .jobs import IngestJob, JobSpecError, load_job
 from .knowledge.embedding import Embedder, EmbeddingModelError, TextEmbedder
 from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
 from .knowledge.ray_embedding import RayEmbedder
 from .knowledge.sources import read_source
-from .knowledge.store import ChunkStore, StoreError
+from .knowledge.store import StoreError
+from .knowledge.targets import open_store
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, RESULT_BYTES, emit, finish
 
 TRANSIENT = {"MilvusUnavailable", "CollectionUnavailable"}
 
 
 def run(
-    job: dict[str, Any], *, drop: bool = False, write_batch: int = WRITE_BATCH, ray_workers: int = 0
+    job: IngestJob, *, drop: bool = False, write_batch: int = WRITE_BATCH, ray_workers: int = 0
 ) -> dict[str, Any]:
-    spec = KnowledgeBaseSpec.model_validate(job["spec"])
-    store = ChunkStore(
-        job["milvusUri"],
-        job["collection"],
-        token=os.environ.get("TANDEM_MILVUS_TOKEN"),
-        database=spec.milvus.database,
-    )
+    spec = job.spec
+    store = open_store(job.target())
     if drop:
         dropped = store.drop()
-        return {"collection": job["collection"], "dropped": dropped}
+        return {"collection": job.collection, "dropped": dropped}
     local = Embedder(
         spec.embedding.model, batch_size=spec.embedding.batch_size, normalize=spec.embedding.normalize
     )
@@ -49,7 +43,7 @@ def run(
         ray_runtime.connect(log_to_driver=False)
         embedder = RayEmbedder(local, ray_workers)
         write_batch *= ray_workers  # each Ray Data round trip should give every worker a full batch
-    locations: dict[str, str] = job.get("sourceLocations") or {}
+    locations = job.source_locations
     reads = []
     for source in spec.sources:
         read = read_source(source, locations.get(source.name))
@@ -63,9 +57,7 @@ def run(
             }
         )
         reads.append(read)
-    indexer = Indexer(
-        spec, store, embedder, revision=job.get("revision", ""), progress=emit, write_batch=write_batch
-    )
+    indexer = Indexer(spec, store, embedder, revision=job.revision, progress=emit, write_batch=write_batch)
     # The operator reads the result from the termination message: a long list of failed documents is
     # cut (and flagged) rather than the message cut mid-JSON.
     result: dict[str, Any] = json.loads(indexer.run(reads).to_json(limit=RESULT_BYTES))
@@ -85,12 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         help="chunks embedded and stored per write (resume unit)",
     )
     args = parser.parse_args(argv)
-    job = json.loads(Path(args.spec).read_text())
     try:
         outcome = run(
-            job, drop=args.drop_collection, write_batch=args.write_batch, ray_workers=args.ray_workers
+            load_job(args.spec, IngestJob),
+            drop=args.drop_collection,
+            write_batch=args.write_batch,
+            ray_workers=args.ray_workers,
         )
         code = 0
+    except JobSpecError as e:
+        outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     except (IngestError, StoreError) as e:
         outcome = {"error": e.reason, "message": str(e)}
         code = EXIT_RETRY if e.reason in TRANSIENT else EXIT_PERMANENT

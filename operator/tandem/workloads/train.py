@@ -1,7 +1,9 @@
 """`python -m tandem.workloads.train --spec FILE`: train a LoRA adapter (the RayJob's entrypoint).
 
-The spec file is what the planner writes (or `tandem up` locally): the AdapterTraining spec, its
-version, and local paths for the base model, the dataset and the adapter folder. Training runs on Ray
+The spec file is a `TrainingJob` (`tandem.workloads.jobs`), which the planner writes (or `tandem up`
+locally): the AdapterTraining spec, its version, local paths for the base model, the dataset and the
+adapter folder, and for RAFT the knowledge base to draw passages from (with its own database,
+embedding model and Milvus token). Training runs on Ray
 Train workers (`TorchTrainer`; in a RayJob on the cluster KubeRay made, locally on a local Ray), or in
 this process with `--no-ray`. The adapter folder is written whole or not at all, with a manifest;
 an adapter whose manifest matches the inputs is not trained again.
@@ -25,6 +27,7 @@ from tandem.api.v1alpha1 import AdapterTrainingSpec
 from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 
 from . import ray_runtime
+from .jobs import JobSpecError, KnowledgeBaseTarget, TrainingJob, load_job
 from .models import ModelError, folder_digest, prepare
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish, shrink_lists
 from .training import raft
@@ -159,17 +162,17 @@ def _train_here(
 
 
 def _raft_examples(
-    kb: dict[str, Any], spec: AdapterTrainingSpec, dataset: list[list[Message]]
+    kb: KnowledgeBaseTarget, spec: AdapterTrainingSpec, dataset: list[list[Message]]
 ) -> list[RaftExample]:
     from .knowledge.embedding import Embedder
-    from .knowledge.store import ChunkStore
+    from .knowledge.targets import open_store
 
     assert spec.raft is not None
-    store = ChunkStore(kb["milvusUri"], kb["collection"], token=os.environ.get("TANDEM_MILVUS_TOKEN"))
+    store = open_store(kb)
     try:
         examples = raft.from_knowledge_base(
             store,
-            Embedder(kb.get("embeddingModel", "all-MiniLM-L6-v2")),
+            Embedder(kb.embedding_model),
             dataset,
             questions=spec.raft.questions,
             template=spec.raft.question_template,
@@ -192,8 +195,8 @@ def _raft_examples(
     return examples
 
 
-def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
-    spec = AdapterTrainingSpec.model_validate(job["spec"])
+def run(job: TrainingJob, *, use_ray: bool = True) -> dict[str, Any]:
+    spec = job.spec
     if spec.method == "qlora":
         import torch
 
@@ -203,21 +206,17 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
                 "method qlora quantises the base model with bitsandbytes, which needs a GPU; "
                 "none is visible to this worker (use method lora, or schedule on GPU nodes)",
             )
-    adapter_dir = Path(job["output"])
+    adapter_dir = Path(job.output)
     _writable(adapter_dir.parent)
     model = prepare(
-        job["baseModel"],
+        job.base_model,
         spec.base_model.gguf_file,
-        Path(
-            job.get("modelCache")
-            or os.environ.get("TANDEM_MODEL_CACHE")
-            or Path.home() / ".cache/tandem/models"
-        ),
+        Path(job.model_cache or os.environ.get("TANDEM_MODEL_CACHE") or Path.home() / ".cache/tandem/models"),
         allow_private_networks=spec.base_model.allow_private_networks,
     )
-    if not job.get("dataset"):
+    if not job.dataset:
         raise DatasetError("no dataset file was given (RAFT-only training needs generated questions)")
-    raw = read_dataset(str(job["dataset"]))
+    raw = read_dataset(job.dataset)
     assert spec.dataset is not None
     examples, skipped = parse_jsonl(
         raw.decode("utf-8", errors="replace"), spec.dataset.format, spec.dataset.invalid_lines
@@ -232,17 +231,17 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
             return {**manifest, "skipped": True}
         raise TrainingError(
             "VersionConflict",
-            f"{adapter_dir} already holds version {job['version']} trained from other inputs (the dataset "
+            f"{adapter_dir} already holds version {job.version} trained from other inputs (the dataset "
             "changed under the same URI?); set output.version, or annotate tandem.dev/run for a new version",
         )
-    if spec.raft is not None and job.get("raftKnowledgeBase"):
-        examples = examples + [e.messages for e in _raft_examples(job["raftKnowledgeBase"], spec, examples)]
+    if spec.raft is not None and job.raft_knowledge_base is not None:
+        examples = examples + [e.messages for e in _raft_examples(job.raft_knowledge_base, spec, examples)]
     train_set, eval_set = split(examples, spec.dataset.eval_fraction, spec.training.seed)
     checkpoint_dir = adapter_dir.parent / ".checkpoints" / adapter_dir.name
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     config = {
-        "name": job["name"],
-        "spec": job["spec"],
+        "name": job.name,
+        "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "train": train_set,
         "eval": eval_set,
         "modelPath": str(model.path),
@@ -268,8 +267,8 @@ def run(job: dict[str, Any], *, use_ray: bool = True) -> dict[str, Any]:
     staging = adapter_dir.with_name(adapter_dir.name + ".partial")
     adapter_digest = folder_digest(staging)
     manifest = {
-        "name": job["name"],
-        "version": job["version"],
+        "name": job.name,
+        "version": job.version,
         "inputsDigest": digest,
         "adapterDigest": adapter_digest,
         "baseModel": {"uri": spec.base_model.uri, "digest": model.digest},
@@ -295,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ray", action="store_true", help="train in this process instead of Ray Train")
     parser.add_argument("--delete-artifacts", action="store_true", help="delete the adapter folder and exit")
     args = parser.parse_args(argv)
-    job = json.loads(Path(args.spec).read_text())
     code = 0
     try:
+        job = load_job(args.spec, TrainingJob)
         if args.delete_artifacts:
-            shutil.rmtree(job["output"], ignore_errors=True)
-            outcome: dict[str, Any] = {"deleted": job["output"]}
+            shutil.rmtree(job.output, ignore_errors=True)
+            outcome: dict[str, Any] = {"deleted": job.output}
         else:
             outcome = run(job, use_ray=not args.no_ray)
     except ModelError as e:
@@ -309,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_RETRY if e.reason in TRANSIENT_MODEL_REASONS else EXIT_PERMANENT
     except TrainingError as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
-    except (DatasetError, OutputError) as e:
+    except (DatasetError, OutputError, JobSpecError) as e:
         outcome, code = {"error": e.reason, "message": str(e)}, EXIT_PERMANENT
     # The operator reads this line from a termination message (4 KiB): a long list of skipped dataset
     # lines is cut there; the adapter's manifest keeps them all.

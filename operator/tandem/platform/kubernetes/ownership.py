@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from tandem.core.digests import digest
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "tandem"
@@ -55,12 +55,6 @@ class Owner:
             "labels": self.labels(component),
             "ownerReferences": [self.reference()],
         }
-
-
-def digest(value: Any, length: int = 10) -> str:
-    """A short stable digest of JSON-able data: names children after the spec they run."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
 def child_name(owner: str, suffix: str) -> str:

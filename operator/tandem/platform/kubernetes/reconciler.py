@@ -35,6 +35,15 @@ from tandem.api.v1alpha1 import (
 )
 from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 from tandem.api.v1alpha1.evaluation import StrategySummary
+from tandem.core import status as core_status
+from tandem.core.errors import PlanError
+from tandem.core.references import (
+    ResolvedAdapter,
+    ResolvedKnowledgeBase,
+    resolve_knowledge_base,
+    trained_adapter,
+    uri_adapter,
+)
 
 from . import metrics
 from .adapters import adapter_statuses, loaded_per_pod
@@ -42,8 +51,8 @@ from .api import ApiError, KubeApi
 from .conditions import READY, STALLED, Outcome, condition, conditions_for, is_ready
 from .observe import RETRY_HINT, deployment_replicas, job_outcome, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
-from .planners import Plan
-from .planners.adaptertraining import ResolvedKnowledgeBase, plan_adapter_training
+from .planners import EndpointFacts, KnowledgeBaseFacts, Plan, TrainingFacts
+from .planners.adaptertraining import plan_adapter_training
 from .planners.cleanup import plan_cleanup
 from .planners.evaluation import (
     EVALUATE_CONTAINER,
@@ -53,12 +62,11 @@ from .planners.evaluation import (
     plan_evaluation,
     run_name,
 )
-from .planners.hybridendpoint import FETCH_CONTAINER, ResolvedAdapter, plan_hybrid_endpoint
+from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .ray_progress import PROGRESS_FIELDS, rayjob_progress
 from .references import reference_allowed
 from .settings import OperatorSettings
-from .volumes import PlanError
 
 log = logging.getLogger("tandem.operator")
 
@@ -82,7 +90,6 @@ CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     EVALUATION.kind: (("v1", "ConfigMap"), ("batch/v1", "Job")),
 }
-DEFAULT_URI_ADAPTER_RANK = 16
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
 
 
@@ -245,13 +252,15 @@ class Reconciler:
                     raft_kb = await self._resolve_knowledge_base(
                         kind, owner, at_spec.raft.knowledge_base_ref, True
                     )
-                plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
-                live, writes = await self._sync_children(owner, plan)
-                report = await self._work_report(owner, plan, "training")
-                outcome, figures = self._adapter_training_status(plan, live, body.get("status") or {}, report)
-                if figures["phase"] == "Running" and plan.work is not None:
+                at_plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
+                live, writes = await self._sync_children(owner, at_plan)
+                report = await self._work_report(owner, at_plan, "training")
+                outcome, figures = self._adapter_training_status(
+                    at_plan, live, body.get("status") or {}, report
+                )
+                if figures["phase"] == "Running" and at_plan.work is not None:
                     # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
-                    progress = await rayjob_progress(live.get(_key(plan.work)))
+                    progress = await rayjob_progress(live.get(_key(at_plan.work)))
                     if progress is not None:
                         figures.update(progress.figures())
             elif kind is HYBRID_ENDPOINT:
@@ -261,13 +270,13 @@ class Reconciler:
                     await self._resolve_knowledge_base(kind, owner, ref, False)
                     for ref in he_spec.knowledge_bases
                 ]
-                plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
-                live, writes = await self._sync_children(owner, plan)
+                he_plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
+                live, writes = await self._sync_children(owner, he_plan)
                 pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
                 observed = await loaded_per_pod(pods, self.settings.vllm_port)
                 fetched = termination_report(pods, FETCH_CONTAINER)
                 outcome, figures = self._hybrid_endpoint_status(
-                    he_spec, plan, live, waiting, observed, fetched
+                    he_spec, he_plan, live, waiting, observed, fetched
                 )
             elif kind is EVALUATION:
                 ev_spec = EvaluationSpec.model_validate(body.get("spec") or {})
@@ -287,7 +296,7 @@ class Reconciler:
         writes += await self._write_status(kind, body, outcome, figures)
         return Result(outcome=outcome, writes=writes, status=figures)
 
-    async def _work_report(self, owner: Owner, plan: Plan, container: str) -> dict[str, Any] | None:
+    async def _work_report(self, owner: Owner, plan: Plan[Any], container: str) -> dict[str, Any] | None:
         """What the work's pods reported in their termination messages: a Job's own pods, or a RayJob's
         submitter pods (KubeRay names the submitter Job after the RayJob; pods.ray_job names its
         container after the workload)."""
@@ -297,36 +306,24 @@ class Reconciler:
         return termination_report(await self.api.list("v1", "Pod", owner.namespace, selector), container)
 
     def _knowledge_base_status(
-        self, plan: Plan, live: dict[tuple[str, str, str], dict[str, Any]], report: dict[str, Any] | None
+        self,
+        plan: Plan[KnowledgeBaseFacts],
+        live: dict[tuple[str, str, str], dict[str, Any]],
+        report: dict[str, Any] | None,
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
         work = live.get(_key(plan.work))
         outcome = work_outcome(work, plan.work["kind"], "ingest")
-        revision = plan.facts["revision"]
-        collection = plan.facts["collection"]
+        collection = plan.facts.collection
         figures: dict[str, Any] = {"collection": collection, "ingestJob": plan.work["metadata"]["name"]}
         report = report or {}
         outcome = with_failed_attempt(outcome, report, "ingest")
         if outcome.state == "Ready":
-            figures["indexedRevision"] = revision
+            message, indexed = core_status.indexed(report, plan.facts.revision, collection)
+            figures.update(indexed)
             completed = report.get("finished_at") or ((work or {}).get("status") or {}).get("completionTime")
             if completed:
                 figures["lastIndexedTime"] = completed
-            message = f"collection {collection} holds revision {revision}"
-            if "chunks" in report:
-                failed = report.get("failed_documents") or []
-                figures.update(
-                    documents=report["documents"],
-                    chunks=report["chunks"],
-                    bytes=report["bytes"],
-                    embeddingDimension=report["embedding_dimension"],
-                    failedDocuments=failed,
-                )
-                message = f"{report['documents']} documents, {report['chunks']} chunks at revision {revision}"
-                failed_count = report.get("failed_document_count", len(failed))
-                if failed_count:
-                    names = ", ".join(f"{f['source']}/{f['document']}" for f in failed[:5])
-                    message += f"; {failed_count} could not be indexed: {names}"
             outcome = Outcome.ready("Indexed", message)
         figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(
             outcome.state, "Indexing" if outcome.reason == "Running" else "Pending"
@@ -335,7 +332,7 @@ class Reconciler:
 
     def _adapter_training_status(
         self,
-        plan: Plan,
+        plan: Plan[TrainingFacts],
         live: dict[tuple[str, str, str], dict[str, Any]],
         old: dict[str, Any],
         report: dict[str, Any] | None = None,
@@ -346,7 +343,7 @@ class Reconciler:
         outcome = with_failed_attempt(work_outcome(rayjob, "RayJob", "training"), report, "training")
         figures: dict[str, Any] = {
             "rayJob": plan.work["metadata"]["name"],
-            "adapterVersion": plan.facts["version"],
+            "adapterVersion": plan.facts.version,
         }
         if old.get("rayJob") != figures["rayJob"]:
             # A new run (each has its own RayJob): the step and loss of the last one do not describe it.
@@ -357,11 +354,11 @@ class Reconciler:
         if ray_status.get("startTime"):
             figures["startTime"] = ray_status["startTime"]
         if outcome.state == "Ready":
-            outcome = Outcome.ready("Trained", f"adapter {plan.facts['adapterUri']} written")
-            figures["adapterUri"] = plan.facts["adapterUri"]
+            outcome = Outcome.ready("Trained", f"adapter {plan.facts.adapter_uri} written")
+            figures["adapterUri"] = plan.facts.adapter_uri
             if ray_status.get("endTime"):
                 figures["completionTime"] = ray_status["endTime"]
-            figures.update(_training_result_figures(report))
+            figures.update(core_status.trained(report))
         figures["phase"] = {"Ready": "Succeeded", "Stalled": "Failed"}.get(
             outcome.state, "Running" if outcome.reason == "Running" else "Pending"
         )
@@ -370,26 +367,25 @@ class Reconciler:
     def _hybrid_endpoint_status(
         self,
         spec: HybridEndpointSpec,
-        plan: Plan,
+        plan: Plan[EndpointFacts],
         live: dict[tuple[str, str, str], dict[str, Any]],
         waiting: list[str],
         observed: list[dict[str, str]],
         fetched: dict[str, Any] | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
-        desired, ready = deployment_replicas(
-            live.get(("apps/v1", "Deployment", plan.facts["vllmDeployment"]))
-        )
+        desired, ready = deployment_replicas(live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment)))
         gw_desired, gw_ready = deployment_replicas(
-            live.get(("apps/v1", "Deployment", plan.facts["gatewayDeployment"]))
+            live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
         )
         # Adapter load state is what each ready vLLM pod's /v1/models says: status never claims more
         # than was observed (an adapter still being resolved is listed as not loaded).
-        resolved = {a["name"]: a for a in adapter_statuses(plan.facts["adapters"], observed)}
+        served = [a.model_dump(exclude_none=True) for a in plan.facts.adapters]
+        resolved = {a["name"]: a for a in adapter_statuses(served, observed)}
         adapters = [
             resolved.get(a.name, {"name": a.name, "loadedReplicas": 0, "ready": False}) for a in spec.adapters
         ]
         figures: dict[str, Any] = {
-            "url": plan.facts["url"],
+            "url": plan.facts.url,
             "replicas": desired,
             "readyReplicas": ready,
             "gatewayReadyReplicas": gw_ready,
@@ -611,18 +607,13 @@ class Reconciler:
                 )
             )
         spec = KnowledgeBaseSpec.model_validate(kb.get("spec") or {})
-        return ResolvedKnowledgeBase(
-            namespace=kb["metadata"]["namespace"],
-            name=ref.name,
-            collection=status.get("collection")
-            or plan_knowledge_base(Owner.from_body(kb), spec, self.settings).facts["collection"],
-            milvus_uri=spec.milvus.uri or self.settings.default_milvus_uri,
+        return resolve_knowledge_base(
+            kb["metadata"]["namespace"],
+            ref.name,
+            spec,
+            default_milvus_uri=self.settings.default_milvus_uri,
             revision=status.get("indexedRevision"),
-            embedding_model=spec.embedding.model,
-            search=spec.search.model_dump(by_alias=True, mode="json"),
-            database=spec.milvus.database,
-            credentials=spec.milvus.credentials_secret_ref,
-            spec=spec,
+            collection=status.get("collection"),
         )
 
     async def _resolve_adapters(
@@ -631,9 +622,7 @@ class Reconciler:
         resolved, waiting = [], []
         for adapter in spec.adapters:
             if adapter.uri:
-                resolved.append(
-                    ResolvedAdapter(adapter.name, adapter.uri, adapter.rank or DEFAULT_URI_ADAPTER_RANK, None)
-                )
+                resolved.append(uri_adapter(adapter))
                 continue
             assert adapter.adapter_training_ref is not None
             training = await self._resolve(
@@ -643,9 +632,9 @@ class Reconciler:
             if not status.get("adapterUri"):
                 waiting.append(adapter.name)
                 continue
-            rank = adapter.rank or AdapterTrainingSpec.model_validate(training["spec"]).lora.r
+            rank = AdapterTrainingSpec.model_validate(training["spec"]).lora.r
             resolved.append(
-                ResolvedAdapter(adapter.name, status["adapterUri"], rank, status.get("adapterVersion"))
+                trained_adapter(adapter, status["adapterUri"], rank, status.get("adapterVersion"))
             )
         return resolved, waiting
 
@@ -656,7 +645,7 @@ class Reconciler:
         return await call
 
     async def _sync_children(
-        self, owner: Owner, plan: Plan
+        self, owner: Owner, plan: Plan[Any]
     ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], int]:
         """Apply what differs, prune what is no longer planned; return the children as they now are."""
         live: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -733,27 +722,6 @@ class Reconciler:
             event_type = "Warning" if outcome.state == "Stalled" else "Normal"
             self.events(body, event_type, outcome.reason, outcome.message)
         return 1
-
-
-def _training_result_figures(report: dict[str, Any]) -> dict[str, Any]:
-    """The final figures of a training run, from the result line its RayJob's submitter relayed (the
-    dashboard that gave the running figures is gone with the cluster). A run that found its adapter
-    already trained (`skipped`) has no metrics of its own; its digest still names the adapter."""
-    figures: dict[str, Any] = {}
-    if isinstance(report.get("adapterDigest"), str):
-        figures["adapterDigest"] = report["adapterDigest"]
-    metrics = report.get("metrics")
-    if isinstance(metrics, dict) and not report.get("skipped"):
-        named = {
-            "step": metrics.get("steps"),
-            "totalSteps": metrics.get("total_steps"),
-            "loss": metrics.get("loss"),
-            "evalLoss": metrics.get("eval_loss"),
-            "tokensPerSecond": metrics.get("tokens_per_second"),
-        }
-        figures.update({k: v for k, v in named.items() if v is not None})
-        figures["etaSeconds"] = 0
-    return figures
 
 
 def with_failed_attempt(outcome: Outcome, report: dict[str, Any], what: str) -> Outcome:

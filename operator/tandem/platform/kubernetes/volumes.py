@@ -6,13 +6,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tandem.api.v1alpha1.common import SecretKeyReference
+from tandem.core.errors import PlanError
 
-class PlanError(ValueError):
-    """The spec cannot be realised on a cluster as written; `reason` is a CamelCase condition reason."""
+from .ownership import child_name
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+MILVUS_TOKENS_DIR = "/var/run/tandem/milvus"
 
 
 @dataclass
@@ -67,3 +66,15 @@ class Mounts:
     def add_config_map(self, name: str, mount_path: str) -> None:
         self.volumes.append({"name": "spec", "configMap": {"name": name}})
         self.mounts.append({"name": "spec", "mountPath": mount_path, "readOnly": True})
+
+
+def mount_milvus_token(mounts: Mounts, kb_name: str, credentials: SecretKeyReference | None) -> str | None:
+    """Mount a KnowledgeBase's Milvus token Secret key, if it has one; the file a workload reads it from.
+    The caller checks that the Secret is in the pod's namespace (pods mount no other namespace's)."""
+    if credentials is None:
+        return None
+    volume = f"milvus-{child_name(kb_name, 'token')}"[:63]
+    directory = f"{MILVUS_TOKENS_DIR}/{kb_name}"
+    if any(v["name"] == volume for v in mounts.volumes):
+        return f"{directory}/token"
+    return mounts.add_secret_key(volume, credentials.name, credentials.key, directory, "token")

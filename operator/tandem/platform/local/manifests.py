@@ -241,9 +241,9 @@ def _check_evaluation(found: Manifests, ev: Resource[EvaluationSpec], state: Pat
             f"{where}: spec.endpointRef: no HybridEndpoint {ref.namespace or ev.namespace}/{ref.name} "
             "among the manifests"
         )
-    from tandem.platform.kubernetes.planners.hybridendpoint import default_routes
+    from tandem.core.gateway import routes as endpoint_routes
 
-    routes = {str(r["name"]) for r in default_routes(he.spec)}
+    routes = {r.name for r in endpoint_routes(he.spec)}
     for i, strategy in enumerate(ev.spec.strategies):
         if strategy.route not in routes:
             raise ManifestError(

@@ -35,7 +35,10 @@ class ResourceState:
     ready: bool = False
     reason: str = "Pending"
     message: str = ""
+    # The API's status fields of the kind (what `kubectl get -o yaml` would show for the same work).
     figures: dict[str, Any] = field(default_factory=dict)
+    # What only local mode needs about the work (paths, key files, the Milvus server's URL).
+    local: dict[str, Any] = field(default_factory=dict)
     updated: float = 0.0
 
 
@@ -79,11 +82,13 @@ class State:
         reason: str,
         message: str,
         fingerprint: str | None = None,
+        local: dict[str, Any] | None = None,
         **figures: Any,
     ) -> None:
         resource.ready, resource.reason, resource.message = ready, reason, message
         if fingerprint is not None:
             resource.fingerprint = fingerprint
         resource.figures.update(figures)
+        resource.local.update(local or {})
         resource.updated = time.time()
         self.save()

@@ -20,16 +20,14 @@ from typing import Any
 
 import httpx
 
-from tandem.platform.kubernetes.planners.hybridendpoint import (
-    BASE_MODEL_NAME,
-    ResolvedAdapter,
-    max_lora_rank,
-)
+from tandem.api.v1alpha1.hybridendpoint import Serving
+from tandem.core.adapters import lora_rank_slot
+from tandem.core.references import ResolvedAdapter
+from tandem.core.vllm import ENTRYPOINT, vllm_arguments
 
 from . import processes
 from .processes import free_port, log_tail
 
-ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 # operator/tandem/platform/local/vllm.py -> the repository root, where `make vllm` puts `.venv-vllm`.
 REPO_ROOT = Path(__file__).resolve().parents[4]
 VENV_NAME = ".venv-vllm"
@@ -63,11 +61,6 @@ def vllm_python() -> str:
     )
 
 
-def lora_rank_slot(rank: int) -> int:
-    """The smallest --max-lora-rank vLLM accepts that holds adapters of `rank` (the planner's rule)."""
-    return max_lora_rank([ResolvedAdapter(name="", uri="", rank=rank, version=None)])
-
-
 def vllm_argv(
     model: str | Path,
     *,
@@ -76,7 +69,6 @@ def vllm_argv(
     dtype: str = "bfloat16",
     max_lora_rank: int | None = 8,
     max_loras: int = 2,
-    served_name: str = BASE_MODEL_NAME,
     host: str = "127.0.0.1",
     extra: Sequence[str] = (),
 ) -> list[str]:
@@ -85,23 +77,23 @@ def vllm_argv(
     The same flags the HybridEndpoint planner gives the vLLM container; `max_lora_rank=None` serves the
     base model only (no --enable-lora). A rank vLLM does not offer is rounded up to one it does.
     """
-    args = [
+    serving = Serving(max_model_len=max_model_len, max_loras=max_loras, extra_args=list(extra))
+    ranks = (
+        [ResolvedAdapter("", "", lora_rank_slot(max_lora_rank), None)] if max_lora_rank is not None else []
+    )
+    return [
         "-m",
         ENTRYPOINT,
-        f"--host={host}",
-        f"--port={port}",
-        f"--model={model}",
-        f"--served-model-name={served_name}",
-        f"--max-model-len={max_model_len}",
-        f"--dtype={dtype}",
+        *vllm_arguments(
+            serving,
+            model=str(model),
+            host=host,
+            port=port,
+            declared_adapters=1 if max_lora_rank is not None else 0,
+            adapters=ranks,
+            dtype=dtype,
+        ),
     ]
-    if max_lora_rank is not None:
-        args += [
-            "--enable-lora",
-            f"--max-loras={max_loras}",
-            f"--max-lora-rank={lora_rank_slot(max_lora_rank)}",
-        ]
-    return args + list(extra)
 
 
 def vllm_env() -> dict[str, str]:

@@ -3,17 +3,14 @@ mode (`tandem eval`). One model, so both sides agree on every field."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from tandem.api.v1alpha1 import EvaluationSpec, KnowledgeBaseSpec
 
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+from ..jobs import JobContract, KnowledgeBaseTarget
 
 
-class RouteInfo(_Wire):
+class RouteInfo(JobContract):
     """A route of the endpoint, as its spec declares it."""
 
     name: str
@@ -22,19 +19,14 @@ class RouteInfo(_Wire):
     raft: bool = False  # the adapter comes from an AdapterTraining with spec.raft
 
 
-class KnowledgeBaseInfo(_Wire):
+class KnowledgeBaseInfo(KnowledgeBaseTarget):
     """How to reach a knowledge base of the endpoint (to check document ids and time a re-index)."""
 
     name: str
-    collection: str
-    milvus_uri: str
-    embedding_model: str
-    database: str | None = None
-    token_file: str | None = None  # Milvus credentials, mounted from a Secret
     spec: KnowledgeBaseSpec | None = None  # chunking, embedding and index: to time a re-index like its own
 
 
-class RetrainInfo(_Wire):
+class RetrainInfo(JobContract):
     """The adapter behind a route, with the run time of its last training (from its status)."""
 
     adapter: str
@@ -42,7 +34,7 @@ class RetrainInfo(_Wire):
     recorded: str | None = None  # RFC 3339: when that training finished
 
 
-class EvaluationJob(_Wire):
+class EvaluationJob(JobContract):
     namespace: str
     name: str
     gateway: str = Field(description="Base URL of the endpoint's OpenAI-compatible API, ending in /v1.")

@@ -2,75 +2,50 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.api.v1alpha1 import AdapterTrainingSpec, KnowledgeBaseSpec
-from tandem.api.v1alpha1.common import SecretKeyReference
+from tandem.api.v1alpha1 import AdapterTrainingSpec
+from tandem.core.adapters import adapter_version
+from tandem.core.digests import digest
+from tandem.core.errors import PlanError
+from tandem.core.jobs import adapter_folder, knowledge_base_target, training_job
+from tandem.core.references import ResolvedKnowledgeBase
+from tandem.workloads.jobs import KnowledgeBaseTarget, TrainingJob
 
-from ..ownership import Owner, child_name, digest
+from ..ownership import Owner, child_name
 from ..pods import ray_job
 from ..settings import OperatorSettings
-from ..volumes import Mounts, PlanError
-from . import POD_SCHEMA, Plan
+from ..volumes import Mounts, mount_milvus_token
+from . import POD_SCHEMA, Plan, TrainingFacts
 
 SPEC_DIR = "/etc/tandem"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-@dataclass(frozen=True)
-class ResolvedKnowledgeBase:
-    """A referenced KnowledgeBase as far as a consumer needs it: where its chunks are."""
-
-    namespace: str
-    name: str
-    collection: str
-    milvus_uri: str
-    revision: str | None
-    # What the gateway needs to search it as ingest indexed it.
-    embedding_model: str = "all-MiniLM-L6-v2"
-    search: dict[str, Any] = field(default_factory=dict)
-    database: str | None = None
-    credentials: SecretKeyReference | None = None  # a Secret key in the KnowledgeBase's namespace
-    spec: KnowledgeBaseSpec | None = None  # how it chunks and embeds (an evaluation times a re-index with it)
+def _raft_target(
+    owner: Owner, raft_kb: ResolvedKnowledgeBase | None, mounts: Mounts
+) -> KnowledgeBaseTarget | None:
+    if raft_kb is None:
+        return None
+    if raft_kb.credentials is not None and raft_kb.namespace != owner.namespace:
+        raise PlanError(
+            "MilvusCredentialsUnreachable",
+            f"spec.raft.knowledgeBaseRef: the Milvus credentials Secret of KnowledgeBase {raft_kb.namespace}/"
+            f"{raft_kb.name} is in namespace {raft_kb.namespace}, which a pod in {owner.namespace} cannot "
+            "mount; copy it into this namespace or train from a KnowledgeBase here",
+        )
+    return knowledge_base_target(raft_kb, mount_milvus_token(mounts, raft_kb.name, raft_kb.credentials))
 
 
-def adapter_version(
-    spec: AdapterTrainingSpec, raft_kb: ResolvedKnowledgeBase | None, run_token: str = ""
-) -> str:
-    """The version an unchanged spec maps to: the workload skips training when that adapter exists with the
-    same inputs. Asking for a run (annotation tandem.dev/run) makes a new version, never an overwrite."""
-    if spec.output.version:
-        return spec.output.version
-    return "v" + digest(
-        {
-            "inputs": spec.training_inputs(),
-            "raftRevision": raft_kb.revision if raft_kb else None,
-            "run": run_token,
-        },
-        8,
-    )
-
-
-def plan_adapter_training(
+def training_input(
     owner: Owner,
     spec: AdapterTrainingSpec,
-    settings: OperatorSettings,
-    raft_kb: ResolvedKnowledgeBase | None = None,
-    run_token: str = "",
-) -> Plan:
-    version = adapter_version(spec, raft_kb, run_token)
-    revision = digest(
-        {
-            "version": version,
-            "output": spec.output.uri,
-            "run": run_token,
-            "image": spec.image or settings.worker_image,
-            "schema": POD_SCHEMA,
-        }
-    )
-    name = child_name(owner.name, f"train-{revision}")
+    name: str,
+    version: str,
+    raft_kb: ResolvedKnowledgeBase | None,
+) -> tuple[TrainingJob, Mounts]:
+    """The training job's contract (also the cleanup Job's) and the volumes its pods need: the spec
+    ConfigMap `name`, base model, dataset, output store and the RAFT knowledge base's Milvus token."""
     mounts = Mounts()
     mounts.add_config_map(name, SPEC_DIR)
     base_model = mounts.resolve(spec.base_model.uri, read_only=True, where="spec.baseModel.uri")
@@ -89,37 +64,48 @@ def plan_adapter_training(
             "use pvc://CLAIM/PATH (a ReadWriteMany claim that the vLLM pods also mount)",
         )
     output_root = mounts.resolve(spec.output.uri, read_only=False, where="spec.output.uri")
-    adapter_dir = f"{output_root.rstrip('/')}/{owner.name}-{version}"
     if spec.dataset is not None and spec.dataset.config_map is not None:
         ref = spec.dataset.config_map
         mounts.volumes.append({"name": "dataset", "configMap": {"name": ref.name}})
         mounts.mounts.append({"name": "dataset", "mountPath": "/mnt/dataset", "readOnly": True})
         dataset = f"/mnt/dataset/{ref.key}"
+    job = training_job(
+        owner.namespace,
+        owner.name,
+        spec,
+        version=version,
+        base_model=base_model,
+        dataset=dataset,
+        output=adapter_folder(output_root, owner.name, version),
+        raft=_raft_target(owner, raft_kb, mounts),
+    )
+    return job, mounts
 
+
+def plan_adapter_training(
+    owner: Owner,
+    spec: AdapterTrainingSpec,
+    settings: OperatorSettings,
+    raft_kb: ResolvedKnowledgeBase | None = None,
+    run_token: str = "",
+) -> Plan[TrainingFacts]:
+    version = adapter_version(spec, raft_kb, run_token)
+    revision = digest(
+        {
+            "version": version,
+            "output": spec.output.uri,
+            "run": run_token,
+            "image": spec.image or settings.worker_image,
+            "schema": POD_SCHEMA,
+        }
+    )
+    name = child_name(owner.name, f"train-{revision}")
+    job_input, mounts = training_input(owner, spec, name, version, raft_kb)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": owner.metadata(name, "training"),
-        "data": {
-            "spec.json": json.dumps(
-                {
-                    "namespace": owner.namespace,
-                    "name": owner.name,
-                    "version": version,
-                    "baseModel": base_model,
-                    "dataset": dataset,
-                    "output": adapter_dir,
-                    "raftKnowledgeBase": (
-                        {"collection": raft_kb.collection, "milvusUri": raft_kb.milvus_uri}
-                        if raft_kb
-                        else None
-                    ),
-                    "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
-                },
-                indent=2,
-                sort_keys=True,
-            )
-        },
+        "data": {"spec.json": job_input.to_json()},
     }
     res = spec.resources
     worker_resources: dict[str, Any] = {
@@ -155,9 +141,9 @@ def plan_adapter_training(
     return Plan(
         children=[config, job],
         work=job,
-        facts={
-            "version": version,
-            "adapterUri": f"{spec.output.uri.rstrip('/')}/{owner.name}-{version}",
-            "revision": revision,
-        },
+        facts=TrainingFacts(
+            version=version,
+            adapter_uri=adapter_folder(spec.output.uri, owner.name, version),
+            revision=revision,
+        ),
     )

@@ -15,7 +15,8 @@ from tandem.api.v1alpha1 import AdapterTrainingSpec, KnowledgeBaseSpec
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec
 from ..settings import OperatorSettings
-from ..volumes import Mounts
+from ..volumes import Mounts, mount_milvus_token
+from . import Plan
 from .adaptertraining import plan_adapter_training
 from .knowledgebase import SPEC_DIR, plan_knowledge_base
 
@@ -24,11 +25,14 @@ def plan_cleanup(
     kind: Kind, owner: Owner, raw_spec: dict[str, Any], settings: OperatorSettings
 ) -> dict[str, Any] | None:
     mounts = Mounts()
+    plan: Plan[Any]
     if kind is KNOWLEDGE_BASE:
         kb = KnowledgeBaseSpec.model_validate(raw_spec)
         if kb.retain_on_delete:
             return None
         plan = plan_knowledge_base(owner, kb, settings)
+        # Dropping the collection needs the same credentials as filling it (the contract names the file).
+        mount_milvus_token(mounts, owner.name, kb.milvus.credentials_secret_ref)
         command = [
             "python",
             "-m",

@@ -12,16 +12,19 @@ import json
 from dataclasses import dataclass, field
 
 from tandem.api.v1alpha1 import EvaluationSpec, HybridEndpointSpec
+from tandem.core.digests import digest
+from tandem.core.errors import PlanError
+from tandem.core.evaluation import evaluation_routes, knowledge_base_info
+from tandem.core.references import ResolvedKnowledgeBase
 from tandem.workloads.evaluation.job import EvaluationJob, KnowledgeBaseInfo, RetrainInfo, RouteInfo
 from tandem.workloads.reporting import EXIT_PERMANENT
 
-from ..ownership import Owner, child_name, digest
+from ..ownership import Owner, child_name
 from ..pods import container, pod_spec
 from ..settings import OperatorSettings
-from ..volumes import Mounts, PlanError
-from . import Plan
-from .adaptertraining import ResolvedKnowledgeBase
-from .hybridendpoint import default_routes, gateway_url, mount_api_keys, mount_milvus_token
+from ..volumes import Mounts, mount_milvus_token
+from . import EvaluationFacts, Plan
+from .hybridendpoint import gateway_url, mount_api_keys
 
 SPEC_DIR = "/etc/tandem"
 QUESTIONS_DIR = "/mnt/questions"
@@ -95,24 +98,8 @@ def retrain_seconds(start: str | None, end: str | None) -> float | None:
 
 
 def _routes(endpoint: ResolvedEndpoint, spec: EvaluationSpec) -> list[RouteInfo]:
-    routes = [
-        RouteInfo(
-            name=r["name"],
-            adapter=r.get("adapter"),
-            retrieval=r.get("retrieval", True),
-            raft=bool(r.get("adapter")) and endpoint.trainings.get(r["adapter"], ResolvedTraining()).raft,
-        )
-        for r in default_routes(endpoint.spec)
-    ]
-    known = [r.name for r in routes]
-    for strategy in spec.strategies:
-        if strategy.route not in known:
-            raise PlanError(
-                "UnknownRoute",
-                f"spec.strategies[{strategy.name}].route: HybridEndpoint {endpoint.namespace}/"
-                f"{endpoint.name} has no route {strategy.route} (routes: {', '.join(known)})",
-            )
-    return routes
+    raft = {name: training.raft for name, training in endpoint.trainings.items()}
+    return evaluation_routes(endpoint.namespace, endpoint.name, endpoint.spec, spec, raft)
 
 
 def _api_keys(endpoint: ResolvedEndpoint, spec: EvaluationSpec, mounts: Mounts) -> dict[str, str]:
@@ -154,17 +141,7 @@ def _knowledge_bases(owner: Owner, endpoint: ResolvedEndpoint, mounts: Mounts) -
                 f"credentials Secret is in namespace {kb.namespace}, which a pod in {owner.namespace} "
                 "cannot mount; copy it into this namespace or evaluate with a KnowledgeBase here",
             )
-        infos.append(
-            KnowledgeBaseInfo(
-                name=kb.name,
-                collection=kb.collection,
-                milvus_uri=kb.milvus_uri,
-                embedding_model=kb.embedding_model,
-                database=kb.database,
-                token_file=mount_milvus_token(mounts, kb),
-                spec=kb.spec,
-            )
-        )
+        infos.append(knowledge_base_info(kb, mount_milvus_token(mounts, kb.name, kb.credentials)))
     return infos
 
 
@@ -209,7 +186,7 @@ def plan_evaluation(
     settings: OperatorSettings,
     endpoint: ResolvedEndpoint,
     run_token: str = "",
-) -> Plan:
+) -> Plan[EvaluationFacts]:
     check_endpoint_namespace(owner, spec)
     name = run_name(owner, spec, run_token)
     mounts = Mounts()
@@ -268,5 +245,5 @@ def plan_evaluation(
     return Plan(
         children=[config, job],
         work=job,
-        facts={"reportUri": spec.report.uri if spec.report else None, "gateway": job_input.gateway},
+        facts=EvaluationFacts(report_uri=spec.report.uri if spec.report else None, gateway=job_input.gateway),
     )

@@ -1,4 +1,8 @@
-"""HybridEndpoint -> vLLM Deployment + Service, gateway Deployment + Service + config, HPA, NetworkPolicy."""
+"""HybridEndpoint -> vLLM Deployment + Service, gateway Deployment + Service + config, HPA, NetworkPolicy.
+
+One builder per child; `plan_hybrid_endpoint` resolves where things are in the pods and assembles them.
+What the gateway is told and how vLLM is started are decided in `tandem.core` (local mode uses the same).
+"""
 
 from __future__ import annotations
 
@@ -9,91 +13,47 @@ from typing import Any
 from tandem.api.v1alpha1 import HybridEndpointSpec
 from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
 from tandem.api.v1alpha1.hybridendpoint import Tenant
+from tandem.core.errors import PlanError
+from tandem.core.gateway import gateway_config, knowledge_base_config
+from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
+from tandem.core.vllm import ENTRYPOINT, RUNTIME_LORA_ENV, vllm_arguments
+from tandem.workloads.gateway.config import AdapterConfig, KnowledgeBaseConfig
 
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, resources
 from ..settings import OperatorSettings
-from ..volumes import Mounts, PlanError
-from . import Plan
-from .adaptertraining import ResolvedKnowledgeBase
+from ..volumes import Mounts, mount_milvus_token
+from . import EndpointFacts, Plan
 
 CONFIG_DIR = "/etc/tandem"
 KEYS_DIR = "/var/run/tandem/keys"
-MILVUS_TOKENS_DIR = "/var/run/tandem/milvus"
 GATEWAY_PORT = 8080
-BASE_MODEL_NAME = "base"
 # How the chart labels the operator's pods (tandem.selectorLabels, unless nameOverride is set).
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
-# vLLM accepts only these values for --max-lora-rank.
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-
-
-@dataclass(frozen=True)
-class ResolvedAdapter:
-    """An adapter ready to be served: where its folder is, and its rank."""
-
-    name: str
-    uri: str
-    rank: int
-    version: str | None
-
-
-def default_routes(spec: HybridEndpointSpec) -> list[dict[str, Any]]:
-    if spec.routes is not None:
-        return [r.model_dump(by_alias=True, exclude_none=True) for r in spec.routes]
-    routes: list[dict[str, Any]] = [{"name": "base", "retrieval": False}]
-    routes += [{"name": a.name, "adapter": a.name, "retrieval": False} for a in spec.adapters]
-    if spec.knowledge_bases:
-        first = spec.adapters[0].name if spec.adapters else None
-        routes.append({"name": "hybrid", "retrieval": True, **({"adapter": first} if first else {})})
-    return routes
-
-
-def gateway_config(
-    spec: HybridEndpointSpec,
-    *,
-    namespace: str,
-    name: str,
-    vllm_url: str,
-    adapters: list[dict[str, Any]],
-    knowledge_bases: list[dict[str, Any]],
-    api_key_files: dict[str, str],
-) -> dict[str, Any]:
-    """The gateway's configuration (`tandem.workloads.gateway.config`), in a cluster and in local mode."""
-    return {
-        "endpoint": {"namespace": namespace, "name": name},
-        "vllmUrl": vllm_url,
-        "baseModel": BASE_MODEL_NAME,
-        "routes": default_routes(spec),
-        "adapters": adapters,
-        "knowledgeBases": knowledge_bases,
-        "retrieval": spec.retrieval.model_dump(by_alias=True, mode="json"),
-        "tenants": [
-            {
-                "name": t.name,
-                "groups": t.groups,
-                "maxConcurrentRequests": t.max_concurrent_requests,
-                "apiKeyFile": api_key_files[t.name],
-            }
-            for t in spec.tenants
-        ],
-        "limits": spec.gateway.model_dump(by_alias=True, mode="json", exclude={"replicas", "resources"}),
-    }
-
-
-def max_lora_rank(adapters: list[ResolvedAdapter]) -> int:
-    needed = max((a.rank for a in adapters), default=8)
-    for rank in LORA_RANKS:
-        if rank >= needed:
-            return rank
-    raise PlanError(
-        "AdapterRankTooLarge", f"adapter rank {needed} exceeds vLLM's maximum of {LORA_RANKS[-1]}"
-    )
-
-
 # Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
 MODEL_DIR = "/models"
 FETCH_CONTAINER = "fetch-model"
+
+
+@dataclass(frozen=True)
+class Names:
+    """The children's names and labels."""
+
+    vllm: str
+    gateway: str
+    config: str
+    vllm_labels: dict[str, str]
+    gateway_labels: dict[str, str]
+
+    @classmethod
+    def of(cls, owner: Owner) -> Names:
+        return cls(
+            vllm=child_name(owner.name, "vllm"),
+            gateway=child_name(owner.name, "gateway"),
+            config=child_name(owner.name, "config"),
+            vllm_labels=owner.labels("vllm"),
+            gateway_labels=owner.labels("gateway"),
+        )
 
 
 def _is_remote(uri: str) -> bool:
@@ -147,65 +107,43 @@ def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
     return mounts.resolve(uri, read_only=True, where="spec.baseModel.uri")
 
 
-def plan_hybrid_endpoint(
+def _vllm_deployment(
     owner: Owner,
     spec: HybridEndpointSpec,
     settings: OperatorSettings,
+    names: Names,
     adapters: list[ResolvedAdapter],
-    knowledge_bases: list[ResolvedKnowledgeBase],
-) -> Plan:
-    vllm_name = child_name(owner.name, "vllm")
-    vllm_port = settings.vllm_port
-    gateway_name = child_name(owner.name, "gateway")
-    config_name = child_name(owner.name, "config")
-    vllm_labels = owner.labels("vllm")
-    gateway_labels = owner.labels("gateway")
-
-    # vLLM pods: the base model and adapter folders mounted read-only. The adapter list itself comes from
-    # the mounted ConfigMap, which the kubelet refreshes in place: new adapter versions load without a
-    # pod restart (the adapter-sync sidecar calls /v1/load_lora_adapter on its own pod).
-    vllm_mounts = Mounts()
-    model_path = _base_model(spec, vllm_mounts)
-    init = []
-    if _is_remote(spec.base_model.uri):  # before the containers copy the mounts
-        init.append(_fetch_model_container(spec, settings, vllm_mounts))
-    adapter_paths = {
-        a.name: vllm_mounts.resolve(a.uri, read_only=True, where=f"spec.adapters[{a.name}]") for a in adapters
-    }
-    vllm_mounts.add_config_map(config_name, CONFIG_DIR)
-    vllm_mounts.volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
-    vllm_mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    mounts: Mounts,
+    model_path: str,
+    init: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """vLLM pods: the base model and adapter folders mounted read-only. The adapter list itself comes from
+    the mounted ConfigMap, which the kubelet refreshes in place: new adapter versions load without a pod
+    restart (the adapter-sync sidecar calls /v1/load_lora_adapter on its own pod)."""
+    port = settings.vllm_port
     serving = spec.serving
-    args = [
-        "--host=0.0.0.0",
-        f"--port={vllm_port}",
-        f"--model={model_path}",
-        f"--served-model-name={BASE_MODEL_NAME}",
-        f"--max-model-len={serving.max_model_len}",
-        f"--dtype={serving.dtype}",
-    ]
-    if spec.adapters:
-        args += [
-            "--enable-lora",
-            f"--max-loras={serving.max_loras or min(len(spec.adapters), 8)}",
-            f"--max-lora-rank={max_lora_rank(adapters)}",
-        ]
-    args += serving.extra_args
-    gpus = 0 if serving.resources else 1
+    args = vllm_arguments(
+        serving,
+        model=model_path,
+        host="0.0.0.0",
+        port=port,
+        declared_adapters=len(spec.adapters),
+        adapters=adapters,
+    )
     env = [
-        {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "true"},
+        *({"name": k, "value": v} for k, v in RUNTIME_LORA_ENV.items()),
         {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
     ]
-    probe = {"httpGet": {"path": "/health", "port": vllm_port}}
+    probe = {"httpGet": {"path": "/health", "port": port}}
     vllm = container(
         "vllm",
         serving.image or settings.vllm_image,
-        command=["python3", "-m", "vllm.entrypoints.openai.api_server", *args],
-        mounts=vllm_mounts,
+        command=["python3", "-m", ENTRYPOINT, *args],
+        mounts=mounts,
         pull_policy=settings.image_pull_policy,
         env=env,
-        resources_=resources(serving.resources, gpus=gpus),
-        ports=[{"name": "http", "containerPort": vllm_port}],
+        resources_=resources(serving.resources, gpus=0 if serving.resources else 1),
+        ports=[{"name": "http", "containerPort": port}],
         extra={
             # Model load can take many minutes: the startup probe allows 30 before liveness applies.
             "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
@@ -223,49 +161,57 @@ def plan_hybrid_endpoint(
             "--config",
             f"{CONFIG_DIR}/gateway.json",
             "--vllm",
-            f"http://127.0.0.1:{vllm_port}",
+            f"http://127.0.0.1:{port}",
         ],
-        mounts=vllm_mounts,
+        mounts=mounts,
         pull_policy=settings.image_pull_policy,
         resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     )
-    vllm_pod = pod_spec([vllm, sync], vllm_mounts, **({"initContainers": init} if init else {}))
-    vllm_spec: dict[str, Any] = {
-        "selector": {"matchLabels": vllm_labels},
-        "template": {"metadata": {"labels": vllm_labels}, "spec": vllm_pod},
+    pod = pod_spec([vllm, sync], mounts, **({"initContainers": init} if init else {}))
+    deployment: dict[str, Any] = {
+        "selector": {"matchLabels": names.vllm_labels},
+        "template": {"metadata": {"labels": names.vllm_labels}, "spec": pod},
     }
     if serving.autoscaling is None:
-        vllm_spec["replicas"] = 1 if serving.replicas is None else serving.replicas
-
-    gateway_mounts = Mounts()
-    gateway_mounts.add_config_map(config_name, CONFIG_DIR)
-    for kb in knowledge_bases:
-        mount_milvus_token(gateway_mounts, kb)
-    api_key_files = mount_api_keys(gateway_mounts, spec.tenants)
-    config = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": owner.metadata(config_name, "gateway"),
-        "data": {
-            "gateway.json": json.dumps(
-                gateway_config(
-                    spec,
-                    namespace=owner.namespace,
-                    name=owner.name,
-                    vllm_url=f"http://{vllm_name}:{vllm_port}",
-                    adapters=[
-                        {"name": a.name, "path": adapter_paths[a.name], "version": a.version}
-                        for a in adapters
-                    ],
-                    knowledge_bases=[_knowledge_base_config(owner, kb) for kb in knowledge_bases],
-                    api_key_files=api_key_files,
-                ),
-                indent=2,
-                sort_keys=True,
-            )
-        },
+        deployment["replicas"] = 1 if serving.replicas is None else serving.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(names.vllm, "vllm"),
+        "spec": deployment,
     }
 
+
+def _gateway_config_map(
+    owner: Owner,
+    spec: HybridEndpointSpec,
+    settings: OperatorSettings,
+    names: Names,
+    adapters: list[AdapterConfig],
+    knowledge_bases: list[KnowledgeBaseConfig],
+    api_key_files: dict[str, str],
+) -> dict[str, Any]:
+    config = gateway_config(
+        spec,
+        namespace=owner.namespace,
+        name=owner.name,
+        vllm_url=f"http://{names.vllm}:{settings.vllm_port}",
+        adapters=adapters,
+        knowledge_bases=knowledge_bases,
+        api_key_files=api_key_files,
+    )
+    wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(names.config, "gateway"),
+        "data": {"gateway.json": json.dumps(wire, indent=2, sort_keys=True)},
+    }
+
+
+def _gateway_deployment(
+    owner: Owner, spec: HybridEndpointSpec, settings: OperatorSettings, names: Names, mounts: Mounts
+) -> dict[str, Any]:
     live = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
     ready = {"httpGet": {"path": "/readyz", "port": GATEWAY_PORT}}  # only once vLLM answers
     gateway = container(
@@ -282,7 +228,7 @@ def plan_hybrid_endpoint(
             "--port",
             str(GATEWAY_PORT),
         ],
-        mounts=gateway_mounts,
+        mounts=mounts,
         pull_policy=settings.image_pull_policy,
         env=[{"name": "HF_HUB_OFFLINE", "value": "1"}],
         resources_=resources(spec.gateway.resources),
@@ -292,90 +238,123 @@ def plan_hybrid_endpoint(
             "livenessProbe": {**live, "periodSeconds": 10},
         },
     )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(names.gateway, "gateway"),
+        "spec": {
+            "replicas": spec.gateway.replicas,
+            "selector": {"matchLabels": names.gateway_labels},
+            "template": {
+                "metadata": {"labels": names.gateway_labels},
+                "spec": pod_spec([gateway], mounts),
+            },
+        },
+    }
 
-    children: list[dict[str, Any]] = [
-        config,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": owner.metadata(vllm_name, "vllm"),
-            "spec": vllm_spec,
-        },
-        _service(owner, vllm_name, "vllm", vllm_labels, vllm_port, vllm_port),
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": owner.metadata(gateway_name, "gateway"),
-            "spec": {
-                "replicas": spec.gateway.replicas,
-                "selector": {"matchLabels": gateway_labels},
-                "template": {
-                    "metadata": {"labels": gateway_labels},
-                    "spec": pod_spec([gateway], gateway_mounts),
-                },
-            },
-        },
-        _service(owner, owner.name, "gateway", gateway_labels, 80, GATEWAY_PORT),
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": owner.metadata(vllm_name, "vllm"),
-            "spec": {
-                # Only this endpoint's gateway may talk to its vLLM pods: retrieval and tenant checks
-                # cannot be bypassed by calling vLLM directly.
-                "podSelector": {"matchLabels": vllm_labels},
-                "policyTypes": ["Ingress"],
-                # The operator reads each pod's /v1/models to report which adapters are loaded.
-                "ingress": [
-                    {
-                        "from": [
-                            {"podSelector": {"matchLabels": gateway_labels}},
-                            {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}},
-                        ],
-                        "ports": [{"protocol": "TCP", "port": vllm_port}],
-                    }
-                ],
-            },
-        },
-    ]
-    if serving.autoscaling is not None:
-        auto = serving.autoscaling
-        children.append(
-            {
-                "apiVersion": "autoscaling/v2",
-                "kind": "HorizontalPodAutoscaler",
-                "metadata": owner.metadata(vllm_name, "vllm"),
-                "spec": {
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": vllm_name},
-                    # minReplicas 0 needs the HPAScaleToZero feature gate; the spec allows it on purpose.
-                    "minReplicas": auto.min_replicas,
-                    "maxReplicas": auto.max_replicas,
-                    "metrics": [
-                        {
-                            "type": "Pods",
-                            "pods": {
-                                "metric": {"name": "vllm_num_requests_running"},
-                                "target": {
-                                    "type": "AverageValue",
-                                    "averageValue": str(auto.target_in_flight_requests),
-                                },
-                            },
-                        }
+
+def _vllm_network_policy(owner: Owner, settings: OperatorSettings, names: Names) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": owner.metadata(names.vllm, "vllm"),
+        "spec": {
+            # Only this endpoint's gateway may talk to its vLLM pods: retrieval and tenant checks
+            # cannot be bypassed by calling vLLM directly.
+            "podSelector": {"matchLabels": names.vllm_labels},
+            "policyTypes": ["Ingress"],
+            # The operator reads each pod's /v1/models to report which adapters are loaded.
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": names.gateway_labels}},
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}},
                     ],
-                },
-            }
-        )
-    return Plan(
-        children=children,
-        facts={
-            "url": gateway_url(owner.namespace, owner.name),
-            "vllmDeployment": vllm_name,
-            "gatewayDeployment": gateway_name,
-            # Where each adapter lies inside the vLLM pods: what /v1/models must report for it to count.
-            "adapters": [
-                {"name": a.name, "path": adapter_paths[a.name], "version": a.version} for a in adapters
+                    "ports": [{"protocol": "TCP", "port": settings.vllm_port}],
+                }
             ],
         },
+    }
+
+
+def _autoscaler(owner: Owner, spec: HybridEndpointSpec, names: Names) -> dict[str, Any] | None:
+    auto = spec.serving.autoscaling
+    if auto is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": owner.metadata(names.vllm, "vllm"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.vllm},
+            # minReplicas 0 needs the HPAScaleToZero feature gate; the spec allows it on purpose.
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "vllm_num_requests_running"},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": str(auto.target_in_flight_requests),
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def plan_hybrid_endpoint(
+    owner: Owner,
+    spec: HybridEndpointSpec,
+    settings: OperatorSettings,
+    adapters: list[ResolvedAdapter],
+    knowledge_bases: list[ResolvedKnowledgeBase],
+) -> Plan[EndpointFacts]:
+    names = Names.of(owner)
+    vllm_mounts = Mounts()
+    model_path = _base_model(spec, vllm_mounts)
+    init = []
+    if _is_remote(spec.base_model.uri):  # before the containers copy the mounts
+        init.append(_fetch_model_container(spec, settings, vllm_mounts))
+    served = [
+        AdapterConfig(
+            name=a.name,
+            path=vllm_mounts.resolve(a.uri, read_only=True, where=f"spec.adapters[{a.name}]"),
+            version=a.version,
+        )
+        for a in adapters
+    ]
+    vllm_mounts.add_config_map(names.config, CONFIG_DIR)
+    vllm_mounts.volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
+    vllm_mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+
+    gateway_mounts = Mounts()
+    gateway_mounts.add_config_map(names.config, CONFIG_DIR)
+    kb_configs = [_knowledge_base_config(owner, kb, gateway_mounts) for kb in knowledge_bases]
+    api_key_files = mount_api_keys(gateway_mounts, spec.tenants)
+    port = settings.vllm_port
+    children = [
+        _gateway_config_map(owner, spec, settings, names, served, kb_configs, api_key_files),
+        _vllm_deployment(owner, spec, settings, names, adapters, vllm_mounts, model_path, init),
+        _service(owner, names.vllm, "vllm", names.vllm_labels, port, port),
+        _gateway_deployment(owner, spec, settings, names, gateway_mounts),
+        _service(owner, owner.name, "gateway", names.gateway_labels, 80, GATEWAY_PORT),
+        _vllm_network_policy(owner, settings, names),
+    ]
+    autoscaler = _autoscaler(owner, spec, names)
+    if autoscaler is not None:
+        children.append(autoscaler)
+    return Plan(
+        children=children,
+        facts=EndpointFacts(
+            url=gateway_url(owner.namespace, owner.name),
+            vllm_deployment=names.vllm,
+            gateway_deployment=names.gateway,
+            adapters=served,
+        ),
     )
 
 
@@ -383,19 +362,6 @@ def gateway_url(namespace: str, name: str) -> str:
     """The endpoint's OpenAI-compatible base URL inside the cluster: its gateway Service (named after the
     endpoint, port 80)."""
     return f"http://{name}.{namespace}.svc/v1"
-
-
-def _token_dir(kb: ResolvedKnowledgeBase) -> str:
-    return f"{MILVUS_TOKENS_DIR}/{kb.name}"
-
-
-def mount_milvus_token(mounts: Mounts, kb: ResolvedKnowledgeBase) -> str | None:
-    """Mount the KnowledgeBase's Milvus token Secret, if it has one; the file a workload reads it from.
-    The caller checks that the Secret is in the pod's namespace (pods mount no other namespace's)."""
-    if kb.credentials is None:
-        return None
-    volume = f"milvus-{child_name(kb.name, 'token')}"[:63]
-    return mounts.add_secret_key(volume, kb.credentials.name, kb.credentials.key, _token_dir(kb), "token")
 
 
 def mount_api_keys(mounts: Mounts, tenants: list[Tenant]) -> dict[str, str]:
@@ -413,27 +379,15 @@ def mount_api_keys(mounts: Mounts, tenants: list[Tenant]) -> dict[str, str]:
     }
 
 
-def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "namespace": kb.namespace,
-        "name": kb.name,
-        "collection": kb.collection,
-        "milvusUri": kb.milvus_uri,
-        "embeddingModel": kb.embedding_model,
-        "search": kb.search,
-    }
-    if kb.database:
-        config["database"] = kb.database
-    if kb.credentials is not None:
-        if kb.namespace != owner.namespace:
-            # A pod mounts Secrets of its own namespace only.
-            raise PlanError(
-                "MilvusCredentialsUnreachable",
-                f"spec.knowledgeBases[{kb.name}]: its Milvus credentials Secret is in namespace "
-                f"{kb.namespace}; copy it into {owner.namespace} or serve from a KnowledgeBase here",
-            )
-        config["tokenFile"] = f"{_token_dir(kb)}/token"
-    return config
+def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase, mounts: Mounts) -> KnowledgeBaseConfig:
+    if kb.credentials is not None and kb.namespace != owner.namespace:
+        # A pod mounts Secrets of its own namespace only.
+        raise PlanError(
+            "MilvusCredentialsUnreachable",
+            f"spec.knowledgeBases[{kb.name}]: its Milvus credentials Secret is in namespace "
+            f"{kb.namespace}; copy it into {owner.namespace} or serve from a KnowledgeBase here",
+        )
+    return knowledge_base_config(kb, mount_milvus_token(mounts, kb.name, kb.credentials))
 
 
 def _service(

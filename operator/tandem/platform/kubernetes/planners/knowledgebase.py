@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
-from tandem.naming import collection_name
+from tandem.core.digests import digest
+from tandem.core.errors import PlanError
+from tandem.core.jobs import ingest_job
+from tandem.workloads.jobs import IngestJob
 
-from ..ownership import Owner, child_name, digest
+from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, ray_job, resources
 from ..settings import OperatorSettings
-from ..volumes import Mounts, PlanError
-from . import POD_SCHEMA, Plan
+from ..volumes import Mounts, mount_milvus_token
+from . import POD_SCHEMA, KnowledgeBaseFacts, Plan
 
 SPEC_DIR = "/etc/tandem"
 
@@ -68,11 +70,29 @@ def _source_inputs(spec: KnowledgeBaseSpec, mounts: Mounts) -> tuple[dict[str, s
     return locations, env
 
 
+def ingest_input(
+    owner: Owner, spec: KnowledgeBaseSpec, settings: OperatorSettings, name: str, revision: str
+) -> tuple[IngestJob, Mounts, list[dict[str, Any]]]:
+    """The ingest job's contract (also the cleanup Job's), with the volumes and env its pod needs: the spec
+    ConfigMap `name`, each source and the Milvus token."""
+    mounts = Mounts()
+    mounts.add_config_map(name, SPEC_DIR)
+    locations, env = _source_inputs(spec, mounts)
+    job = ingest_job(
+        owner.namespace,
+        owner.name,
+        spec,
+        default_milvus_uri=settings.default_milvus_uri,
+        revision=revision,
+        source_locations=locations,
+        token_file=mount_milvus_token(mounts, owner.name, spec.milvus.credentials_secret_ref),
+    )
+    return job, mounts, [{"name": "HF_HUB_OFFLINE", "value": "1"}, *env]
+
+
 def plan_knowledge_base(
     owner: Owner, spec: KnowledgeBaseSpec, settings: OperatorSettings, run_token: str = ""
-) -> Plan:
-    collection = collection_name(owner.namespace, owner.name)
-    milvus_uri = spec.milvus.uri or settings.default_milvus_uri
+) -> Plan[KnowledgeBaseFacts]:
     wire_spec = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     revision = digest({"spec": wire_spec, "run": run_token})
     # The Job's name also covers the pod it runs (image, env, security context): a Job's template cannot
@@ -80,39 +100,12 @@ def plan_knowledge_base(
     # re-embeds only changed documents).
     name = child_name(owner.name, f"ingest-{digest({'revision': revision, 'pod': _pod_shape(settings)}, 8)}")
 
-    mounts = Mounts()
-    mounts.add_config_map(name, SPEC_DIR)
-    locations, env = _source_inputs(spec, mounts)
-    env = [
-        {"name": "HF_HUB_OFFLINE", "value": "1"},
-        {"name": "TANDEM_MILVUS_URI", "value": milvus_uri},
-        *env,
-    ]
-    if spec.milvus.credentials_secret_ref is not None:
-        ref = spec.milvus.credentials_secret_ref
-        env.append(
-            {"name": "TANDEM_MILVUS_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
-
+    job_input, mounts, env = ingest_input(owner, spec, settings, name, revision)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": owner.metadata(name, "ingest"),
-        "data": {
-            "spec.json": json.dumps(
-                {
-                    "namespace": owner.namespace,
-                    "name": owner.name,
-                    "collection": collection,
-                    "milvusUri": milvus_uri,
-                    "revision": revision,
-                    "sourceLocations": locations,
-                    "spec": wire_spec,
-                },
-                indent=2,
-                sort_keys=True,
-            )
-        },
+        "data": {"spec.json": job_input.to_json()},
     }
     command = ["python", "-m", "tandem.workloads.ingest", "--spec", f"{SPEC_DIR}/spec.json"]
     pod_resources = resources(spec.resources)
@@ -166,7 +159,11 @@ def plan_knowledge_base(
                 },
             }
         )
-    return Plan(children=children, work=work, facts={"collection": collection, "revision": revision})
+    return Plan(
+        children=children,
+        work=work,
+        facts=KnowledgeBaseFacts(collection=job_input.collection, revision=revision),
+    )
 
 
 def _job_spec(ingest: dict[str, Any], mounts: Mounts, owner: Owner) -> dict[str, Any]:

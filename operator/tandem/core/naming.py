@@ -1,4 +1,4 @@
-"""Names shared by the operator and the workloads, so both derive them the same way."""
+"""Names shared by both platforms and the workloads, so all derive them the same way."""
 
 from __future__ import annotations
 

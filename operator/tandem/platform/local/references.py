@@ -1,0 +1,56 @@
+"""What a reference resolves to locally: the referenced manifest's spec and what `tandem up` recorded of
+its work (the collection, the adapter folder), in the core's terms, as the operator resolves it from the
+referenced object's spec and status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tandem.core.references import ResolvedKnowledgeBase, resolve_knowledge_base
+
+from .manifests import Manifests
+from .runner import WorkFailed
+from .state import State
+
+
+def knowledge_base(state: State, manifests: Manifests, namespace: str, name: str) -> ResolvedKnowledgeBase:
+    """An indexed KnowledgeBase (WorkFailed until it is)."""
+    kb_state = state.resource("KnowledgeBase", namespace, name)
+    kb = manifests.knowledge_base(namespace, name)
+    if not kb_state.ready or kb is None:
+        raise WorkFailed("WaitingForKnowledgeBase", f"KnowledgeBase {name} is not Ready")
+    return resolve_knowledge_base(
+        namespace,
+        name,
+        kb.spec,
+        default_milvus_uri=kb_state.local["milvusUri"],
+        revision=kb_state.figures.get("indexedRevision"),
+        collection=kb_state.figures.get("collection"),
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """A credential file only this user can read, in a folder only this user can enter, created so from
+    the start (never readable by others, not even briefly)."""
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def secret_token_file(directory: Path, manifests: Manifests, kb: ResolvedKnowledgeBase) -> str | None:
+    """The KnowledgeBase's Milvus token as a file, as a pod gets it mounted from its Secret key."""
+    ref = kb.credentials
+    if ref is None:
+        return None
+    data = manifests.secrets.get((kb.namespace, ref.name))
+    if data is None or ref.key not in data:
+        raise WorkFailed(
+            "SecretNotFound",
+            f"KnowledgeBase {kb.namespace}/{kb.name}: spec.milvus.credentialsSecretRef: no key {ref.key!r} "
+            f"in Secret {kb.namespace}/{ref.name} among the manifests",
+        )
+    path = directory / "secrets" / f"milvus-{kb.namespace}-{kb.name}" / "token"
+    write_private(path, data[ref.key])
+    return str(path)
