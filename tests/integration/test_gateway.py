@@ -83,16 +83,16 @@ def knowledge_base(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder)
 @pytest.fixture(scope="module")
 def codeword_adapter(tmp_path_factory: pytest.TempPathFactory, vllm: VllmFixture) -> Path:
     """An adapter that learnt a codeword (PEFT, no Ray), loaded into the running vLLM at run time."""
+    from tandem.workloads.jobs import TrainingJob, load_job
     from tandem.workloads.train import run
 
     tmp = tmp_path_factory.mktemp("codeword")
-    job = json.loads(
-        write_job(
-            tmp, vllm.model_cache, training={"maxSteps": 30, "learningRate": 0.002, "batchSize": 4}
-        ).read_text()
+    job = load_job(
+        write_job(tmp, vllm.model_cache, training={"maxSteps": 30, "learningRate": 0.002, "batchSize": 4}),
+        TrainingJob,
     )
     result = run(job, use_ray=False)
-    adapter = Path(result["adapterPath"]) if "adapterPath" in result else Path(job["output"])
+    adapter = Path(result["adapterPath"]) if "adapterPath" in result else Path(job.output)
     vllm.server.load_adapter("codeword", adapter)
     return adapter
 
