@@ -42,12 +42,34 @@ def test_validate_names_the_field(tmp_path: Path) -> None:
 def test_ingest_then_search_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     kb = manifest(tmp_path, write_handbook(tmp_path / "docs"))
-    first = runner.invoke(app, ["ingest", "-f", str(kb)])
-    assert first.exit_code == 0, first.output
-    assert '"documents": 5' in first.output and '"added": 5' in first.output
-    again = runner.invoke(app, ["ingest", "-f", str(kb)])
-    assert '"unchanged": 5' in again.output and '"embedded_chunks": 0' in again.output
-    found = runner.invoke(app, ["search", "-f", str(kb), "vault code", "-g", "security", "-k", "2"])
-    assert found.exit_code == 0 and "secret/vault" in found.output
-    hidden = runner.invoke(app, ["search", "-f", str(kb), "vault code", "-k", "2"])
-    assert "secret/vault" not in hidden.output
+    try:
+        first = runner.invoke(app, ["ingest", "-f", str(kb)])
+        assert first.exit_code == 0, first.output
+        assert '"documents": 5' in first.output and '"added": 5' in first.output
+        again = runner.invoke(app, ["ingest", "-f", str(kb)])
+        assert '"unchanged": 5' in again.output and '"embedded_chunks": 0' in again.output
+        found = runner.invoke(app, ["search", "-f", str(kb), "vault code", "-g", "security", "-k", "2"])
+        assert found.exit_code == 0 and "secret/vault" in found.output
+        hidden = runner.invoke(app, ["search", "-f", str(kb), "vault code", "-k", "2"])
+        assert "secret/vault" not in hidden.output
+    finally:
+        runner.invoke(app, ["down"])  # the milvus-lite server `tandem ingest` shares with `tandem up`
+
+
+def test_search_finds_what_tandem_up_indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: `tandem ingest`/`search` used `.tandem/milvus.db` while `tandem up` indexes into its
+    milvus-lite server in `.tandem/milvus`, so a search after `up` found nothing."""
+    from tandem.platform.local.manifests import load
+    from tandem.platform.local.platform import LocalPlatform
+
+    monkeypatch.chdir(tmp_path)
+    kb = manifest(tmp_path, write_handbook(tmp_path / "docs"))
+    state = tmp_path / ".tandem"
+    platform = LocalPlatform(state)
+    try:
+        assert platform.reconcile(load(kb, state)), platform.state.resources
+        found = runner.invoke(app, ["search", "-f", str(kb), "vault code", "-g", "security", "-k", "2"])
+        assert found.exit_code == 0 and "secret/vault" in found.output, found.output
+        assert not (state / "milvus.db").exists()
+    finally:
+        platform.down()
