@@ -9,6 +9,8 @@ model output and may contain anything, including markup.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.resources
 import io
 import json
 import math
@@ -602,155 +604,9 @@ def _update_cost_plot(cost: UpdateCost | None) -> Plot:
 
 # --- HTML ---------------------------------------------------------------------------------------------
 
-_HTML = """\
-{% macro table(t) %}
-<div class="scroll"><table>
-<thead><tr>
-{% for h in t.headers %}
-<th{% if loop.index0 >= t.text_columns %} class="num"{% endif %}>{{ h }}</th>
-{% endfor %}
-</tr></thead>
-<tbody>
-{% for row in t.rows %}
-<tr{% if loop.index0 == t.highlight %} class="recommended"{% endif %}>
-{% for cell in row %}
-<td{% if loop.index0 >= t.text_columns %} class="num"{% endif %}>{{ cell }}</td>
-{% endfor %}
-</tr>
-{% endfor %}
-</tbody>
-</table></div>
-{% endmacro %}
-{% macro figure(plot) %}
-<figure><figcaption>{{ plot.title }}</figcaption>
-{% if plot.svg is not none %}{{ plot.svg | safe }}{% endif %}
-{% if plot.missing %}<p class="note">{{ plot.missing }}</p>{% endif %}
-</figure>
-{% endmacro %}
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-{# Belt and braces: even if some data escaped escaping, the page may run no script and load nothing. #}
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>Evaluation {{ card.evaluation }}</title>
-<style>
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330; margin: 0; }
-main { max-width: 1100px; margin: 0 auto; padding: 1.5rem; }
-h1 { margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #dde1e8; }
-.about { color: #5b6475; margin-top: 0; }
-.recommendation { font-size: 1.15rem; background: #eef6ee; border-left: 5px solid #2f8f46; }
-.recommendation, .partial { padding: .7rem 1rem; }
-.partial { background: #fff1e6; border-left: 5px solid #d9480f; font-weight: 600; }
-table { border-collapse: collapse; margin: .8rem 0; font-variant-numeric: tabular-nums; }
-th, td { border-bottom: 1px solid #e4e7ec; padding: .3rem .6rem; text-align: left; vertical-align: top; }
-th { background: #f5f6f8; font-weight: 600; }
-td.num, th.num { text-align: right; white-space: nowrap; }
-tr.recommended td { background: #eef6ee; font-weight: 600; }
-.scroll { overflow-x: auto; }
-.legend, .note { color: #5b6475; font-size: .9rem; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; flex: 1 1 420px; }
-figure svg { max-width: 100%; height: auto; }
-figcaption { font-weight: 600; }
-ul.checklist { list-style: none; padding-left: 0; }
-ul.checklist li { margin: .35rem 0; }
-.mark { display: inline-block; width: 1.4em; font-weight: 700; }
-.ok { color: #2f8f46; } .bad { color: #c92a2a; } .unknown { color: #6c7687; } .error { color: #d9480f; }
-details { border: 1px solid #e4e7ec; border-radius: 4px; margin: .4rem 0; padding: .3rem .7rem; }
-summary { cursor: pointer; }
-summary .badge { font-size: .85rem; margin-left: .5rem; }
-.answer { margin: .4rem 0 .4rem 1rem; }
-.excerpt { color: #39414f; font-style: italic; }
-</style>
-</head>
-<body>
-<main>
-<h1>Evaluation report: {{ card.evaluation }}</h1>
-<p class="about">{{ about }}</p>
-<p class="recommendation"><strong>{{ recommendation }}</strong></p>
-{% if notice %}
-<p class="partial" role="alert">⚠ {{ notice }}</p>
-{% endif %}
-
-<h2>Strategies</h2>
-{% if card.strategies %}
-{{ table(headline) }}
-<p class="note">
-Fractions from 0 to 1, with the 95% interval in brackets; the recommended strategy highlighted.
-</p>
-<ul class="legend">
-{% for label, meaning in legend %}
-<li><strong>{{ label }}</strong>: {{ meaning }}</li>
-{% endfor %}
-</ul>
-{% else %}
-<p>No strategy was evaluated.</p>
-{% endif %}
-<div class="plots">
-{% for plot in plots %}{{ figure(plot) }}{% endfor %}
-</div>
-
-{% for title, kinds in kind_tables %}
-<h2>{{ title | capitalize }}</h2>
-{{ table(kinds) }}
-{% endfor %}
-
-<h2>Update cost</h2>
-<ul>
-{% for line in cost_lines %}
-<li>{{ line }}</li>
-{% endfor %}
-</ul>
-<div class="plots">{{ figure(cost_plot) }}</div>
-
-<h2>Expectations</h2>
-{% if expectations %}
-<ul class="checklist">
-{% for e in expectations %}
-<li><span class="mark {{ e.css }}">{{ e.mark }}</span><strong>{{ e.verdict }}</strong>: {{ e.claim }}
-<span class="note">({{ e.evidence }})</span></li>
-{% endfor %}
-</ul>
-{% else %}
-<p>None were checked.</p>
-{% endif %}
-
-{% if card.warnings %}
-<h2>Warnings</h2>
-<ul>
-{% for warning in card.warnings %}
-<li>{{ warning }}</li>
-{% endfor %}
-</ul>
-{% endif %}
-
-<h2>Questions</h2>
-{% for q in questions %}
-<details>
-<summary><strong>{{ q.number }}.</strong> {{ q.question }}
-{% for a in q.answers %}<span class="badge {{ a.css }}">{{ a.strategy }} {{ a.mark }}</span>{% endfor %}
-</summary>
-<p class="note">{{ q.about }}</p>
-<p><strong>Reference:</strong> {{ q.reference }}</p>
-{% for a in q.answers %}
-<div class="answer"><strong>{{ a.strategy }}</strong>:
-<span class="{{ a.css }}">{{ a.mark }} {{ a.verdict }}
-{%- if a.error is not none %}: {{ a.error }}{% endif %}</span>
-{% if a.error is none %}
-· cited {{ a.cited }}<br><span class="excerpt">“{{ a.excerpt }}”</span>
-{% endif %}
-</div>
-{% endfor %}
-</details>
-{% else %}
-<p>No answers were recorded.</p>
-{% endfor %}
-</main>
-</body>
-</html>
-"""
+# The page's template: a file inside the package (package data, see pyproject.toml), found through
+# importlib.resources however the package is installed.
+_TEMPLATE = importlib.resources.files("tandem.workloads.evaluation") / "templates" / "report.html.j2"
 
 # Autoescape everywhere: the only unescaped text is the SVG matplotlib wrote (which escapes its own text).
 _ENVIRONMENT = jinja2.Environment(
@@ -758,9 +614,13 @@ _ENVIRONMENT = jinja2.Environment(
 )
 
 
+@functools.cache
+def _template() -> jinja2.Template:
+    return _ENVIRONMENT.from_string(_TEMPLATE.read_text(encoding="utf-8"))
+
+
 def render_html(card: Scorecard) -> str:
-    template = _ENVIRONMENT.from_string(_HTML)
-    return template.render(
+    return _template().render(
         card=card,
         about=_about(card),
         recommendation=_recommendation(card.recommendation),
