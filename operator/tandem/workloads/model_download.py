@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .models import ModelError, file_digest
+from .model_common import ModelError, file_digest
 
 if TYPE_CHECKING:
     import httpx

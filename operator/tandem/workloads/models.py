@@ -10,7 +10,6 @@ conversion happens once.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import shutil
@@ -19,15 +18,20 @@ from pathlib import Path
 
 from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
 
+# ModelError and the digests live in model_common (model_download needs them too); importable from here.
+from .model_common import ModelError, file_digest, folder_digest
+
+__all__ = [
+    "DEFAULT_CACHE",
+    "ModelError",
+    "PreparedModel",
+    "file_digest",
+    "folder_digest",
+    "locate",
+    "prepare",
+]
+
 DEFAULT_CACHE = Path(os.environ.get("TANDEM_MODEL_CACHE", Path.home() / ".cache" / "tandem" / "models"))
-
-
-class ModelError(Exception):
-    """The base model cannot be found or prepared; `reason` is a CamelCase condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -78,22 +82,6 @@ def locate(
     if not path.exists():
         raise ModelError("BaseModelNotFound", f"{uri}: {path} does not exist")
     return path
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def folder_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
-        digest.update(file_digest(file).encode())
-    return digest.hexdigest()
 
 
 def prepare(
