@@ -25,7 +25,16 @@ from .documents import FailedDocument, SourceDocument
 from .embedding import TextEmbedder
 from .parsing import ParseError, parse
 from .sources import SourceRead
-from .store import MAX_LABELS, MAX_TEXT, ChunkStore, StoredDocument, chunk_id
+from .store import (
+    MAX_HEADING,
+    MAX_LABELS,
+    MAX_TEXT,
+    MAX_TITLE,
+    MAX_URI,
+    ChunkStore,
+    StoredDocument,
+    chunk_id,
+)
 
 # Chunks embedded and written together: large enough for efficient batches, small enough that an
 # interrupted run loses little.
@@ -221,9 +230,9 @@ class Indexer:
                         "doc_id": doc.doc_id,
                         "doc_hash": item.doc_hash,
                         "source": doc.source,
-                        "uri": doc.uri[:2048],
-                        "title": item.title[:512],
-                        "heading": c.heading[:1024],
+                        "uri": doc.uri[:MAX_URI],
+                        "title": item.title[:MAX_TITLE],
+                        "heading": c.heading[:MAX_HEADING],
                         "chunk_index": c.index,
                         "chunk_count": len(item.chunks),
                         "start": c.start,

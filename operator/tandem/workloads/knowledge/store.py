@@ -39,8 +39,18 @@ OUTPUT_FIELDS = [
     "access_labels",
     "metadata",
 ]
-MAX_LABELS = 64
+# The collection schema's field lengths (VARCHAR max_length), said once: the indexer cuts the free-form
+# fields (text, uri, title, heading) to them and refuses documents with more than MAX_LABELS labels.
+MAX_ID = 64
 MAX_TEXT = 65_535
+MAX_DOC_ID = 1024
+MAX_DOC_HASH = 64
+MAX_SOURCE = 63
+MAX_URI = 2048
+MAX_TITLE = 512
+MAX_HEADING = 1024
+MAX_LABELS = 64  # access labels per chunk (the array's capacity)
+MAX_LABEL = 256  # the length of one access label
 SCAN_ATTEMPTS = 5
 # Index types each kind of server builds (an unsupported type is accepted at create time by milvus-lite
 # and fails later, so it is checked here first).
@@ -193,19 +203,19 @@ class ChunkStore:
             return
         with_bm25 = keyword != "off" and self.supports_bm25
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         # enable_analyzer only where BM25 needs it: Milvus 2.3 does not know the parameter (it stores it
         # as an unknown type param instead of refusing it).
         analyzer = {"enable_analyzer": True} if with_bm25 else {}
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, **analyzer)
         for name, length in (
-            ("doc_id", 1024),
-            ("doc_hash", 64),
-            ("source", 63),
-            ("uri", 2048),
-            ("title", 512),
-            ("heading", 1024),
+            ("doc_id", MAX_DOC_ID),
+            ("doc_hash", MAX_DOC_HASH),
+            ("source", MAX_SOURCE),
+            ("uri", MAX_URI),
+            ("title", MAX_TITLE),
+            ("heading", MAX_HEADING),
         ):
             schema.add_field(name, DataType.VARCHAR, max_length=length)
         for name in ("chunk_index", "chunk_count", "start", "end", "page"):
@@ -215,7 +225,7 @@ class ChunkStore:
             DataType.ARRAY,
             element_type=DataType.VARCHAR,
             max_capacity=MAX_LABELS,
-            max_length=256,
+            max_length=MAX_LABEL,
         )
         schema.add_field("public", DataType.BOOL)
         schema.add_field("metadata", DataType.JSON)
