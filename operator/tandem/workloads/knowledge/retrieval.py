@@ -112,10 +112,7 @@ class Retriever:
 
     def _mmr(self, query: np.ndarray, candidates: list[Passage], top_k: int) -> list[Passage]:
         """Maximal marginal relevance: each pick maximises lambda*relevance - (1-lambda)*redundancy."""
-        rows = self.store.client.get(
-            self.store.collection, ids=[p.id for p in candidates], output_fields=["vector"]
-        )
-        by_id = {str(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        by_id = self.store.vectors([p.id for p in candidates])
         pool = [p for p in candidates if p.id in by_id]
         vectors = np.stack([by_id[p.id] for p in pool])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12

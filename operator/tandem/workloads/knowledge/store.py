@@ -381,6 +381,11 @@ class ChunkStore:
         )
         return int(rows[0]["count(*)"])
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these chunks, by id (float32); an id not stored is absent."""
+        rows = self.client.get(self.collection, ids=list(ids), output_fields=["vector"])
+        return {str(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
     # -- search -----------------------------------------------------------------------------------------
 
     def dense_search(
