@@ -381,6 +381,15 @@ class ChunkStore:
         )
         return int(rows[0]["count(*)"])
 
+    def public_passages(self, limit: int = 16384) -> list[dict[str, Any]]:
+        """Chunks without access labels (id, title, text), at most `limit`: what may enter an adapter's
+        weights, which every tenant of an endpoint can query."""
+        self.load()
+        rows = self.client.query(
+            self.collection, filter="public == true", output_fields=["id", "title", "text"], limit=limit
+        )
+        return list(rows)
+
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of these chunks, by id (float32); an id not stored is absent."""
         rows = self.client.get(self.collection, ids=list(ids), output_fields=["vector"])

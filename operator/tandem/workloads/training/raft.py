@@ -96,9 +96,7 @@ def from_knowledge_base(
     """
     from tandem.workloads.knowledge.retrieval import Principal, Retriever
 
-    rows = store.client.query(
-        store.collection, filter="public == true", output_fields=["id", "title", "text"], limit=16384
-    )
+    rows = store.public_passages()
     pool = [Passage(str(r["id"]), r["title"], r["text"]) for r in rows]
     if len(pool) < distractors + 1:
         raise ValueError(
