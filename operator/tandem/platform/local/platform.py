@@ -178,7 +178,12 @@ class LocalPlatform:
             reason="Indexed",
             message=message,
             fingerprint=fingerprint,
-            local={"milvusUri": job.milvus_uri},
+            # What this run changed (the operator's status keeps only the totals; its Job log has these).
+            local={
+                "milvusUri": job.milvus_uri,
+                **{k: result[k] for k in ("added", "updated", "unchanged", "removed") if k in result},
+                "embeddedChunks": result.get("embedded_chunks"),
+            },
             **figures,
             lastIndexedTime=result.get("finished_at"),
         )
