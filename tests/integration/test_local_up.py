@@ -233,7 +233,11 @@ def test_up_interrupt_resume_ask_edit_and_down(tmp_path: Path) -> None:
         assert (run["updated"], run["unchanged"], run["added"]) == (1, 2, 0)
         assert run["embeddedChunks"] == 1 and kb["figures"]["chunks"] == before
     except BaseException:
-        # A failed run must not leave vLLM, the gateway and milvus-lite behind for the rest of the suite.
+        # A failed run must not leave vLLM, the gateway and milvus-lite behind for the rest of the suite:
+        # the watching `up` goes first, or it starts again what `down` stopped.
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.communicate(timeout=60)
         tandem("down", state=state, timeout=120)
         raise
     finally:
