@@ -1,6 +1,7 @@
 """Fetch a URL named in a manifest without letting the manifest reach internal services (SSRF).
 
-Every hop (the URL and each redirect) is resolved once, every resolved address is checked, and the
+Every hop (the URL and each redirect) is resolved once, every resolved address is checked (only
+globally routable addresses pass, judged by address class: see `globally_routable`), and the
 connection goes to the checked address (the host name is kept for the Host header and TLS SNI), so
 a DNS answer that changes between the check and the connection cannot smuggle a private address in.
 Responses are bounded in size and time; redirects are followed by hand, at most `max_redirects`.
@@ -49,17 +50,61 @@ class Fetched:
     data: bytes
 
 
-def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Special-purpose blocks that are not globally reachable (IANA's IPv4 and IPv6 Special-Purpose Address
+# Registries) but that `is_global` of some Python releases still calls global: the answer must not
+# depend on the interpreter's patch level.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(block)
+    for block in (
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT); a cloud's metadata address is here
+        "192.0.0.0/24",  # IETF protocol assignments
+        "198.18.0.0/15",  # benchmarking
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation (RFC 8215)
+        "2001::/23",  # IETF protocol assignments (Teredo included)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment routing (RFC 9602)
+        "fc00::/7",  # unique local
+        "fec0::/10",  # site-local (deprecated, still routed inside some sites)
     )
+)
+# IPv6 prefixes whose last 32 bits are the IPv4 address the traffic is translated to (RFC 6052).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and leads to: IPv4-mapped, 6to4 or NAT64."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def globally_routable(address: Address) -> bool:
+    """Whether `address` is a public Internet address, judged by its class rather than a list of flags:
+    `is_global`, outside every special-purpose block, not multicast; an address that carries an IPv4
+    address (IPv4-mapped, 6to4, NAT64) is judged by that IPv4 address, which is where it leads."""
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        return globally_routable(embedded)
+    return (
+        address.is_global
+        and not address.is_multicast
+        and not address.is_reserved
+        and not any(address in block for block in _NOT_GLOBAL if block.version == address.version)
+    )
+
+
+def _forbidden(address: Address) -> bool:
+    """The one decision `resolve` asks, per address (tests stand in for it)."""
+    return not globally_routable(address)
 
 
 def resolve(host: str, port: int, allow_private: bool) -> str:
@@ -72,8 +117,11 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     if not allow_private:
         for address in addresses:
             if _forbidden(address):
+                embedded = embedded_ipv4(address)
+                carried = f" (which leads to {embedded})" if embedded is not None else ""
                 raise AddressRefused(
-                    f"{host} resolves to {address}, a private, loopback or link-local address; "
+                    f"{host} resolves to {address}{carried}, not a globally routable address (a private, "
+                    "loopback or link-local address, or another special-purpose range); "
                     "set allowPrivateNetworks: true on the source if this is intended",
                     host,
                     str(address),
