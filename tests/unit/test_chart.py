@@ -28,8 +28,8 @@ import yaml
 from tandem.api.crd import file_name
 from tandem.api.kinds import ALL_KINDS, RECONCILED_KINDS
 from tandem.platform.kubernetes.api import RESOURCES, KubeApi, resource_of
+from tandem.platform.kubernetes.children import CHILD_KINDS
 from tandem.platform.kubernetes.ownership import Owner
-from tandem.platform.kubernetes.reconciler import CHILD_KINDS
 from tandem.platform.kubernetes.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]

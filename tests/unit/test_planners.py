@@ -325,7 +325,7 @@ def test_work_is_renamed_when_the_rendered_pod_changes() -> None:
 
 
 def test_contains_matches_named_lists_by_name() -> None:
-    from tandem.platform.kubernetes.reconciler import contains
+    from tandem.platform.kubernetes.children import contains
 
     desired = {"env": [{"name": "HOME", "value": "/tmp"}, {"name": "A", "value": "1"}]}
     reordered = {"env": [{"name": "A", "value": "1"}, {"name": "HOME", "value": "/tmp"}], "extra": True}

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,9 @@ from tandem.core.references import (
 from . import metrics
 from .adapters import adapter_statuses, loaded_per_pod
 from .api import ApiError, KubeApi
+from .blocked import Blocked
+from .children import CHILD_KINDS as CHILD_KINDS  # re-exported: handlers.py watches these kinds
+from .children import key, owned, sync_children, write
 from .conditions import READY, STALLED, Outcome, condition, conditions_for, is_ready
 from .observe import RETRY_HINT, deployment_replicas, job_outcome, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
@@ -73,54 +76,7 @@ log = logging.getLogger("tandem.operator")
 # (body, type, reason, message): posts a Kubernetes Event about the object.
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 
-CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
-    KNOWLEDGE_BASE.kind: (
-        ("v1", "ConfigMap"),
-        ("batch/v1", "Job"),
-        ("batch/v1", "CronJob"),
-        ("ray.io/v1", "RayJob"),
-    ),
-    ADAPTER_TRAINING.kind: (("v1", "ConfigMap"), ("batch/v1", "Job"), ("ray.io/v1", "RayJob")),
-    HYBRID_ENDPOINT.kind: (
-        ("v1", "ConfigMap"),
-        ("apps/v1", "Deployment"),
-        ("v1", "Service"),
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ),
-    EVALUATION.kind: (("v1", "ConfigMap"), ("batch/v1", "Job")),
-}
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
-
-
-class Blocked(Exception):
-    """Reconciliation cannot go on now; the outcome says why (a missing or forbidden reference...)."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.message)
-        self.outcome = outcome
-
-
-def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
-    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
-
-
-def contains(live: Any, desired: Any) -> bool:
-    """Whether `live` already says everything `desired` says (extra fields set by the server are fine).
-
-    Lists of named objects (containers, env, volumes, ports) are matched by name, not position: server-side
-    apply keeps such lists as maps, and may order them differently from the applied manifest.
-    """
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
-    if isinstance(desired, list):
-        if not isinstance(live, list) or len(live) != len(desired):
-            return False
-        if all(isinstance(d, dict) and "name" in d for d in desired):
-            by_name = {item.get("name"): item for item in live if isinstance(item, dict)}
-            return all(d["name"] in by_name and contains(by_name[d["name"]], d) for d in desired)
-        return all(map(contains, live, desired))
-    return bool(live == desired)
 
 
 def _strategy_summaries(report: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -197,15 +153,15 @@ class Reconciler:
     async def trigger(self, kind_name: str, namespace: str, name: str) -> Result | None:
         """Re-read a resource and reconcile it (when a child changes). A burst of child events while one
         reconciliation is queued costs that one reconciliation, not one per event."""
-        key = (kind_name, namespace, name)
-        if key in self._queued:
+        resource = (kind_name, namespace, name)
+        if resource in self._queued:
             return None
-        self._queued.add(key)
+        self._queued.add(resource)
         try:
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._locks.setdefault(resource, asyncio.Lock()):
                 pass  # wait for a running reconciliation to finish, so the re-read below sees its writes
         finally:
-            self._queued.discard(key)
+            self._queued.discard(resource)
         kind = by_kind(kind_name)
         body = await self.api.get(kind.api_version, kind.kind, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -226,7 +182,7 @@ class Reconciler:
             return Outcome.ready("Retained", "external state is retained by the spec")
         live = await self.api.get("batch/v1", "Job", owner.namespace, job["metadata"]["name"])
         if live is None:
-            await self._write(self.api.apply(job), "Job", "apply")
+            await write(self.api.apply(job), "Job", "apply")
             return Outcome.progressing("CleaningUp", f"started cleanup Job {job['metadata']['name']}")
         outcome = work_outcome(live, "Job", "cleanup")
         return outcome
@@ -242,7 +198,7 @@ class Reconciler:
             if kind is KNOWLEDGE_BASE:
                 kb_spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
                 plan = plan_knowledge_base(owner, kb_spec, self.settings, token)
-                live, writes = await self._sync_children(owner, plan)
+                live, writes = await sync_children(self.api, owner, plan)
                 report = await self._work_report(owner, plan, "ingest")
                 outcome, figures = self._knowledge_base_status(plan, live, report)
             elif kind is ADAPTER_TRAINING:
@@ -253,14 +209,14 @@ class Reconciler:
                         kind, owner, at_spec.raft.knowledge_base_ref, True
                     )
                 at_plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
-                live, writes = await self._sync_children(owner, at_plan)
+                live, writes = await sync_children(self.api, owner, at_plan)
                 report = await self._work_report(owner, at_plan, "training")
                 outcome, figures = self._adapter_training_status(
                     at_plan, live, body.get("status") or {}, report
                 )
                 if figures["phase"] == "Running" and at_plan.work is not None:
                     # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
-                    progress = await rayjob_progress(live.get(_key(at_plan.work)))
+                    progress = await rayjob_progress(live.get(key(at_plan.work)))
                     if progress is not None:
                         figures.update(progress.figures())
             elif kind is HYBRID_ENDPOINT:
@@ -271,7 +227,7 @@ class Reconciler:
                     for ref in he_spec.knowledge_bases
                 ]
                 he_plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
-                live, writes = await self._sync_children(owner, he_plan)
+                live, writes = await sync_children(self.api, owner, he_plan)
                 pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
                 observed = await loaded_per_pod(pods, self.settings.vllm_port)
                 fetched = termination_report(pods, FETCH_CONTAINER)
@@ -312,7 +268,7 @@ class Reconciler:
         report: dict[str, Any] | None,
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
-        work = live.get(_key(plan.work))
+        work = live.get(key(plan.work))
         outcome = work_outcome(work, plan.work["kind"], "ingest")
         collection = plan.facts.collection
         figures: dict[str, Any] = {"collection": collection, "ingestJob": plan.work["metadata"]["name"]}
@@ -338,7 +294,7 @@ class Reconciler:
         report: dict[str, Any] | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
         assert plan.work is not None
-        rayjob = live.get(_key(plan.work))
+        rayjob = live.get(key(plan.work))
         report = report or {}
         outcome = with_failed_attempt(work_outcome(rayjob, "RayJob", "training"), report, "training")
         figures: dict[str, Any] = {
@@ -432,7 +388,7 @@ class Reconciler:
         name = run_name(owner, spec, token)
         job = await self.api.get("batch/v1", "Job", owner.namespace, name)
         writes = 0
-        if job is None or not self._owned(job, owner):
+        if job is None or not owned(job, owner):
             if job is None and status.get("job") == name and status.get("phase") in ("Succeeded", "Failed"):
                 # This run finished and its Job has since been collected (ttl) or deleted: its result is
                 # already in status, and running it again would ask every question again.
@@ -449,8 +405,8 @@ class Reconciler:
                 outcome = Outcome.stalled(e.reason, str(e))
                 return outcome, self._evaluation_figures(None, outcome), 0
             assert plan.work is not None
-            live, writes = await self._sync_children(owner, plan)  # also prunes the previous run
-            job = live.get(_key(plan.work))
+            live, writes = await sync_children(self.api, owner, plan)  # also prunes the previous run
+            job = live.get(key(plan.work))
         selector = {JOB_NAME_LABEL: name}
         pods = await self.api.list("v1", "Pod", owner.namespace, selector)
         report = termination_report(pods, EVALUATE_CONTAINER)
@@ -640,52 +596,6 @@ class Reconciler:
 
     # -- writes -----------------------------------------------------------------------------------------
 
-    async def _write(self, call: Awaitable[Any], kind: str, verb: str) -> Any:
-        metrics.API_WRITES.labels(kind, verb).inc()
-        return await call
-
-    async def _sync_children(
-        self, owner: Owner, plan: Plan[Any]
-    ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], int]:
-        """Apply what differs, prune what is no longer planned; return the children as they now are."""
-        live: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for api_version, kind in CHILD_KINDS[owner.kind]:
-            for obj in await self.api.list(api_version, kind, owner.namespace, owner.selector()):
-                live[_key(obj)] = obj
-        writes = 0
-        planned = set()
-        for child in plan.children:
-            key = _key(child)
-            planned.add(key)
-            current = live.get(key)
-            if current is not None and contains(current, child):
-                continue
-            if current is None:
-                stranger = await self.api.get(child["apiVersion"], child["kind"], owner.namespace, key[2])
-                if stranger is not None and not self._owned(stranger, owner):
-                    raise Blocked(
-                        Outcome.stalled(
-                            "ChildNameConflict",
-                            f"{child['kind']} {owner.namespace}/{key[2]} exists and is not managed by this "
-                            f"{owner.kind}; rename or delete it",
-                        )
-                    )
-            live[key] = await self._write(self.api.apply(child), child["kind"], "apply")
-            writes += 1
-            if current is None:
-                log.info("created %s %s/%s for %s", child["kind"], owner.namespace, key[2], owner.name)
-        for key, obj in list(live.items()):
-            if key not in planned and self._owned(obj, owner):
-                await self._write(self.api.delete(key[0], key[1], owner.namespace, key[2]), key[1], "delete")
-                writes += 1
-                del live[key]
-        return live, writes
-
-    @staticmethod
-    def _owned(obj: dict[str, Any], owner: Owner) -> bool:
-        refs = obj.get("metadata", {}).get("ownerReferences") or []
-        return any(r.get("uid") == owner.uid for r in refs)
-
     async def _write_status(
         self, kind: Kind, body: dict[str, Any], outcome: Outcome, figures: dict[str, Any]
     ) -> int:
@@ -709,7 +619,7 @@ class Reconciler:
         new["conditions"] = conditions_for(outcome, generation, old.get("conditions") or [])
         if all(old.get(k) == v for k, v in new.items()):
             return 0
-        await self._write(
+        await write(
             self.api.patch_status(kind.api_version, kind.kind, meta["namespace"], meta["name"], new),
             kind.kind,
             "status",
