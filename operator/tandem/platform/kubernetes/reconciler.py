@@ -22,13 +22,11 @@ from tandem.api.kinds import (
     EVALUATION,
     HYBRID_ENDPOINT,
     KNOWLEDGE_BASE,
-    REFERENCE_GRANT,
     Kind,
     by_kind,
 )
 from tandem.api.v1alpha1 import (
     AdapterTrainingSpec,
-    CrossNamespaceReference,
     EvaluationSpec,
     HybridEndpointSpec,
     KnowledgeBaseSpec,
@@ -37,13 +35,6 @@ from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 from tandem.api.v1alpha1.evaluation import StrategySummary
 from tandem.core import status as core_status
 from tandem.core.errors import PlanError
-from tandem.core.references import (
-    ResolvedAdapter,
-    ResolvedKnowledgeBase,
-    resolve_knowledge_base,
-    trained_adapter,
-    uri_adapter,
-)
 
 from . import metrics
 from .adapters import adapter_statuses, loaded_per_pod
@@ -51,7 +42,7 @@ from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import CHILD_KINDS as CHILD_KINDS  # re-exported: handlers.py watches these kinds
 from .children import key, owned, sync_children, write
-from .conditions import READY, STALLED, Outcome, condition, conditions_for, is_ready
+from .conditions import READY, STALLED, Outcome, condition, conditions_for
 from .observe import RETRY_HINT, deployment_replicas, job_outcome, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .planners import EndpointFacts, KnowledgeBaseFacts, Plan, TrainingFacts
@@ -59,8 +50,6 @@ from .planners.adaptertraining import plan_adapter_training
 from .planners.cleanup import plan_cleanup
 from .planners.evaluation import (
     EVALUATE_CONTAINER,
-    ResolvedEndpoint,
-    ResolvedTraining,
     check_endpoint_namespace,
     plan_evaluation,
     run_name,
@@ -68,7 +57,7 @@ from .planners.evaluation import (
 from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .ray_progress import PROGRESS_FIELDS, rayjob_progress
-from .references import reference_allowed
+from .resolution import Resolver
 from .settings import OperatorSettings
 
 log = logging.getLogger("tandem.operator")
@@ -113,6 +102,7 @@ class Reconciler:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.resolver = Resolver(api, settings.default_milvus_uri)
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -205,7 +195,7 @@ class Reconciler:
                 at_spec = AdapterTrainingSpec.model_validate(body.get("spec") or {})
                 raft_kb = None
                 if at_spec.raft is not None:
-                    raft_kb = await self._resolve_knowledge_base(
+                    raft_kb = await self.resolver.knowledge_base(
                         kind, owner, at_spec.raft.knowledge_base_ref, True
                     )
                 at_plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
@@ -221,9 +211,9 @@ class Reconciler:
                         figures.update(progress.figures())
             elif kind is HYBRID_ENDPOINT:
                 he_spec = HybridEndpointSpec.model_validate(body.get("spec") or {})
-                adapters, waiting = await self._resolve_adapters(owner, he_spec)
+                adapters, waiting = await self.resolver.adapters(owner, he_spec)
                 kbs = [
-                    await self._resolve_knowledge_base(kind, owner, ref, False)
+                    await self.resolver.knowledge_base(kind, owner, ref, False)
                     for ref in he_spec.knowledge_bases
                 ]
                 he_plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
@@ -397,7 +387,7 @@ class Reconciler:
             try:
                 # Checked before the lookup: no ReferenceGrant makes another namespace's Secrets mountable.
                 check_endpoint_namespace(owner, spec)
-                endpoint = await self._resolve_endpoint(owner, spec)
+                endpoint = await self.resolver.endpoint(owner, spec)
                 plan = plan_evaluation(owner, spec, self.settings, endpoint, token)
             except Blocked as e:
                 return e.outcome, self._evaluation_figures(None, e.outcome), 0
@@ -476,123 +466,6 @@ class Reconciler:
         if ready.get("status") == "True":
             return Outcome.ready(str(ready.get("reason")), str(ready.get("message")))
         return Outcome.stalled(str(stalled.get("reason")), str(stalled.get("message")))
-
-    # -- references -------------------------------------------------------------------------------------
-
-    async def _resolve(
-        self, referrer: Kind, owner: Owner, target: Kind, ref: CrossNamespaceReference
-    ) -> dict[str, Any]:
-        obj = await self._lookup(referrer, owner, target, ref)
-        if obj is None:
-            where = f"{target.kind} {ref.namespace or owner.namespace}/{ref.name}"
-            raise Blocked(Outcome.stalled(f"{target.kind}NotFound", f"{where} does not exist"))
-        return obj
-
-    async def _lookup(
-        self, referrer: Kind, owner: Owner, target: Kind, ref: CrossNamespaceReference
-    ) -> dict[str, Any] | None:
-        """The referenced object (None when it does not exist); Blocked when no grant allows the reference."""
-        namespace = ref.namespace or owner.namespace
-        where = f"{target.kind} {namespace}/{ref.name}"
-        if namespace != owner.namespace:
-            grants = await self.api.list(REFERENCE_GRANT.api_version, REFERENCE_GRANT.kind, namespace)
-            if not reference_allowed(
-                from_kind=referrer.kind,
-                from_namespace=owner.namespace,
-                to_kind=target.kind,
-                to_namespace=namespace,
-                to_name=ref.name,
-                grants=grants,
-            ):
-                raise Blocked(
-                    Outcome.stalled(
-                        "ReferenceNotPermitted",
-                        f"{where} is in another namespace and no ReferenceGrant there allows "
-                        f"{referrer.kind}s from namespace {owner.namespace}",
-                    )
-                )
-        return await self.api.get(target.api_version, target.kind, namespace, ref.name)
-
-    async def _resolve_endpoint(self, owner: Owner, spec: EvaluationSpec) -> ResolvedEndpoint:
-        """The endpoint an Evaluation asks, once it is Ready, with what its references resolve to."""
-        ref = spec.endpoint_ref
-        where = f"HybridEndpoint {ref.namespace or owner.namespace}/{ref.name}"
-        endpoint = await self._lookup(EVALUATION, owner, HYBRID_ENDPOINT, ref)
-        # Both are waits, not failures: manifests applied together create the endpoint after the
-        # Evaluation, and an endpoint takes minutes to become Ready. The resync timer looks again.
-        if endpoint is None:
-            raise Blocked(Outcome.progressing("WaitingForEndpoint", f"{where} does not exist yet"))
-        if not is_ready(endpoint):
-            said = (condition(endpoint.get("status"), READY) or {}).get("message") or "no status yet"
-            raise Blocked(Outcome.progressing("WaitingForEndpoint", f"{where} is not Ready yet: {said}"))
-        he_spec = HybridEndpointSpec.model_validate(endpoint.get("spec") or {})
-        he_owner = Owner.from_body(endpoint)
-        trainings: dict[str, ResolvedTraining] = {}
-        for adapter in he_spec.adapters:
-            if adapter.adapter_training_ref is None:
-                continue
-            # Resolved as the endpoint resolves it (its namespace, its grants); a training gone since
-            # only makes the retrain figure unknown.
-            training = await self._lookup(
-                HYBRID_ENDPOINT, he_owner, ADAPTER_TRAINING, adapter.adapter_training_ref
-            )
-            if training is None:
-                continue
-            at_status = training.get("status") or {}
-            trainings[adapter.name] = ResolvedTraining(
-                raft=bool((training.get("spec") or {}).get("raft")),
-                start_time=at_status.get("startTime"),
-                completion_time=at_status.get("completionTime"),
-            )
-        kbs = [
-            await self._resolve_knowledge_base(HYBRID_ENDPOINT, he_owner, kb_ref, False)
-            for kb_ref in he_spec.knowledge_bases
-        ]
-        return ResolvedEndpoint(he_owner.namespace, he_owner.name, he_spec, trainings, kbs)
-
-    async def _resolve_knowledge_base(
-        self, referrer: Kind, owner: Owner, ref: CrossNamespaceReference, must_be_ready: bool
-    ) -> ResolvedKnowledgeBase:
-        kb = await self._resolve(referrer, owner, KNOWLEDGE_BASE, ref)
-        status = kb.get("status") or {}
-        if must_be_ready and not is_ready(kb):
-            raise Blocked(
-                Outcome.progressing(
-                    "WaitingForKnowledgeBase",
-                    f"KnowledgeBase {kb['metadata']['namespace']}/{ref.name} is not Ready yet",
-                )
-            )
-        spec = KnowledgeBaseSpec.model_validate(kb.get("spec") or {})
-        return resolve_knowledge_base(
-            kb["metadata"]["namespace"],
-            ref.name,
-            spec,
-            default_milvus_uri=self.settings.default_milvus_uri,
-            revision=status.get("indexedRevision"),
-            collection=status.get("collection"),
-        )
-
-    async def _resolve_adapters(
-        self, owner: Owner, spec: HybridEndpointSpec
-    ) -> tuple[list[ResolvedAdapter], list[str]]:
-        resolved, waiting = [], []
-        for adapter in spec.adapters:
-            if adapter.uri:
-                resolved.append(uri_adapter(adapter))
-                continue
-            assert adapter.adapter_training_ref is not None
-            training = await self._resolve(
-                HYBRID_ENDPOINT, owner, ADAPTER_TRAINING, adapter.adapter_training_ref
-            )
-            status = training.get("status") or {}
-            if not status.get("adapterUri"):
-                waiting.append(adapter.name)
-                continue
-            rank = AdapterTrainingSpec.model_validate(training["spec"]).lora.r
-            resolved.append(
-                trained_adapter(adapter, status["adapterUri"], rank, status.get("adapterVersion"))
-            )
-        return resolved, waiting
 
     # -- writes -----------------------------------------------------------------------------------------
 
