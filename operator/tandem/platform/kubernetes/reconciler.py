@@ -3,6 +3,10 @@
 One `reconcile(body)` serves every trigger (create, update, resume, a child's event, the resync timer),
 so they cannot disagree. Writes happen only where the observed state differs from the plan: a steady
 state costs reads and no writes.
+
+This module holds the entry points (locking, metrics, the status write) and one small handler per kind;
+what they use lives next to it: `resolution` follows references, `children` syncs the planned children,
+`status` derives each kind's status from what was observed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +49,7 @@ from .ownership import RECONCILE_TOKEN, Owner
 from .planners import Plan
 from .planners.adaptertraining import plan_adapter_training
 from .planners.cleanup import plan_cleanup
-from .planners.evaluation import (
-    EVALUATE_CONTAINER,
-    check_endpoint_namespace,
-    plan_evaluation,
-    run_name,
-)
+from .planners.evaluation import EVALUATE_CONTAINER, check_endpoint_namespace, plan_evaluation, run_name
 from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .ray_progress import rayjob_progress
@@ -69,6 +68,10 @@ log = logging.getLogger("tandem.operator")
 
 # (body, type, reason, message): posts a Kubernetes Event about the object.
 EventSink = Callable[[dict[str, Any], str, str, str], None]
+# What a kind's handler observed: the outcome, the status figures, and the writes it took.
+Observed = tuple[Outcome, dict[str, Any], int]
+# A kind's handler: (owner, body, tandem.dev/run token) -> what it observed.
+Handler = Callable[[Owner, dict[str, Any], str], Awaitable[Observed]]
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
 
@@ -93,6 +96,12 @@ class Reconciler:
         self._idle = asyncio.Event()
         self._idle.set()
         self.resolver = Resolver(api, settings.default_milvus_uri)
+        self._handlers: dict[str, Handler] = {
+            KNOWLEDGE_BASE.kind: self._knowledge_base,
+            ADAPTER_TRAINING.kind: self._adapter_training,
+            HYBRID_ENDPOINT.kind: self._hybrid_endpoint,
+            EVALUATION.kind: self._evaluation,
+        }
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -175,48 +184,10 @@ class Reconciler:
         figures: dict[str, Any] = {}
         writes = 0
         try:
-            if kind is KNOWLEDGE_BASE:
-                kb_spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
-                plan = plan_knowledge_base(owner, kb_spec, self.settings, token)
-                live, writes = await sync_children(self.api, owner, plan)
-                report = await self._work_report(owner, plan, "ingest")
-                outcome, figures = knowledge_base_status(plan, live, report)
-            elif kind is ADAPTER_TRAINING:
-                at_spec = AdapterTrainingSpec.model_validate(body.get("spec") or {})
-                raft_kb = None
-                if at_spec.raft is not None:
-                    raft_kb = await self.resolver.knowledge_base(
-                        kind, owner, at_spec.raft.knowledge_base_ref, True
-                    )
-                at_plan = plan_adapter_training(owner, at_spec, self.settings, raft_kb, token)
-                live, writes = await sync_children(self.api, owner, at_plan)
-                report = await self._work_report(owner, at_plan, "training")
-                outcome, figures = adapter_training_status(at_plan, live, body.get("status") or {}, report)
-                if figures["phase"] == "Running" and at_plan.work is not None:
-                    # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
-                    progress = await rayjob_progress(live.get(key(at_plan.work)))
-                    if progress is not None:
-                        figures.update(progress.figures())
-            elif kind is HYBRID_ENDPOINT:
-                he_spec = HybridEndpointSpec.model_validate(body.get("spec") or {})
-                adapters, waiting = await self.resolver.adapters(owner, he_spec)
-                kbs = [
-                    await self.resolver.knowledge_base(kind, owner, ref, False)
-                    for ref in he_spec.knowledge_bases
-                ]
-                he_plan = plan_hybrid_endpoint(owner, he_spec, self.settings, adapters, kbs)
-                live, writes = await sync_children(self.api, owner, he_plan)
-                pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
-                observed = await loaded_per_pod(pods, self.settings.vllm_port)
-                fetched = termination_report(pods, FETCH_CONTAINER)
-                outcome, figures = hybrid_endpoint_status(he_spec, he_plan, live, waiting, observed, fetched)
-            elif kind is EVALUATION:
-                ev_spec = EvaluationSpec.model_validate(body.get("spec") or {})
-                outcome, figures, writes = await self._evaluation(
-                    owner, ev_spec, body.get("status") or {}, token
-                )
-            else:
+            handler = self._handlers.get(kind.kind)
+            if handler is None:
                 raise KeyError(f"{kind.kind} is not reconciled")
+            outcome, figures, writes = await handler(owner, body, token)
         except ValidationError as e:
             first = e.errors()[0]
             where = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
@@ -228,22 +199,54 @@ class Reconciler:
         writes += await self._write_status(kind, body, outcome, figures)
         return Result(outcome=outcome, writes=writes, status=figures)
 
-    async def _work_report(self, owner: Owner, plan: Plan[Any], container: str) -> dict[str, Any] | None:
-        """What the work's pods reported in their termination messages: a Job's own pods, or a RayJob's
-        submitter pods (KubeRay names the submitter Job after the RayJob; pods.ray_job names its
-        container after the workload)."""
-        if plan.work is None:
-            return None
-        selector = {JOB_NAME_LABEL: plan.work["metadata"]["name"]}
-        return termination_report(await self.api.list("v1", "Pod", owner.namespace, selector), container)
+    async def _knowledge_base(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
+        spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
+        plan = plan_knowledge_base(owner, spec, self.settings, token)
+        live, writes = await sync_children(self.api, owner, plan)
+        report = await self._work_report(owner, plan, "ingest")
+        outcome, figures = knowledge_base_status(plan, live, report)
+        return outcome, figures, writes
 
-    async def _evaluation(
-        self, owner: Owner, spec: EvaluationSpec, status: dict[str, Any], token: str
-    ) -> tuple[Outcome, dict[str, Any], int]:
+    async def _adapter_training(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
+        spec = AdapterTrainingSpec.model_validate(body.get("spec") or {})
+        raft_kb = None
+        if spec.raft is not None:
+            raft_kb = await self.resolver.knowledge_base(
+                ADAPTER_TRAINING, owner, spec.raft.knowledge_base_ref, True
+            )
+        plan = plan_adapter_training(owner, spec, self.settings, raft_kb, token)
+        live, writes = await sync_children(self.api, owner, plan)
+        report = await self._work_report(owner, plan, "training")
+        outcome, figures = adapter_training_status(plan, live, body.get("status") or {}, report)
+        if figures["phase"] == "Running" and plan.work is not None:
+            # Only a running job has a dashboard to ask: KubeRay removes its cluster at the end.
+            progress = await rayjob_progress(live.get(key(plan.work)))
+            if progress is not None:
+                figures.update(progress.figures())
+        return outcome, figures, writes
+
+    async def _hybrid_endpoint(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
+        spec = HybridEndpointSpec.model_validate(body.get("spec") or {})
+        adapters, waiting = await self.resolver.adapters(owner, spec)
+        kbs = [
+            await self.resolver.knowledge_base(HYBRID_ENDPOINT, owner, ref, False)
+            for ref in spec.knowledge_bases
+        ]
+        plan = plan_hybrid_endpoint(owner, spec, self.settings, adapters, kbs)
+        live, writes = await sync_children(self.api, owner, plan)
+        pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
+        observed = await loaded_per_pod(pods, self.settings.vllm_port)
+        fetched = termination_report(pods, FETCH_CONTAINER)
+        outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched)
+        return outcome, figures, writes
+
+    async def _evaluation(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
         """An Evaluation runs once per spec and tandem.dev/run value. What it asks (the endpoint's routes,
         tenants, knowledge bases) is read when the run starts and fixed from then on: a Job's pod cannot
         change, and a scorecard describes the endpoint as it was when asked. So once the run's Job exists,
         reconciling only observes it."""
+        spec = EvaluationSpec.model_validate(body.get("spec") or {})
+        status = body.get("status") or {}
         name = run_name(owner, spec, token)
         job = await self.api.get("batch/v1", "Job", owner.namespace, name)
         writes = 0
@@ -272,7 +275,16 @@ class Reconciler:
         outcome, figures = evaluation_status(job, report, spec.report.uri if spec.report else None)
         return outcome, figures, writes
 
-    # -- writes -----------------------------------------------------------------------------------------
+    async def _work_report(self, owner: Owner, plan: Plan[Any], container: str) -> dict[str, Any] | None:
+        """What the work's pods reported in their termination messages: a Job's own pods, or a RayJob's
+        submitter pods (KubeRay names the submitter Job after the RayJob; pods.ray_job names its
+        container after the workload)."""
+        if plan.work is None:
+            return None
+        selector = {JOB_NAME_LABEL: plan.work["metadata"]["name"]}
+        return termination_report(await self.api.list("v1", "Pod", owner.namespace, selector), container)
+
+    # -- status -----------------------------------------------------------------------------------------
 
     async def _write_status(
         self, kind: Kind, body: dict[str, Any], outcome: Outcome, figures: dict[str, Any]
