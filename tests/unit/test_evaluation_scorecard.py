@@ -97,9 +97,14 @@ def test_errors_are_kept_and_marked_partial() -> None:
     hybrid = next(c for c in card.strategies if c.info.name == "hybrid")
     assert not card.complete and hybrid.errors == 9 and hybrid.answered == 0
     assert hybrid.metrics["correct"].value is None
-    assert card.recommendation.strategy != "hybrid"  # nothing to recommend it on
+    # A strategy that failed every question makes the run untrustworthy (issue 18): no recommendation,
+    # and no verdict on the claims it takes part in.
+    assert card.recommendation.strategy is None and not card.trustworthy
+    assert card.untrustworthy == ["hybrid: 9 of 9 answers are errors (unknown 9), over the 10% limit"]
     shape = {e.claim: e for e in card.expectations}
-    assert shape["Hybrid (adapter + RAG) is best on both"].holds is False
+    hybrid_claim = shape["Hybrid (adapter + RAG) is best on both"]
+    assert hybrid_claim.holds is None and "9 of hybrid's 9 answers are errors" in hybrid_claim.evidence
+    assert shape["RAG beats the adapter alone on fresh facts"].holds is True  # hybrid not involved
 
 
 def test_hallucinations_count_unsupported_claims_of_grounded_answers() -> None:

@@ -1,7 +1,18 @@
 """`python -m tandem.workloads.evaluation --spec job.json [--result-file F]`: ask, score, report.
 
-Exit codes as the other workloads: 0 done (possibly partial, marked), 1 the endpoint could not be reached
-at all (worth retrying), 2 the input is wrong (question set, routes, tenants), with a reason.
+Before any question, each compared route is asked once; a route that does not answer stops the run
+(`RouteUnavailable`, naming the route and the error) rather than filling the scorecard with errors.
+
+Exit codes as the other workloads: 0 done (possibly partial, marked; possibly not trustworthy, see
+below), 1 the endpoint or a route could not be reached (worth retrying), 2 the input is wrong (question
+set, routes, tenants), with a reason.
+
+The result line carries, beside the headline figures, `trustworthy` (false when a strategy's answers
+were more than 10 % errors, or a dependency was down while document ids or the update cost were
+checked), `untrustworthyReasons` (one line each), and `errors` (per strategy, errors by cause: the
+gateway's error code such as `milvus` or `vllm`, or `unreachable`, `not-asked`, `judge`). The platform
+maps an untrustworthy run to a status that is not Ready; the run itself finished, so it exits 0 (a retry
+would not make it trustworthy unless the cause is fixed).
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from pymilvus.exceptions import MilvusException
 
 from tandem.api.v1alpha1.evaluation import StrategySummary
 
@@ -24,14 +36,15 @@ from .job import EvaluationJob
 from .questions import QuestionSetError, load_questions, unknown_documents
 from .records import Scorecard, StrategyInfo
 from .report import write_report
-from .runner import Judge, Scoring, ask_all
+from .runner import Judge, Scoring, ask_all, probe_routes
 from .update_cost import measure
 
 
 class EvaluationError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, retry: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
+        self.retry = retry  # the cause may go away by itself (a dependency down): worth running again
 
 
 def strategies_of(job: EvaluationJob) -> list[StrategyInfo]:
@@ -55,7 +68,9 @@ def _key(path: str) -> str:
     return Path(path).read_text().strip()
 
 
-def indexed_documents(job: EvaluationJob, warnings: list[str]) -> list[str]:
+def indexed_documents(job: EvaluationJob, problems: list[str]) -> list[str]:
+    """Every document id of the endpoint's knowledge bases; a knowledge base that cannot be read is a
+    problem (the run's citation figures cannot be checked against it)."""
     ids: list[str] = []
     for kb in job.knowledge_bases:
         token = _key(kb.token_file) if kb.token_file else None
@@ -65,8 +80,8 @@ def indexed_documents(job: EvaluationJob, warnings: list[str]) -> list[str]:
                 ids.extend(store.documents())
             finally:
                 store.close()
-        except StoreError as e:
-            warnings.append(f"knowledge base {kb.name}: cannot list its documents to check ids ({e})")
+        except (StoreError, MilvusException) as e:  # Milvus did not answer
+            problems.append(f"knowledge base {kb.name}: its document ids could not be checked ({e})")
     return ids
 
 
@@ -83,7 +98,8 @@ def run(job: EvaluationJob) -> tuple[Scorecard, list[Path]]:
         )
     infos = strategies_of(job)
     warnings: list[str] = []
-    documents = indexed_documents(job, warnings)
+    problems: list[str] = []  # what makes the run untrustworthy besides the answers' errors
+    documents = indexed_documents(job, problems)
     if job.knowledge_bases and documents:
         for ref, lines in unknown_documents(questions, documents).items():
             warnings.append(
@@ -114,6 +130,15 @@ def run(job: EvaluationJob) -> tuple[Scorecard, list[Path]]:
         scoring = Scoring(
             spec.answer_format.pattern if spec.answer_format else None, spec.refusal_patterns, judge
         )
+        emit({"stage": "probing", "routes": list(dict.fromkeys(i.route for i in infos))})
+        failing = probe_routes(client, infos, headers_for(None))
+        if failing:
+            raise EvaluationError(
+                "RouteUnavailable",
+                f"{'; '.join(failing)}. Nothing was asked: a scorecard from a route that does not answer "
+                "would compare an outage, not strategies",
+                retry=True,
+            )
         emit({"stage": "asking", "questions": len(questions), "strategies": [i.name for i in infos]})
         records, down = ask_all(client, infos, questions, headers_for, scoring, spec.max_tokens, emit)
     warnings.extend(down)
@@ -123,8 +148,8 @@ def run(job: EvaluationJob) -> tuple[Scorecard, list[Path]]:
         adapters = [i.adapter for i in infos if i.adapter]
         try:
             cost = measure(questions, job.knowledge_bases, job.retrain, adapters)
-        except StoreError as e:
-            warnings.append(f"update cost not measured: {e}")
+        except (StoreError, MilvusException) as e:
+            problems.append(f"update cost not measured: a knowledge base did not answer ({e})")
     card = scorecard.build(
         job.name,
         job.spec.endpoint_ref.name,
@@ -134,6 +159,7 @@ def run(job: EvaluationJob) -> tuple[Scorecard, list[Path]]:
         spec.answer_format is not None,
         cost,
         warnings,
+        problems,
     )
     if spec.judge is not None:
         card.scoring = f"judge model {spec.judge.model} (yes/no questions through its OpenAI-compatible API)"
@@ -165,6 +191,9 @@ def summary(card: Scorecard, files: list[Path]) -> dict[str, Any]:
         "questions": card.questions,
         "answered": sum(c.answered for c in card.strategies),
         "complete": card.complete,
+        "trustworthy": card.trustworthy,
+        "untrustworthyReasons": card.untrustworthy,
+        "errors": {c.info.name: c.errors_by_cause for c in card.strategies if c.errors},
         "strategies": strategies,
         "recommendation": card.recommendation.reason,
         "reportFiles": [str(f) for f in files],
@@ -185,6 +214,8 @@ def fit(outcome: dict[str, Any], limit: int = TERMINATION_BYTES) -> dict[str, An
             out[key] = []
     if size(out) > limit:
         out["recommendation"] = str(out.get("recommendation", ""))[:200]
+    if size(out) > limit and out.get("untrustworthyReasons"):  # shortened, never dropped: the verdict's why
+        out["untrustworthyReasons"] = [str(r)[:160] for r in out["untrustworthyReasons"][:5]]
     while size(out) > limit and out.get("strategies"):
         out["strategies"] = out["strategies"][:-1]
         out["truncated"] = True
@@ -204,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PERMANENT
     except EvaluationError as e:
         finish({"error": e.reason, "message": str(e)}, args.result_file)
-        return EXIT_PERMANENT
+        return EXIT_RETRY if e.retry else EXIT_PERMANENT
     outcome = fit(summary(card, files))
     if card.records and all(
         (r.error or "").startswith(("endpoint unreachable", "not asked")) for r in card.records

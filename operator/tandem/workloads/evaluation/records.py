@@ -17,6 +17,9 @@ LEXICAL = (
     "numbers, codes and most of its words"
 )
 INTERVALS = "95%: Wilson score for shares, normal approximation for means (none below 2 answers)"
+# A strategy with more of its answers failed than this share is not compared: its figures describe the
+# outage (e.g. a vector store that was down), not the strategy, and the run makes no recommendation.
+ERROR_SHARE_LIMIT = 0.10
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Record:
     question: Question
     answer: str = ""
     error: str | None = None
+    # Why there is no answer, in a word: the gateway's error code (milvus, vllm, timeout, busy...),
+    # http-<status> without one, unreachable, not-asked, judge.
+    error_cause: str | None = None
     correct: bool | None = None
     exact_match: bool | None = None
     token_f1: float | None = None
@@ -100,6 +106,17 @@ class StrategyCard:
     latency: dict[str, Quantiles]  # stage -> quantiles (total, embed, search, generation)
     tokens: dict[str, Estimate]  # prompt, completion: mean per question
     hallucinations: int  # unsupported claims, over all answers that had passages
+    errors_by_cause: dict[str, int] = field(default_factory=dict)  # Record.error_cause -> count
+
+    @property
+    def error_share(self) -> float:
+        asked = self.answered + self.errors
+        return self.errors / asked if asked else 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Few enough errors for its figures to describe the strategy (see ERROR_SHARE_LIMIT)."""
+        return self.error_share <= ERROR_SHARE_LIMIT
 
 
 @dataclass
@@ -150,6 +167,13 @@ class Scorecard:
     records: list[Record]
     warnings: list[str] = field(default_factory=list)  # e.g. unknown document ids, endpoint down
     scoring: str = LEXICAL  # how correctness and groundedness were decided
+    # Why the run cannot be trusted (a strategy's errors over ERROR_SHARE_LIMIT, a dependency down while
+    # document ids or the update cost were checked); empty when it can. Then there is no recommendation.
+    untrustworthy: list[str] = field(default_factory=list)
+
+    @property
+    def trustworthy(self) -> bool:
+        return not self.untrustworthy
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

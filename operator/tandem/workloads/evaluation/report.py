@@ -264,6 +264,16 @@ def _about(card: Scorecard) -> str:
     )
 
 
+def trust_notice(card: Scorecard) -> str | None:
+    """The report's first line when the run is not trustworthy (None when it is)."""
+    if card.trustworthy:
+        return None
+    return (
+        f"NOT TRUSTWORTHY: {'; '.join(card.untrustworthy)}. This run makes no recommendation; the "
+        "figures below describe the failures as much as the strategies."
+    )
+
+
 def partial_notice(card: Scorecard) -> str | None:
     """Why the figures do not cover the whole question set, or None when they do."""
     failed = sum(1 for record in card.records if record.error is not None)
@@ -416,8 +426,10 @@ def _md_section(title: str, body: str) -> str:
 
 def render_markdown(card: Scorecard) -> str:
     notice = partial_notice(card)
+    untrusted = trust_notice(card)
     expectations = [_expectation(e) for e in card.expectations]
     parts = [
+        f"**⚠ {_md(untrusted)}**" if untrusted else "",  # the first line, before anything else is read
         f"# Evaluation report: {_md(card.evaluation)}",
         _md(_about(card)),
         f"**{_md(_recommendation(card.recommendation))}**",
@@ -624,6 +636,7 @@ def render_html(card: Scorecard) -> str:
         card=card,
         about=_about(card),
         recommendation=_recommendation(card.recommendation),
+        untrusted=trust_notice(card),
         notice=partial_notice(card),
         headline=headline_table(card),
         legend=_headline_legend(card),

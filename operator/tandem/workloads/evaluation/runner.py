@@ -132,7 +132,7 @@ def ask_all(
             record = Record(strategy.name, q)
             records.append(record)
             if unreachable >= DOWN_AFTER:
-                record.error = "not asked: the endpoint stopped answering"
+                record.error, record.error_cause = "not asked: the endpoint stopped answering", "not-asked"
                 continue
             started = time.perf_counter()
             try:
@@ -149,6 +149,7 @@ def ask_all(
             except httpx.TransportError as e:
                 unreachable += 1
                 record.error = f"endpoint unreachable: {type(e).__name__}: {e}"
+                record.error_cause = "unreachable"
                 if unreachable == DOWN_AFTER:
                     warnings.append(
                         f"the endpoint stopped answering ({record.error}); "
@@ -159,16 +160,13 @@ def ask_all(
             elapsed = time.perf_counter() - started
             body = _json(response)
             if response.status_code != 200:
-                error = (
-                    (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else None
-                )
-                record.error = f"HTTP {response.status_code}: {error or response.text[:200]}"
+                record.error, record.error_cause = _failure(response, body)
             else:
                 record.latency["total"] = elapsed
                 try:
                     score(record, body, scoring)
                 except httpx.HTTPError as e:  # the judge failed: the answer stands, unscored
-                    record.error = f"judge failed: {e}"
+                    record.error, record.error_cause = f"judge failed: {e}", "judge"
             progress(
                 {
                     "stage": "answer",
@@ -179,6 +177,44 @@ def ask_all(
                 }
             )
     return records, warnings
+
+
+def probe_routes(
+    client: httpx.Client, strategies: Sequence[StrategyInfo], headers: dict[str, str]
+) -> list[str]:
+    """Ask each route the strategies use one short question before any real one: what does not answer
+    (a route that retrieves from a Milvus that is down, say) would otherwise fill the scorecard with
+    errors. Returns one line per failing route; empty when every route answered."""
+    problems = []
+    for route in dict.fromkeys(s.route for s in strategies):
+        try:
+            response = client.post(
+                "/chat/completions",
+                json={
+                    "model": route,
+                    "messages": [{"role": "user", "content": "Reply with OK."}],
+                    "temperature": 0,
+                    "max_tokens": 1,
+                },
+                headers=headers,
+            )
+        except httpx.TransportError as e:
+            problems.append(f"route {route}: the endpoint is unreachable ({type(e).__name__}: {e})")
+            continue
+        if response.status_code != 200:
+            error, _ = _failure(response, _json(response))
+            problems.append(f"route {route}: {error}")
+    return problems
+
+
+def _failure(response: httpx.Response, body: dict[str, Any]) -> tuple[str, str]:
+    """An error answer's message and cause: the gateway's error code (its cause: milvus, vllm...)."""
+    error = body.get("error")
+    detail: dict[str, Any] = error if isinstance(error, dict) else {}
+    message = detail.get("message") or response.text[:200]
+    return f"HTTP {response.status_code}: {message}", str(
+        detail.get("code") or f"http-{response.status_code}"
+    )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -1,13 +1,21 @@
 """From scored records to the scorecard: figures per strategy and kind, the expected shape of the
-RAG-versus-fine-tuning debate checked on the data, and a recommendation derived from the numbers."""
+RAG-versus-fine-tuning debate checked on the data, and a recommendation derived from the numbers.
+
+No recommendation from a broken run: when a strategy's answers are more than ERROR_SHARE_LIMIT (10 %)
+errors, or a dependency was down while document ids or the update cost were checked, the scorecard is
+not trustworthy, says why (errors by cause), and recommends nothing. Not even among the strategies that
+ran cleanly: the ladder is a comparison, and a missing rung is exactly what would make a cheaper rung
+look sufficient (a vector store that was down made "the adapter without retrieval" win)."""
 
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from collections.abc import Sequence
 
 from . import metrics
 from .records import (
+    ERROR_SHARE_LIMIT,
     LADDER,
     Estimate,
     Expectation,
@@ -77,7 +85,26 @@ def strategy_card(info: StrategyInfo, records: Sequence[Record]) -> StrategyCard
             "completion": metrics.mean([r.completion_tokens for r in answered], bounds=None),
         },
         hallucinations=sum(not c.supported for r in answered if r.groundedness is not None for c in r.claims),
+        errors_by_cause=dict(Counter(r.error_cause or "unknown" for r in records if r.error is not None)),
     )
+
+
+def causes(card: StrategyCard) -> str:
+    """`milvus 25` or `milvus 20, timeout 5`: a strategy's errors by cause, most first."""
+    counts = sorted(card.errors_by_cause.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{cause} {count}" for cause, count in counts)
+
+
+def untrustworthy(cards: Sequence[StrategyCard], problems: Sequence[str] = ()) -> list[str]:
+    """Why the run cannot be trusted: each strategy over the error limit, with its errors by cause, and
+    the dependency problems met while checking document ids or timing the update cost."""
+    reasons = [
+        f"{c.info.name}: {c.errors} of {c.answered + c.errors} answers are errors ({causes(c)}), "
+        f"over the {ERROR_SHARE_LIMIT:.0%} limit"
+        for c in cards
+        if not c.clean
+    ]
+    return reasons + list(problems)
 
 
 def _value(card: StrategyCard, metric: str, kind: str | None = None) -> Estimate:
@@ -102,9 +129,23 @@ def _fmt(e: Estimate) -> str:
     return f"{e.value:.2f}{interval}, n={e.n}"
 
 
+def _failed(cards: Sequence[StrategyCard]) -> str | None:
+    """Evidence that the data cannot decide, when some of these strategies failed too often."""
+    failed = [c for c in cards if not c.clean]
+    if not failed:
+        return None
+    return "cannot tell: " + "; ".join(
+        f"{c.errors} of {c.info.name}'s {c.answered + c.errors} answers are errors ({causes(c)})"
+        for c in failed
+    )
+
+
 def _beats(
     cards: Sequence[StrategyCard], winner: Rung, loser: Rung, metric: str, kind: str | None, claim: str
 ) -> Expectation:
+    failed = _failed([c for c in cards if c.info.rung in (winner, loser)])
+    if failed:
+        return Expectation(claim, None, failed)
     a = _best(cards, [winner], metric, kind)
     b = _best(cards, [loser], metric, kind)
     if a is None or b is None:
@@ -138,6 +179,10 @@ def expectations(cards: Sequence[StrategyCard], has_format: bool) -> list[Expect
     claim = "Hybrid (adapter + RAG) is best on both"
     if not hybrids:
         out.append(Expectation(claim, None, "no strategy combines an adapter with retrieval"))
+        return out
+    failed = _failed(cards)
+    if failed:  # "best on both" compares every strategy
+        out.append(Expectation(claim, None, failed))
         return out
     hybrid = max(hybrids, key=lambda c: _value(c, "correct").value or 0.0)
     wanted = ["correct"] + (["format"] if has_format else [])
@@ -212,9 +257,23 @@ def build(
     has_format: bool,
     cost: UpdateCost | None,
     warnings: Sequence[str] = (),
+    problems: Sequence[str] = (),
 ) -> Scorecard:
+    """The scorecard. `problems`: dependencies found down while checking document ids or timing the
+    update cost (they make the run untrustworthy, as a strategy's errors over the limit do)."""
     cards = [strategy_card(i, [r for r in records if r.strategy == i.name]) for i in infos]
     complete = len(records) == questions * len(infos) and all(r.error is None for r in records)
+    reasons = untrustworthy(cards, problems)
+    if reasons:
+        recommendation = Recommendation(
+            None,
+            None,
+            "this run is not trustworthy, so it recommends nothing: "
+            + "; ".join(reasons)
+            + ". Fix the cause and run the evaluation again",
+        )
+    else:
+        recommendation = recommend(cards, has_format, cost)
     return Scorecard(
         evaluation=evaluation,
         endpoint=endpoint,
@@ -223,8 +282,11 @@ def build(
         complete=complete,
         strategies=cards,
         update_cost=cost,
+        # A claim about a strategy that failed too often is left undecided: an outage's zeros would
+        # otherwise confirm or refute the debate.
         expectations=expectations(cards, has_format),
-        recommendation=recommend(cards, has_format, cost),
+        recommendation=recommendation,
         records=list(records),
         warnings=list(warnings),
+        untrustworthy=reasons,
     )
