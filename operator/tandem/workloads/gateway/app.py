@@ -4,6 +4,20 @@ Per request: authenticate the API key to a tenant, resolve the `model` field to 
 adapter, or hybrid), retrieve with the tenant's ACL groups, fit the passages into the token budget,
 call vLLM, and return its answer with citations. Everything the request did is logged as one JSON line
 and, when asked with the `X-Tandem-Trace` header, returned in the response.
+
+Health, and what each probe is for:
+
+- `/healthz` (liveness): the process serves HTTP. Nothing else: restarting the gateway fixes nothing
+  that a dependency's outage breaks.
+- `/readyz` (the Kubernetes readiness probe): vLLM answers its health check. Every route needs vLLM,
+  so without it the pod takes no traffic. Milvus is deliberately not part of it: a KnowledgeBase's
+  outage must not take the routes that do not retrieve (`base`, an adapter alone) out of the Service,
+  and retrieving routes already answer 503 (`cause="milvus"`) naming the KnowledgeBase.
+- `/healthz/dependencies`: each dependency checked now, for status rather than traffic: vLLM, and one
+  search of each KnowledgeBase (embedding, dense and keyword search, through the same connection the
+  routes use), and from those which routes can answer. 200 when everything answers, else 503; the body
+  says which KnowledgeBase fails and why. Local mode (`tandem up`) reads it to report a HybridEndpoint
+  `RetrievalUnavailable`; the operator can read it from each gateway pod the same way.
 """
 
 from __future__ import annotations
@@ -27,12 +41,16 @@ from tandem.workloads.knowledge.retrieval import Principal
 from tandem.workloads.prompting import passage_block
 
 from .admission import Admission, Busy
-from .config import GatewayConfig, TenantConfig
+from .config import GatewayConfig, KnowledgeBaseConfig, TenantConfig
 from .knowledge import KnowledgeSearch, KnowledgeUnavailable
 from .metrics import GatewayMetrics
 from .prompt import Cited, RequestError, attribute, augment, citation, question_of, select, within_budget
 
 log = logging.getLogger("tandem.gateway")
+# Each dependency check of /readyz and /healthz/dependencies gives up after this long (seconds).
+PROBE_TIMEOUT = 5.0
+PROBE_QUERY = "tandem dependency check"  # searched by /healthz/dependencies, as an unprivileged caller
+PROBE_PRINCIPAL = Principal("tandem-health-check", ())
 ANONYMOUS = TenantConfig(name="anonymous", api_key_file="")
 TRACE_HEADER = "X-Tandem-Trace"
 
@@ -119,6 +137,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/healthz/dependencies", self.dependencies)
         app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._warm_up)
         app.on_cleanup.append(self._close)
@@ -136,13 +155,65 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
-        """Ready when vLLM answers its health check: the gateway alone cannot answer anything."""
-        try:
-            response = await self.vllm.get("/health", timeout=3.0)
-            ok = response.status_code == 200
-        except httpx.HTTPError:
-            ok = False
+        """Ready when vLLM answers its health check: the gateway alone cannot answer anything. Milvus is
+        not checked here (see the module docstring: /healthz/dependencies reports it)."""
+        ok = await self._vllm_problem() is None
         return web.json_response({"vllm": ok}, status=200 if ok else 503)
+
+    async def dependencies(self, _: web.Request) -> web.Response:
+        """Each dependency now: vLLM, each KnowledgeBase (one search), and the routes they leave working."""
+        vllm_problem, *knowledge_problems = await asyncio.gather(
+            self._vllm_problem(), *(self._knowledge_problem(b) for b in self.config.knowledge_bases)
+        )
+        knowledge = {
+            base.label: {"ok": problem is None, **({"error": problem} if problem else {})}
+            for base, problem in zip(self.config.knowledge_bases, knowledge_problems, strict=True)
+        }
+        retrieval_ok = all(k["ok"] for k in knowledge.values())
+        routes = {
+            name: vllm_problem is None and (retrieval_ok or not self._retrieves(route))
+            for name, route in self.routes.items()
+        }
+        ready = vllm_problem is None and retrieval_ok
+        body = {
+            "ready": ready,
+            "vllm": {"ok": vllm_problem is None, **({"error": vllm_problem} if vllm_problem else {})},
+            "knowledgeBases": knowledge,
+            "routes": routes,
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    def _retrieves(self, route: Route) -> bool:
+        """Whether the route's answers depend on the knowledge bases (as `_retrieve` decides)."""
+        return bool(route.retrieval and self.config.retrieval.mode != "never" and self.config.knowledge_bases)
+
+    async def _vllm_problem(self) -> str | None:
+        try:
+            response = await self.vllm.get("/health", timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError as e:
+            return f"vLLM is unreachable at {self.config.vllm_url}: {type(e).__name__}: {e}"
+        if response.status_code != 200:
+            return f"vLLM's /health answered {response.status_code}"
+        return None
+
+    async def _knowledge_problem(self, base: KnowledgeBaseConfig) -> str | None:
+        """None when a search of the KnowledgeBase succeeds now, through the connection routes use."""
+
+        def search() -> None:
+            # The same retriever (and so the same Milvus connection) the routes search with.
+            retriever = self.knowledge._retriever(base)
+            try:
+                retriever.search(PROBE_QUERY, 1, PROBE_PRINCIPAL)
+            except Exception as e:  # pymilvus raises several types; all mean "retrieval fails now"
+                raise KnowledgeUnavailable(f"KnowledgeBase {base.label}: search failed: {e}") from None
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(search), PROBE_TIMEOUT)
+        except KnowledgeUnavailable as e:
+            return str(e)
+        except TimeoutError:
+            return f"KnowledgeBase {base.label}: a search took longer than {PROBE_TIMEOUT:.0f}s"
+        return None
 
     async def prometheus(self, _: web.Request) -> web.Response:
         return web.Response(
