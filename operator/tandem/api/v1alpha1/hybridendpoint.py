@@ -17,9 +17,10 @@ from .common import (
     StatusModel,
     TandemModel,
     nested,
+    uri_pattern,
 )
 
-ADAPTER_URI = r"^(pvc|file|s3|https?|hf)://.+"
+ADAPTER_URI = uri_pattern("pvc", "file", "s3", "https?", "hf")
 
 
 class Adapter(TandemModel):

