@@ -7,13 +7,16 @@ say everything the planned one says.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE
+from tandem.core.digests import digest
 
 from . import metrics
-from .api import KubeApi
+from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .conditions import Outcome
 from .ownership import Owner
@@ -77,9 +80,63 @@ async def write(call: Awaitable[Any], kind: str, verb: str) -> Any:
     return await call
 
 
-async def sync_children(api: KubeApi, owner: Owner, plan: Plan[Any]) -> tuple[Live, int]:
+# Answers that say the API server (or an admission webhook or policy) will not take this child as it is:
+# 400 malformed, 403 forbidden/denied, 422 invalid. Sending the same manifest again cannot help.
+REFUSED = (400, 403, 422)
+FIRST_RETRY_SECONDS = 30.0
+MAX_RETRY_SECONDS = 600.0
+
+
+@dataclass
+class Refusal:
+    manifest: str  # digest of the refused child
+    message: str
+    attempts: int
+    not_before: float
+
+
+@dataclass
+class Refusals:
+    """Children the API server refused, so the same manifest is not sent again on every resync: retried
+    with exponential backoff (30 s doubling to 10 min), at once when the planned child changes."""
+
+    clock: Callable[[], float] = time.monotonic
+    _refused: dict[tuple[str, Key], Refusal] = field(default_factory=dict)
+
+    def check(self, owner: Owner, child: dict[str, Any]) -> None:
+        """Blocked (Stalled, the API's message) while the refused manifest waits for its next attempt."""
+        refusal = self._refused.get((owner.uid, key(child)))
+        if refusal is None or refusal.manifest != digest(child, 16):
+            return
+        if refusal.not_before > self.clock():
+            raise Blocked(Outcome.stalled("ChildRefused", refusal.message))
+
+    def refused(self, owner: Owner, child: dict[str, Any], error: ApiError) -> Blocked:
+        previous = self._refused.get((owner.uid, key(child)))
+        manifest = digest(child, 16)
+        attempts = previous.attempts + 1 if previous and previous.manifest == manifest else 1
+        delay = min(FIRST_RETRY_SECONDS * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
+        kind, name = child["kind"], child["metadata"]["name"]
+        # The message stays the same until the next attempt, so a stalled resource costs no status writes.
+        retry_at = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + delay))
+        message = (
+            f"the API server refused {kind} {owner.namespace}/{name} ({error.status} {error.reason}): "
+            f"{error.message}; fix the spec (a change is tried at once), else next attempt at {retry_at}"
+        )
+        self._refused[(owner.uid, key(child))] = Refusal(manifest, message, attempts, self.clock() + delay)
+        return Blocked(Outcome.stalled("ChildRefused", message))
+
+    def accepted(self, owner: Owner, child: dict[str, Any]) -> None:
+        self._refused.pop((owner.uid, key(child)), None)
+
+
+async def sync_children(
+    api: KubeApi, owner: Owner, plan: Plan[Any], refusals: Refusals | None = None
+) -> tuple[Live, int]:
     """Apply what differs, prune what is no longer planned; return the children as they now are and the
-    number of writes it took."""
+    number of writes it took. A child the API server refuses stalls the owner with the API's message
+    (Blocked), and is sent again only after a backoff or when the plan changes it."""
+    refusals = refusals if refusals is not None else Refusals()
     live: Live = {}
     for api_version, kind in CHILD_KINDS[owner.kind]:
         for obj in await api.list(api_version, kind, owner.namespace, owner.selector()):
@@ -102,7 +159,14 @@ async def sync_children(api: KubeApi, owner: Owner, plan: Plan[Any]) -> tuple[Li
                         f"{owner.kind}; rename or delete it",
                     )
                 )
-        live[child_key] = await write(api.apply(child), child["kind"], "apply")
+        refusals.check(owner, child)
+        try:
+            live[child_key] = await write(api.apply(child), child["kind"], "apply")
+        except ApiError as e:
+            if e.status not in REFUSED:
+                raise  # the server is busy or down: kopf retries, nothing is wrong with the child
+            raise refusals.refused(owner, child, e) from None
+        refusals.accepted(owner, child)
         writes += 1
         if current is None:
             log.info("created %s %s/%s for %s", child["kind"], owner.namespace, child_key[2], owner.name)

@@ -18,9 +18,10 @@ from tandem.api.kinds import ADAPTER_TRAINING, KNOWLEDGE_BASE, RECONCILED_KINDS
 from tandem.api.v1alpha1 import GROUP, VERSION
 
 from .api import KubeApi, resource_of
+from .children import CHILD_KINDS
 from .conditions import Outcome
 from .ownership import MANAGED_BY, MANAGER
-from .reconciler import CHILD_KINDS, Reconciler
+from .reconciler import Reconciler
 from .settings import OperatorSettings
 
 SETTINGS = OperatorSettings.from_env()  # for what must be known when handlers register (timer interval)

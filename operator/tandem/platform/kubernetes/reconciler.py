@@ -41,8 +41,7 @@ from . import metrics
 from .adapters import loaded_per_pod
 from .api import ApiError, KubeApi
 from .blocked import Blocked
-from .children import CHILD_KINDS as CHILD_KINDS  # re-exported: handlers.py watches these kinds
-from .children import key, owned, sync_children, write
+from .children import Refusals, key, owned, sync_children, write
 from .conditions import READY, Outcome, condition, conditions_for
 from .observe import termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
@@ -96,6 +95,7 @@ class Reconciler:
         self._idle = asyncio.Event()
         self._idle.set()
         self.resolver = Resolver(api, settings.default_milvus_uri)
+        self.refusals = Refusals()
         self._handlers: dict[str, Handler] = {
             KNOWLEDGE_BASE.kind: self._knowledge_base,
             ADAPTER_TRAINING.kind: self._adapter_training,
@@ -202,7 +202,7 @@ class Reconciler:
     async def _knowledge_base(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
         spec = KnowledgeBaseSpec.model_validate(body.get("spec") or {})
         plan = plan_knowledge_base(owner, spec, self.settings, token)
-        live, writes = await sync_children(self.api, owner, plan)
+        live, writes = await sync_children(self.api, owner, plan, self.refusals)
         report = await self._work_report(owner, plan, "ingest")
         outcome, figures = knowledge_base_status(plan, live, report)
         return outcome, figures, writes
@@ -215,7 +215,7 @@ class Reconciler:
                 ADAPTER_TRAINING, owner, spec.raft.knowledge_base_ref, True
             )
         plan = plan_adapter_training(owner, spec, self.settings, raft_kb, token)
-        live, writes = await sync_children(self.api, owner, plan)
+        live, writes = await sync_children(self.api, owner, plan, self.refusals)
         report = await self._work_report(owner, plan, "training")
         outcome, figures = adapter_training_status(plan, live, body.get("status") or {}, report)
         if figures["phase"] == "Running" and plan.work is not None:
@@ -233,7 +233,7 @@ class Reconciler:
             for ref in spec.knowledge_bases
         ]
         plan = plan_hybrid_endpoint(owner, spec, self.settings, adapters, kbs)
-        live, writes = await sync_children(self.api, owner, plan)
+        live, writes = await sync_children(self.api, owner, plan, self.refusals)
         pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
         observed = await loaded_per_pod(pods, self.settings.vllm_port)
         fetched = termination_report(pods, FETCH_CONTAINER)
@@ -267,7 +267,9 @@ class Reconciler:
                 outcome = Outcome.stalled(e.reason, str(e))
                 return outcome, evaluation_figures(None, outcome), 0
             assert plan.work is not None
-            live, writes = await sync_children(self.api, owner, plan)  # also prunes the previous run
+            live, writes = await sync_children(
+                self.api, owner, plan, self.refusals
+            )  # also prunes the previous run
             job = live.get(key(plan.work))
         selector = {JOB_NAME_LABEL: name}
         pods = await self.api.list("v1", "Pod", owner.namespace, selector)
