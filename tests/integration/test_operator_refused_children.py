@@ -8,6 +8,7 @@ refusal is injected at the client (`RefusingApi`), with the message shape a real
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 from typing import Any
@@ -147,3 +148,67 @@ async def test_a_server_error_is_not_a_refusal(emulator: Emulator, kube: KubeApi
     with pytest.raises(ApiError):
         await reconciler.reconcile(emulator.get("knowledgebases", NS, "handbook") or {})
     assert not (emulator.get("knowledgebases", NS, "handbook") or {}).get("status")
+
+
+# --- deletion never hangs ---------------------------------------------------------------------------
+
+
+def cleanup_jobs(emulator: Emulator) -> list[dict[str, Any]]:
+    return [j for j in emulator.list("jobs", NS) if j["metadata"]["name"].endswith("-cleanup")]
+
+
+async def test_a_failed_cleanup_is_shown_and_retried_with_a_new_job(
+    emulator: Emulator, kube: KubeApi
+) -> None:
+    """Bug: a failed cleanup Job kept its fixed name and was read again forever (the finalizer waited on a
+    Job that would never succeed), with nothing in status or events."""
+    import httpx
+
+    from tests.cluster_controllers import finish_jobs
+
+    owner, _ = CASES["Job"]
+    emulator.create(owner)
+    events: list[tuple[str, str, str]] = []
+    reconciler = Reconciler(kube, OperatorSettings(), events=lambda body, t, r, m: events.append((t, r, m)))
+
+    def body() -> dict[str, Any]:
+        return emulator.get("knowledgebases", NS, "handbook") or {}
+
+    started = await reconciler.finalize(body())
+    assert started.reason == "CleaningUp" and len(cleanup_jobs(emulator)) == 1
+    assert condition(body(), "Ready")["reason"] == "CleaningUp"  # status says the deletion is under way
+
+    def fail_jobs() -> None:  # the Job controller gives up (sync HTTP: off the emulator's event loop)
+        with httpx.Client(base_url=emulator.url, timeout=10) as client:
+            finish_jobs(client, NS, failed=True)
+
+    await asyncio.to_thread(fail_jobs)
+    failed = await reconciler.finalize(body())
+    assert failed.state == "Stalled" and failed.reason == "CleanupFailed"
+    assert condition(body(), "Stalled")["reason"] == "CleanupFailed"
+    assert ("Warning", "CleanupFailed") in [(t, r) for t, r, _ in events]
+    assert cleanup_jobs(emulator) == []  # the failed attempt is gone...
+    again = await reconciler.finalize(body())
+    [job] = cleanup_jobs(emulator)  # ...and the next call is a new attempt
+    assert again.reason == "CleaningUp" and not (job.get("status") or {}).get("conditions")
+
+
+async def test_in_a_terminating_namespace_the_finalizer_is_released_with_a_warning(
+    emulator: Emulator, kube: KubeApi
+) -> None:
+    """Bug: a KnowledgeBase in a namespace being deleted could not create its cleanup Job and held the
+    namespace in Terminating forever."""
+    owner, _ = CASES["Job"]
+    emulator.create(owner)
+    message = (
+        'jobs.batch "handbook-cleanup" is forbidden: unable to create new content in namespace team '
+        "because it is being terminated"
+    )
+    api = RefusingApi(kube, "Job", 403, message)
+    events: list[tuple[str, str, str]] = []
+    reconciler = Reconciler(api, OperatorSettings(), events=lambda body, t, r, m: events.append((t, r, m)))
+    outcome = await reconciler.finalize(emulator.get("knowledgebases", NS, "handbook") or {})
+    assert outcome.state == "Ready" and outcome.reason == "CleanupAbandoned"  # the finalizer may go
+    [(kind, reason, said)] = events
+    assert (kind, reason) == ("Warning", "CleanupAbandoned")
+    assert "Milvus collection" in said and "namespace team is being deleted" in said

@@ -83,11 +83,14 @@ async def _reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconciler.reconcile(dict(body))
 
 
-async def _finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def _finalize(body: kopf.Body, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     reconciler: Reconciler = memo["reconciler"]
     outcome: Outcome = await reconciler.finalize(dict(body))
     if outcome.state == "Stalled":
-        raise kopf.TemporaryError(f"cleanup failed: {outcome.message}", delay=60)
+        # A new attempt after 30 s, doubling to 10 minutes: a cleanup that keeps failing is shown in status
+        # and events, and does not run a Job a minute forever.
+        delay = min(30 * 2**retry, 600)
+        raise kopf.TemporaryError(f"cleanup failed: {outcome.message}", delay=delay)
     if outcome.state != "Ready":
         raise kopf.TemporaryError(outcome.message, delay=5)
 

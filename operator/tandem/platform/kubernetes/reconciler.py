@@ -47,7 +47,7 @@ from .observe import termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .planners import Plan
 from .planners.adaptertraining import plan_adapter_training
-from .planners.cleanup import plan_cleanup
+from .planners.cleanup import left_behind, plan_cleanup
 from .planners.evaluation import EVALUATE_CONTAINER, check_endpoint_namespace, plan_evaluation, run_name
 from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
@@ -72,7 +72,9 @@ Observed = tuple[Outcome, dict[str, Any], int]
 # A kind's handler: (owner, body, tandem.dev/run token) -> what it observed.
 Handler = Callable[[Owner, dict[str, Any], str], Awaitable[Observed]]
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# What the API server says when a namespace being deleted is asked to hold a new object (403 Forbidden).
+NAMESPACE_TERMINATING = "because it is being terminated"  # set on a Job's pods by the Job controller
 
 
 @dataclass
@@ -158,7 +160,13 @@ class Reconciler:
         return await self.reconcile(body)
 
     async def finalize(self, body: dict[str, Any]) -> Outcome:
-        """Clean up external state before the resource goes. Ready outcome = done, finalizer may go."""
+        """Clean up external state before the resource goes. Ready outcome = done, finalizer may go.
+
+        Status shows the deletion (Ready False, reason CleaningUp, CleanupFailed with the Job's cause) and
+        each failure posts a Warning event; a failed cleanup Job is deleted so the next call (kopf backs
+        off) starts a new attempt. In a namespace being deleted no Job can start: the finalizer is
+        released with a Warning event naming what was left behind, rather than holding the namespace in
+        Terminating forever."""
         kind = by_kind(body["kind"])
         owner = Owner.from_body(body)
         try:
@@ -169,11 +177,32 @@ class Reconciler:
             return Outcome.ready("NothingToClean", str(e))
         if job is None:
             return Outcome.ready("Retained", "external state is retained by the spec")
-        live = await self.api.get("batch/v1", "Job", owner.namespace, job["metadata"]["name"])
+        name = job["metadata"]["name"]
+        live = await self.api.get("batch/v1", "Job", owner.namespace, name)
         if live is None:
-            await write(self.api.apply(job), "Job", "apply")
-            return Outcome.progressing("CleaningUp", f"started cleanup Job {job['metadata']['name']}")
+            try:
+                await write(self.api.apply(job), "Job", "apply")
+            except ApiError as e:
+                if e.status == 403 and NAMESPACE_TERMINATING in e.message:
+                    left = left_behind(kind, body.get("spec") or {}, self.settings)
+                    message = (
+                        f"namespace {owner.namespace} is being deleted, so no cleanup Job can run there; "
+                        f"left behind: {left} (remove it by hand)"
+                    )
+                    self.events(body, "Warning", "CleanupAbandoned", message)
+                    return Outcome.ready("CleanupAbandoned", message)
+                raise
+            outcome = Outcome.progressing("CleaningUp", f"started cleanup Job {name}")
+            await self._write_status(kind, body, outcome, {})
+            return outcome
         outcome = work_outcome(live, "Job", "cleanup")
+        if outcome.state == "Stalled":
+            # The failed attempt goes (its pods with it), so the next call starts a fresh one.
+            await write(self.api.delete("batch/v1", "Job", owner.namespace, name), "Job", "delete")
+            outcome = Outcome.stalled(
+                "CleanupFailed", f"cleanup Job {name} failed: {outcome.message}; retrying"
+            )
+            await self._write_status(kind, body, outcome, {})
         return outcome
 
     # -- per kind ---------------------------------------------------------------------------------------

@@ -80,3 +80,12 @@ def plan_cleanup(
             },
         },
     }
+
+
+def left_behind(kind: Kind, raw_spec: dict[str, Any], settings: OperatorSettings) -> str:
+    """What stays when the cleanup cannot run, for the Warning event that says so."""
+    if kind is KNOWLEDGE_BASE:
+        kb = KnowledgeBaseSpec.model_validate(raw_spec)
+        return f"the Milvus collection at {kb.milvus.uri or settings.default_milvus_uri}"
+    at = AdapterTrainingSpec.model_validate(raw_spec)
+    return f"the adapter versions under {at.output.uri}"
