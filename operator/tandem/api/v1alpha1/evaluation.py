@@ -117,7 +117,7 @@ class EvaluationSpec(TandemModel):
     strategies: list[Strategy] = Field(
         default_factory=list,
         max_length=16,
-        description="Routes to compare; every route of the endpoint when empty.",
+        description="Routes to compare, at most 16; every route of the endpoint when empty.",
     )
     tenant: str | None = Field(
         default=None,

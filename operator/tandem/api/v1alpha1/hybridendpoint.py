@@ -57,7 +57,11 @@ class Route(TandemModel):
     name: str = Field(
         min_length=1, max_length=63, pattern=DNS_LABEL, description="The model name clients use."
     )
-    adapter: str | None = Field(default=None, description="Adapter name; the base model when omitted.")
+    adapter: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Adapter name, at most 63 characters (an entry of adapters); the base model if omitted.",
+    )
     retrieval: bool = Field(default=True, description="Retrieve from the endpoint's knowledge bases.")
 
 
@@ -166,7 +170,7 @@ class HybridEndpointSpec(TandemModel):
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=64,
-        description="LoRA adapters loaded at run time, without restarting vLLM.",
+        description="LoRA adapters loaded at run time, without restarting vLLM; at most 64.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     knowledge_bases: list[CrossNamespaceReference] = Field(
@@ -174,9 +178,12 @@ class HybridEndpointSpec(TandemModel):
     )
     routes: list[Route] | None = Field(
         default=None,
+        # Bounded so that the API server's CEL cost estimate of the rule above (routes x adapters) is
+        # within its per-rule limit: unbounded, the list is sized by the 3 MiB request limit.
+        max_length=128,
         description=(
-            "Model names clients may request. Default: 'base' (no adapter), one per adapter, and "
-            "'hybrid' (first adapter with retrieval)."
+            "Model names clients may request, at most 128 (e.g. every adapter with and without retrieval). "
+            "Default: 'base' (no adapter), one per adapter, and 'hybrid' (first adapter with retrieval)."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
