@@ -5,11 +5,14 @@ answer. vLLM is a stub transport; the knowledge bases are stub retrievers."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tandem.workloads.gateway import app
 from tandem.workloads.gateway.app import Gateway
 from tandem.workloads.gateway.config import GatewayConfig, KnowledgeBaseConfig
 from tandem.workloads.gateway.knowledge import KnowledgeSearch, KnowledgeUnavailable
@@ -20,7 +23,9 @@ class StubRetriever:
         self.error = error
 
     def search(self, query: str, top_k: int, principal: Any) -> Any:
-        if self.error:
+        if self.error == "hang":
+            time.sleep(1.0)  # a Milvus that accepts the connection and does not answer
+        elif self.error:
             raise RuntimeError(self.error)
         return None
 
@@ -125,5 +130,19 @@ async def test_without_vllm_nothing_answers_and_the_pod_is_not_ready() -> None:
         body = await (await client.get("/healthz/dependencies")).json()
         assert body["vllm"]["ok"] is False and "vLLM is unreachable at http://vllm" in body["vllm"]["error"]
         assert body["routes"] == {"base": False, "rag": False}
+    finally:
+        await client.close()
+
+
+async def test_a_hung_milvus_is_reported_within_the_probe_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "PROBE_TIMEOUT", 0.2)
+    client = await client_for({"default/handbook": "hang"})
+    try:
+        started = time.monotonic()
+        body = await (await client.get("/healthz/dependencies")).json()
+        assert time.monotonic() - started < 0.9
+        error = body["knowledgeBases"]["default/handbook"]["error"]
+        assert error == "KnowledgeBase default/handbook: a search took longer than 0.2s"
+        assert body["routes"] == {"base": True, "rag": False}
     finally:
         await client.close()

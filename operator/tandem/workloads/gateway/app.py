@@ -128,6 +128,9 @@ class Gateway:
         self.vllm = httpx.AsyncClient(
             base_url=config.vllm_url, timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0)
         )
+        # /healthz/dependencies: the search of each KnowledgeBase in flight, so that checks of a hung Milvus
+        # wait on one search instead of each leaving another thread behind.
+        self._knowledge_checks: dict[str, asyncio.Future[None]] = {}
 
     # --- the application -------------------------------------------------------------------------
 
@@ -207,12 +210,16 @@ class Gateway:
             except Exception as e:  # pymilvus raises several types; all mean "retrieval fails now"
                 raise KnowledgeUnavailable(f"KnowledgeBase {base.label}: search failed: {e}") from None
 
+        check = self._knowledge_checks.get(base.label)
+        if check is None or check.done():
+            check = self._knowledge_checks[base.label] = asyncio.ensure_future(asyncio.to_thread(search))
+            check.add_done_callback(lambda done: done.cancelled() or done.exception())  # read: no warning
         try:
-            await asyncio.wait_for(asyncio.to_thread(search), PROBE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(check), PROBE_TIMEOUT)
         except KnowledgeUnavailable as e:
             return str(e)
         except TimeoutError:
-            return f"KnowledgeBase {base.label}: a search took longer than {PROBE_TIMEOUT:.0f}s"
+            return f"KnowledgeBase {base.label}: a search took longer than {PROBE_TIMEOUT:g}s"
         return None
 
     async def prometheus(self, _: web.Request) -> web.Response:
