@@ -8,7 +8,7 @@ import pytest
 
 from tandem.api.v1alpha1 import AdapterTrainingStatus, HybridEndpointSpec, KnowledgeBaseStatus
 from tandem.core import status
-from tandem.core.references import DEFAULT_URI_ADAPTER_RANK
+from tandem.core.references import DEFAULT_URI_ADAPTER_RANK, uri_adapter
 from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
 from tandem.platform.kubernetes.settings import OperatorSettings
@@ -29,13 +29,10 @@ def test_an_adapter_served_from_a_uri_gets_the_same_rank_in_both_platforms(tmp_p
     local = LocalPlatform(tmp_path)
     [resolved] = local._resolve_adapters(Resource("HybridEndpoint", "team", "he", spec, tmp_path / "he.yaml"))
     assert resolved.rank == DEFAULT_URI_ADAPTER_RANK == 16
-    plan = plan_hybrid_endpoint(
-        Owner("tandem.dev/v1alpha1", "HybridEndpoint", "team", "he", "u"),
-        spec,
-        OperatorSettings(),
-        [resolved],
-        [],
-    )
+    in_cluster = uri_adapter(spec.adapters[0])  # as the operator's resolution takes it
+    assert in_cluster.rank == resolved.rank
+    owner = Owner("tandem.dev/v1alpha1", "HybridEndpoint", "team", "he", "u")
+    plan = plan_hybrid_endpoint(owner, spec, OperatorSettings(), [in_cluster], [])
     vllm = next(c for c in plan.children if c["metadata"]["name"] == "he-vllm" and c["kind"] == "Deployment")
     assert "--max-lora-rank=16" in vllm["spec"]["template"]["spec"]["containers"][0]["command"]
 

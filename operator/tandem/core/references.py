@@ -72,6 +72,8 @@ class ResolvedAdapter:
     uri: str
     rank: int
     version: str | None
+    digest: str | None = None  # what its training recorded (adapterDigest); None for a URI adapter
+    namespace: str | None = None  # where its AdapterTraining is; None for a URI adapter
 
 
 def uri_adapter(adapter: Adapter, uri: str | None = None) -> ResolvedAdapter:
@@ -80,6 +82,14 @@ def uri_adapter(adapter: Adapter, uri: str | None = None) -> ResolvedAdapter:
     return ResolvedAdapter(adapter.name, uri or adapter.uri, adapter.rank or DEFAULT_URI_ADAPTER_RANK, None)
 
 
-def trained_adapter(adapter: Adapter, uri: str, trained_rank: int, version: str | None) -> ResolvedAdapter:
-    """An adapter an AdapterTraining produced (its rank unless the endpoint overrides it)."""
-    return ResolvedAdapter(adapter.name, uri, adapter.rank or trained_rank, version)
+def trained_adapter(
+    adapter: Adapter,
+    uri: str,
+    trained_rank: int,
+    version: str | None,
+    *,
+    digest: str | None = None,
+    namespace: str | None = None,
+) -> ResolvedAdapter:
+    """An adapter an AdapterTraining in `namespace` produced (its rank unless the endpoint overrides it)."""
+    return ResolvedAdapter(adapter.name, uri, adapter.rank or trained_rank, version, digest, namespace)

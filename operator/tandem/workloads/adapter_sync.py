@@ -58,6 +58,7 @@ class ConfiguredAdapter:
     name: str
     path: str
     version: str | None = None
+    digest: str | None = None  # what training recorded (adapterDigest): checked before vLLM loads it
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Action:
     reason: str
     path: str | None = None
     version: str | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def plan_sync(
         else:
             continue
         op: Literal["load", "reload"] = "load" if current is None else "reload"
-        actions.append(Action(op, name, reason, path=adapter.path, version=adapter.version))
+        actions.append(
+            Action(op, name, reason, path=adapter.path, version=adapter.version, digest=adapter.digest)
+        )
     return actions
 
 
@@ -126,9 +130,12 @@ def parse_adapters(entries: Iterable[Any]) -> list[ConfiguredAdapter]:
         if not isinstance(entry, Mapping):
             raise ConfigError(f"adapters[{i}] is not an object")
         name, path, version = entry.get("name"), entry.get("path"), entry.get("version")
+        digest = entry.get("digest")
         if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
             raise ConfigError(f"adapters[{i}] needs a non-empty name and path, got {dict(entry)!r}")
-        adapters.append(ConfiguredAdapter(name, path, None if version is None else str(version)))
+        if digest is not None and not isinstance(digest, str):
+            raise ConfigError(f"adapters[{i}].digest is not a string")
+        adapters.append(ConfiguredAdapter(name, path, None if version is None else str(version), digest))
     names = [a.name for a in adapters]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError(f"adapter names appear twice: {', '.join(duplicates)}")
@@ -233,10 +240,20 @@ class VllmAdmin:
         self.close()
 
 
-def _check_folder(path: str) -> str | None:
-    """Why vLLM could not load the adapter in `path` (it shares this container's mounts), or None."""
+def _check_folder(path: str, digest: str | None = None) -> str | None:
+    """Why vLLM must not load the adapter in `path` (it shares this container's mounts), or None: not an
+    adapter, or not the adapter training wrote (its files changed since: a digest that does not match)."""
     if not (Path(path) / "adapter_config.json").is_file():
         return f"{path} holds no adapter_config.json (not a PEFT adapter, or not mounted here)"
+    if digest is not None:
+        from .model_common import adapter_digest
+
+        found = adapter_digest(Path(path))
+        if found != digest:
+            return (
+                f"{path} is not the adapter its training wrote (digest {found[:16]}..., expected "
+                f"{digest[:16]}...): refused, not loaded"
+            )
     return None
 
 
@@ -257,7 +274,7 @@ def execute(
                 admin.unload(action.name)
             else:
                 assert action.path is not None
-                error = _check_folder(action.path)
+                error = _check_folder(action.path, action.digest)
                 if error is None:
                     if action.op == "reload":
                         admin.unload(action.name)
@@ -300,7 +317,9 @@ def sync_once(
     by the caller between rounds) is updated with the version now serving per name.
     """
     wanted = parse_adapters(
-        {"name": a.name, "path": a.path, "version": a.version} if isinstance(a, ConfiguredAdapter) else a
+        {"name": a.name, "path": a.path, "version": a.version, "digest": a.digest}
+        if isinstance(a, ConfiguredAdapter)
+        else a
         for a in adapters
     )
     seen = versions if versions is not None else {}

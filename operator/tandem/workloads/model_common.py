@@ -25,9 +25,22 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_digest(path: Path) -> str:
+# The manifest a trained adapter folder carries: written after its digest was taken, so not part of it.
+ADAPTER_MANIFEST = "tandem-manifest.json"
+
+
+def folder_digest(path: Path, *, skip: frozenset[str] = frozenset()) -> str:
+    """SHA-256 over the folder's files (relative paths and contents, in order); `skip` names top-level
+    files left out."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = (p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in skip)
+    for file in sorted(files):
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(file_digest(file).encode())
     return digest.hexdigest()
+
+
+def adapter_digest(path: Path) -> str:
+    """The digest of an adapter folder as training recorded it (`adapterDigest`): its files but the
+    manifest."""
+    return folder_digest(path, skip=frozenset({ADAPTER_MANIFEST}))

@@ -28,7 +28,8 @@ from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 
 from . import ray_runtime
 from .jobs import JobSpecError, KnowledgeBaseTarget, TrainingJob, load_job
-from .models import ModelError, folder_digest, prepare
+from .model_common import adapter_digest
+from .models import ModelError, prepare
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish, shrink_lists
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
@@ -265,12 +266,12 @@ def run(job: TrainingJob, *, use_ray: bool = True) -> dict[str, Any]:
     else:
         outcome = _train_here(config, emit)
     staging = adapter_dir.with_name(adapter_dir.name + ".partial")
-    adapter_digest = folder_digest(staging)
+    digest_of_adapter = adapter_digest(staging)
     manifest = {
         "name": job.name,
         "version": job.version,
         "inputsDigest": digest,
-        "adapterDigest": adapter_digest,
+        "adapterDigest": digest_of_adapter,
         "baseModel": {"uri": spec.base_model.uri, "digest": model.digest},
         "datasetDigest": hashlib.sha256(raw).hexdigest(),
         "skippedLines": skipped,

@@ -163,6 +163,13 @@ class Resolver:
                 continue
             rank = AdapterTrainingSpec.model_validate(training["spec"]).lora.r
             resolved.append(
-                trained_adapter(adapter, status["adapterUri"], rank, status.get("adapterVersion"))
+                trained_adapter(
+                    adapter,
+                    status["adapterUri"],
+                    rank,
+                    status.get("adapterVersion"),
+                    digest=status.get("adapterDigest"),
+                    namespace=training["metadata"]["namespace"],
+                )
             )
         return resolved, waiting

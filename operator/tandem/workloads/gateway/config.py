@@ -28,6 +28,7 @@ class AdapterConfig(TandemModel):
     name: str
     path: str
     version: str | None = None
+    digest: str | None = None  # adapterDigest of its training: adapter-sync loads only a folder that matches
 
 
 class KnowledgeBaseConfig(TandemModel):

@@ -107,6 +107,27 @@ def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
     return mounts.resolve(uri, read_only=True, where="spec.baseModel.uri")
 
 
+def _servable(owner: Owner, adapter: ResolvedAdapter) -> str:
+    """The adapter's URI if the vLLM pods can read it: a claim of the endpoint's own namespace. vLLM loads
+    adapters from folders, and nothing fetches them from object stores or the hub into the pod yet."""
+    where = f"spec.adapters[{adapter.name}]"
+    scheme = adapter.uri.partition("://")[0]
+    if scheme != "pvc":
+        raise PlanError(
+            "AdapterSourceNotSupported",
+            f"{where}: {adapter.uri}: vLLM pods load adapters from a PersistentVolumeClaim only ({scheme}:// "
+            "adapters are not fetched); copy the adapter folder to a claim and use pvc://CLAIM/PATH",
+        )
+    if adapter.namespace is not None and adapter.namespace != owner.namespace:
+        raise PlanError(
+            "AdapterInAnotherNamespace",
+            f"{where}: its AdapterTraining in namespace {adapter.namespace} wrote it to a claim there, which "
+            f"pods in {owner.namespace} cannot mount (a claim of the same name here would be other data); "
+            f"train it in {owner.namespace}",
+        )
+    return adapter.uri
+
+
 def _vllm_deployment(
     owner: Owner,
     spec: HybridEndpointSpec,
@@ -322,8 +343,9 @@ def plan_hybrid_endpoint(
     served = [
         AdapterConfig(
             name=a.name,
-            path=vllm_mounts.resolve(a.uri, read_only=True, where=f"spec.adapters[{a.name}]"),
+            path=vllm_mounts.resolve(_servable(owner, a), read_only=True, where=f"spec.adapters[{a.name}]"),
             version=a.version,
+            digest=a.digest,
         )
         for a in adapters
     ]
