@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ class Server:
     port: int
     log: str
     fingerprint: str  # what it was started for: a change means a restart
+    # processes.identity(pid) when it started: a live PID with another identity is not this server.
+    # Empty in state files written before it was recorded (then a live PID answering its port counts).
+    identity: str = ""
+    # The path answering 200 once it serves (None: its port listening is all it offers to probe).
+    health: str | None = None
 
     @property
     def url(self) -> str:
@@ -47,6 +53,8 @@ class State:
     path: Path
     servers: dict[str, Server] = field(default_factory=dict)
     resources: dict[str, ResourceState] = field(default_factory=dict)
+    # Told of every change of a resource's condition as it happens (not saved): `tandem up` prints it.
+    listener: Callable[[ResourceState], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, directory: Path) -> State:
@@ -85,6 +93,7 @@ class State:
         local: dict[str, Any] | None = None,
         **figures: Any,
     ) -> None:
+        changed = (resource.ready, resource.reason, resource.message) != (ready, reason, message)
         resource.ready, resource.reason, resource.message = ready, reason, message
         if fingerprint is not None:
             resource.fingerprint = fingerprint
@@ -92,3 +101,5 @@ class State:
         resource.local.update(local or {})
         resource.updated = time.time()
         self.save()
+        if changed and self.listener is not None:
+            self.listener(resource)
