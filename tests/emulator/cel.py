@@ -20,7 +20,8 @@ Besides the standard CEL (``has()``, ``size()``, ``matches()``, ``startsWith``, 
   ``asInteger``/``asApproximateFloat``, ``sign``, ``isInteger``
 
 Not supported: ``optionalOldSelf`` semantics (optional types), ``ip``/``cidr`` libraries,
-``authz``, the cost estimator (rules are never rejected for cost), type-checking at CRD creation.
+``authz``, runtime cost limits (a rule is never stopped for cost while it runs; the static estimate at CRD
+install is in ``cel_cost``), type-checking at CRD creation.
 """
 
 from __future__ import annotations

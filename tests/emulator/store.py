@@ -16,7 +16,8 @@ Semantics emulated here (see README.md for the list of what is not):
 * finalizers and ``deletionTimestamp``; removing the last finalizer of a deleted object purges it;
 * garbage collection by ``ownerReferences`` (background; recursive; orphaning on request);
 * namespaces as objects; implicit creation of namespaces; namespace deletion deletes its content;
-* CRDs: pruning, defaulting, OpenAPI + CEL validation; CRDs created via the API are served at once.
+* CRDs: pruning, defaulting, OpenAPI + CEL validation; CRDs created via the API are served at once;
+  CRDs whose CEL rules are estimated over the apiserver's cost limits are refused (``cel_cost``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulator import builtin, errors, patches, schema
+from tests.emulator import builtin, cel_cost, errors, patches, schema
 from tests.emulator.resources import Registry, ResourceType
 from tests.emulator.schema import Cause
 from tests.emulator.selectors import Selector
@@ -378,7 +379,7 @@ class Store:
                 ],
             }
 
-    def _validate_crd(self, crd: dict[str, Any]) -> None:
+    def _validate_crd(self, crd: dict[str, Any], old: dict[str, Any] | None = None) -> None:
         spec = crd.get("spec") or {}
         names = spec.get("names") or {}
         name = crd["metadata"]["name"]
@@ -403,6 +404,9 @@ class Store:
                     f'Invalid value: {schema.render_value(name)}: must be spec.names.plural+"."+spec.group',
                 )
             )
+        if not causes:
+            # the static cost of the CEL rules, within the per-rule and per-schema limits
+            causes.extend(cel_cost.crd_cost_causes(crd, old))
         if causes:
             raise errors.invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes)
 
@@ -534,7 +538,7 @@ class Store:
                     )
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if rt.storage_key == builtin.CRD_TYPE.storage_key and subresource != "status":
-            self._validate_crd(new)
+            self._validate_crd(new, old)
 
         warnings = self._prepare_custom(rt, new, old, field_validation) if subresource != "status" else []
         if subresource == "status" and rt.schema:
