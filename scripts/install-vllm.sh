@@ -13,7 +13,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-$ROOT/.venv-vllm}"
 PYTHON="${PYTHON:-python3}"
-VLLM_VERSION="0.32.0"
+# The one vLLM version (the cluster's default vllm/vllm-openai image has the same): settings.py's line
+# `VLLM_VERSION = "x.y.z"`. `install-vllm.sh --version` prints it.
+VLLM_VERSION="$(sed -n 's/^VLLM_VERSION = "\([0-9][0-9.]*\)".*/\1/p' \
+    "$ROOT/operator/tandem/platform/kubernetes/settings.py")"
+if [ -z "$VLLM_VERSION" ]; then
+    echo "install-vllm: no VLLM_VERSION line in operator/tandem/platform/kubernetes/settings.py" >&2
+    exit 2
+fi
+if [ "${1:-}" = "--version" ]; then
+    echo "$VLLM_VERSION"
+    exit 0
+fi
 # vLLM 0.32's CPU build pins this torch. Named explicitly so that pip takes the CPU wheel on this disk
 # instead of resolving to a newer CUDA build of several gigabytes.
 TORCH_VERSION="2.13.0"

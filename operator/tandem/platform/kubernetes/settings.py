@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+# The one vLLM version: the cluster's default image (vllm/vllm-openai:v<this>), the CPU build that
+# scripts/install-vllm.sh installs for the tests and `tandem up` (it reads this line), and the chart's
+# workloads.vllmImage.tag (tests/unit/test_images.py holds them together).
+VLLM_VERSION = "0.32.0"
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default) or default
@@ -16,7 +21,7 @@ class OperatorSettings:
 
     worker_image: str = "ghcr.io/tandem-dev/tandem-worker:0.1.0"
     gateway_image: str = "ghcr.io/tandem-dev/tandem-gateway:0.1.0"
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_image: str = f"vllm/vllm-openai:v{VLLM_VERSION}"
     ray_version: str = "2.60.0"
     default_milvus_uri: str = "http://milvus.milvus.svc:19530"
     image_pull_policy: str = "IfNotPresent"
