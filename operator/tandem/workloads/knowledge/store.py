@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import re
@@ -106,9 +105,18 @@ def chunk_id(doc_id: str, doc_hash: str, index: int) -> str:
     return f"{hashlib.sha1(doc_id.encode()).hexdigest()[:16]}-{doc_hash[:16]}-{index}"
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def literal(value: str) -> str:
-    """A string literal for a Milvus boolean expression."""
-    return json.dumps(value)
+    """A string literal for a Milvus boolean expression, read back as `value` by milvus-lite and the server.
+
+    Not JSON: milvus-lite's parser knows only the escapes of a backslash, a quote, newline, carriage
+    return and tab, and refused the backslash-u escape json.dumps writes for every non-ASCII character (a
+    filter or a delete naming "café" failed on milvus-lite).
+    Everything else stands for itself in both parsers.
+    """
+    return '"' + value.translate(_ESCAPES) + '"'
 
 
 def acl_filter(groups: Iterable[str] | None) -> str:
@@ -116,7 +124,7 @@ def acl_filter(groups: Iterable[str] | None) -> str:
     groups = sorted(set(groups or ()))
     if not groups:
         return "public == true"
-    return f"public == true or array_contains_any(access_labels, {json.dumps(groups)})"
+    return f"public == true or array_contains_any(access_labels, [{', '.join(map(literal, groups))}])"
 
 
 # pymilvus pings an idle connection every 10 s; gRPC servers by default (milvus-lite among them) allow a
