@@ -37,7 +37,7 @@ import common
 from knowledge_search import CALLER, LABELLED_EVERY, LookupEmbedder, backend, rows
 from tandem.api.v1alpha1.knowledgebase import Search, VectorIndex
 from tandem.workloads.knowledge.retrieval import Retriever
-from tandem.workloads.knowledge.store import ChunkStore, acl_filter, chunk_id
+from tandem.workloads.knowledge.store import ChunkStore, chunk_id
 
 K = 10
 
@@ -85,7 +85,6 @@ def recall(found: list[list[str]], truth: list[set[str]]) -> float:
 def run_backend(
     name: str, corpus: common.EmbeddedCorpus, truth: list[set[str]], workdir: Path
 ) -> dict[str, Any]:
-    expression = f"({acl_filter(CALLER.groups)})"
     table = {q: v for q, v in zip(corpus.queries, corpus.query_vectors, strict=True)}
     out: dict[str, Any] = {"backend": name}
     with backend(name, workdir) as (uri, _):
@@ -94,6 +93,7 @@ def run_backend(
         flat = ChunkStore(uri, "tandem_bench__recall_flat")
         fill(flat, corpus, VectorIndex(type="FLAT", metric="COSINE"))
         out["server_version"] = hnsw.server_version
+        expression = f"({hnsw.acl_filter(CALLER.groups)})"  # the same label sets in both collections
         # milvus-lite merges and indexes in the background after it reports the index done: the search is
         # repeated (at most 3 passes) until two passes agree; every pass's recall is reported.
         dense = [[p.id for p in hnsw.dense_search(v, K, expression)] for v in corpus.query_vectors]

@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from tandem.api.v1alpha1.knowledgebase import Search, VectorIndex
 from tandem.workloads.knowledge.retrieval import Principal, Retriever
-from tandem.workloads.knowledge.store import OUTPUT_FIELDS, ChunkStore, acl_filter, chunk_id
+from tandem.workloads.knowledge.store import OUTPUT_FIELDS, ChunkStore, chunk_id
 
 COLLECTION = "tandem_bench__search"
 SIGMA = 0.02
@@ -202,7 +202,7 @@ def measure(
     lookup = LookupEmbedder(table, corpus.vectors.shape[1])
     off = Retriever(store, lookup, Search(keyword="off"))  # type: ignore[arg-type]
     auto = Retriever(store, lookup, Search(keyword="auto"))  # type: ignore[arg-type]
-    expression = f"({acl_filter(CALLER.groups)})"
+    expression = f"({store.acl_filter(CALLER.groups)})"
     candidates = max(top_k * 4, 20)
     search_params = {"metric_type": store.metric, "params": {"ef": max(64, candidates)}}
 
@@ -319,7 +319,7 @@ def run_backend(
         }
         result["build"] = build(store, corpus, args.vectors, args.keyword, args.write)
         probe = corpus.query_vectors[0]
-        expression = f"({acl_filter(CALLER.groups)})"
+        expression = f"({store.acl_filter(CALLER.groups)})"
         result["build"]["settle_seconds"] = round(
             settle(lambda: store.dense_search(probe, 40, expression), limit=args.settle_limit), 1
         )

@@ -25,6 +25,14 @@ from tandem.workloads.knowledge.store import ChunkStore, StoredDocument, StoreEr
 from tests.corpus import write_handbook
 from tests.integration.killed_ingest import check_killed_ingest_resumes
 from tests.integration.milvus_server import milvus_server_fixture  # noqa: F401  (the milvus_uri fixture)
+from tests.integration.test_knowledge_acl import (  # noqa: F401  (the label encoding's tests, on the server)
+    test_a_chunk_labelled_a_and_b_is_seen_with_b_not_c,
+    test_a_collection_without_acl_key_is_searched_with_the_label_array,
+    test_an_older_copy_of_the_label_sets_never_widens_access,
+    test_filter_literals_read_back_exactly,
+    test_hostile_label_names_are_data_not_filter_syntax,
+    test_label_changes_are_searchable_at_once_and_old_sets_are_forgotten,
+)
 from tests.integration.test_knowledge_lite import (  # noqa: F401  (the lite tests, run on the server)
     ingest,
     kb_spec,

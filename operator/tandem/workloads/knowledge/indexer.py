@@ -174,6 +174,7 @@ class Indexer:
         result.removed = self._remove_missing(reads, stored)
         self.store.flush()
         final = self.store.documents()
+        self.store.prune_label_sets()  # the label sets searches filter on: those of the stored chunks
         result.documents = len(final)
         result.chunks = sum(d.present for d in final.values())
         result.finished_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

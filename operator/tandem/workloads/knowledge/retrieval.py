@@ -1,6 +1,7 @@
 """Search a KnowledgeBase for a caller: dense + keyword, fused by reciprocal rank, always ACL-filtered.
 
-The caller's groups become a Milvus filter on every search, so a chunk whose labels the caller lacks is
+The caller's groups become a Milvus filter on every search (`ChunkStore.acl_filter`: the keys of the
+collection's label sets that share a label with the groups), so a chunk whose labels the caller lacks is
 never returned, whatever the query or the extra filters. Extra filters are equality tests on named
 fields, built here (never a raw expression from a request), so they cannot widen the ACL.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from tandem.api.v1alpha1.knowledgebase import Search
 
 from .embedding import Embedder
-from .store import ChunkStore, Passage, acl_filter, lexical_rank, literal
+from .store import ChunkStore, Passage, lexical_rank, literal
 
 FILTERABLE = ("source", "doc_id", "title")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -79,7 +80,8 @@ class Retriever:
         vector = self.embedder.embed([query])[0]
         timings["embed"] = time.perf_counter() - started
 
-        expression = f"({acl_filter(principal.groups)})"
+        acl = self.store.acl_filter(principal.groups, fresh=consistency == "Strong")
+        expression = f"({acl})"
         extra = filter_expression(filters)
         if extra:
             expression += f" and ({extra})"

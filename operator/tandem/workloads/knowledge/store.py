@@ -3,12 +3,21 @@
 Works with milvus-lite (a local `.db` path) and a Milvus server (`http://host:19530`). What differs
 between them is detected, not assumed: the server version decides whether BM25 keyword search runs in
 Milvus (2.5+, milvus-lite) or falls back to lexical scoring of the dense candidates in the client.
+
+Access labels are stored twice per chunk: the `access_labels` array (shown in citations) and `acl_key`,
+a digest of the chunk's label set ("" for a public chunk). A search filters on the key:
+`public == true or acl_key in [keys of the label sets that share a label with the caller's groups]`,
+which milvus-lite evaluates vectorised (pyarrow) where `array_contains_any` on the array runs row by row
+in Python (about a second a search at 20k chunks). The collection's label sets are kept in one of its
+properties (LABEL_SETS_PROPERTY), written before the first chunk of a new set and read back, verified,
+by searchers. Collections created before `acl_key` existed are searched with the array filter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import re
@@ -23,6 +32,8 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from tandem.api.v1alpha1.knowledgebase import VectorIndex
+
+log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = [
     "text",
@@ -50,6 +61,14 @@ MAX_TITLE = 512
 MAX_HEADING = 1024
 MAX_LABELS = 64  # access labels per chunk (the array's capacity)
 MAX_LABEL = 256  # the length of one access label
+ACL_KEY_LENGTH = 32  # hex digits of a label set's digest: 128 bits
+# The collection property holding its label sets, as JSON {"v": 1, "sets": [[label, ...], ...]}, or
+# {"v": 1, "overflow": true} when they do not fit LABEL_SETS_MAX_BYTES (searches then use the array filter).
+LABEL_SETS_PROPERTY = "tandem.accessLabelSets"
+LABEL_SETS_MAX_BYTES = 256 * 1024
+# How old a searcher's copy of the label sets may be (Strong searches read them anew): a label set first
+# written by an ingest becomes searchable by group within this time, like Milvus's Bounded consistency.
+LABEL_SETS_MAX_AGE = 5.0
 SCAN_ATTEMPTS = 5
 # Index types each kind of server builds (an unsupported type is accepted at create time by milvus-lite
 # and fails later, so it is checked here first).
@@ -119,12 +138,65 @@ def literal(value: str) -> str:
     return '"' + value.translate(_ESCAPES) + '"'
 
 
-def acl_filter(groups: Iterable[str] | None) -> str:
-    """Chunks without labels are public; labelled chunks need one of the caller's groups."""
-    groups = sorted(set(groups or ()))
-    if not groups:
+def label_set_key(labels: Iterable[str]) -> str:
+    """A chunk's `acl_key`: "" without labels (public), else a digest of its set of labels.
+
+    The key depends on the set alone, so it never changes meaning: a searcher whose copy of the
+    collection's label sets is old can only miss a new set (see fewer chunks), never widen what it sees.
+    """
+    unique = sorted(set(labels))
+    if not unique:
+        return ""
+    canonical = json.dumps(unique, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(canonical).hexdigest()[:ACL_KEY_LENGTH]
+
+
+def array_acl_filter(groups: Iterable[str] | None) -> str:
+    """The ACL filter on the label array, for collections without `acl_key` (slow on milvus-lite)."""
+    wanted = sorted(set(groups or ()))
+    if not wanted:
         return "public == true"
-    return f"public == true or array_contains_any(access_labels, [{', '.join(map(literal, groups))}])"
+    return f"public == true or array_contains_any(access_labels, [{', '.join(map(literal, wanted))}])"
+
+
+def key_acl_filter(groups: Iterable[str] | None, label_sets: dict[str, frozenset[str]]) -> str:
+    """The ACL filter on `acl_key`: public chunks, and those whose label set shares a label with `groups`.
+
+    Only hex digests enter the expression, never a label or a group name.
+    """
+    wanted = set(groups or ())
+    keys = sorted(key for key, labels in label_sets.items() if labels & wanted)
+    if not keys:
+        return "public == true"
+    return f"public == true or acl_key in [{', '.join(map(literal, keys))}]"
+
+
+def encode_label_sets(label_sets: dict[str, frozenset[str]]) -> str:
+    value = json.dumps({"v": 1, "sets": sorted(sorted(labels) for labels in label_sets.values())})
+    if len(value.encode()) > LABEL_SETS_MAX_BYTES:
+        return json.dumps({"v": 1, "overflow": True})
+    return value
+
+
+def decode_label_sets(value: str | None) -> dict[str, frozenset[str]] | None:
+    """The label sets a property holds, by key (recomputed here, so an entry cannot name another set's
+    key); None when they are not all there (overflow, or a value this version does not read)."""
+    if value is None:
+        return {}  # no labelled chunk was ever written
+    try:
+        data = json.loads(value)
+        sets = data["sets"] if data.get("v") == 1 and not data.get("overflow") else None
+        if not isinstance(sets, list):
+            return None
+        decoded = {}
+        for labels in sets:
+            if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+                return None
+            if labels:
+                decoded[label_set_key(labels)] = frozenset(labels)
+        return decoded
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 # pymilvus pings an idle connection every 10 s; gRPC servers by default (milvus-lite among them) allow a
@@ -157,6 +229,10 @@ class ChunkStore:
         self.is_lite = self.embedded or self.server_version.lower().startswith("milvus_lite")
         self.metric = "COSINE"
         self._loaded = False
+        # How this collection encodes access labels, as last read (see _read_acl): None until read.
+        self._acl: _AclState | None = None
+        self._stored_keys: set[str] | None = None  # the acl_keys the last complete scan found
+        self._warned_array_filter = False
 
     def close(self) -> None:
         """Release the connection (milvus-lite: the data directory, which one process holds at a time)."""
@@ -236,6 +312,7 @@ class ChunkStore:
             max_length=MAX_LABEL,
         )
         schema.add_field("public", DataType.BOOL)
+        schema.add_field("acl_key", DataType.VARCHAR, max_length=ACL_KEY_LENGTH)
         schema.add_field("metadata", DataType.JSON)
         params = self.client.prepare_index_params()
         params.add_index(
@@ -259,6 +336,7 @@ class ChunkStore:
             raise StoreError(
                 "CollectionCreateFailed", f"cannot create {self.collection}: {e.message}"
             ) from None
+        self._acl = _AclState(keyed=True, label_sets={}, read_at=time.monotonic())
 
     def _check_existing(self, dimension: int) -> None:
         description = self.client.describe_collection(self.collection)
@@ -272,6 +350,7 @@ class ChunkStore:
                 "the KnowledgeBase (or give it a new name)",
             )
         self.has_sparse = any(f["name"] == "sparse" for f in description["fields"])
+        self._acl = _AclState.of(description)
 
     @property
     def keyword_in_milvus(self) -> bool:
@@ -296,7 +375,107 @@ class ChunkStore:
             return False
         self.client.drop_collection(self.collection)
         self._loaded = False
+        self._acl = None
+        self._stored_keys = None
         return True
+
+    # -- access labels ----------------------------------------------------------------------------------
+
+    @property
+    def label_keyed(self) -> bool:
+        """Whether this collection has `acl_key` (else: created before it, searched with the array filter)."""
+        return self._read_acl(math.inf).keyed
+
+    def _read_acl(self, max_age: float) -> _AclState:
+        state = self._acl
+        if state is None or time.monotonic() - state.read_at > max_age:
+            try:
+                description = self.client.describe_collection(self.collection)
+            except MilvusException as e:
+                raise StoreError(
+                    "CollectionUnavailable", f"cannot describe {self.collection}: {e.message}"
+                ) from None
+            state = self._acl = _AclState.of(description)
+        return state
+
+    def label_sets(self, *, fresh: bool = False) -> dict[str, frozenset[str]] | None:
+        """The collection's label sets by acl_key, at most LABEL_SETS_MAX_AGE old (`fresh`: read now);
+        None when the collection has no acl_key or its sets did not fit its property."""
+        state = self._read_acl(0.0 if fresh else LABEL_SETS_MAX_AGE)
+        return state.label_sets if state.keyed else None
+
+    def acl_filter(self, groups: Iterable[str] | None, *, fresh: bool = False) -> str:
+        """The filter that lets through what a caller with these groups may read: public chunks, and
+        chunks with at least one of its groups among their labels. `fresh`: with the label sets read now
+        (for a Strong search), else with a copy at most LABEL_SETS_MAX_AGE old."""
+        wanted = set(groups or ())
+        if not wanted:
+            return "public == true"
+        label_sets = self.label_sets(fresh=fresh)
+        if label_sets is None:
+            if not self._warned_array_filter:
+                self._warned_array_filter = True
+                log.warning(
+                    "%s has no acl_key (created by an older Tandem) or too many label sets: searches "
+                    "with groups use the label array filter, slow on milvus-lite; a collection created "
+                    "anew (delete and re-create the KnowledgeBase) gets the fast encoding",
+                    self.collection,
+                )
+            return array_acl_filter(wanted)
+        return key_acl_filter(wanted, label_sets)
+
+    def _encode(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with `public` and `acl_key` derived from their labels; new label sets are recorded in the
+        collection's property before any chunk carrying them is written."""
+        state = self._read_acl(math.inf)  # this process is the collection's only writer
+        encoded = []
+        new: dict[str, frozenset[str]] = {}
+        for row in rows:
+            labels = list(row.get("access_labels") or [])
+            row = {**row, "public": not labels}
+            if state.keyed:
+                row["acl_key"] = key = label_set_key(labels)
+                if key and (state.label_sets is None or key not in state.label_sets):
+                    new[key] = frozenset(labels)
+            encoded.append(row)
+        if new and state.label_sets is not None:
+            self._write_label_sets({**state.label_sets, **new})
+        return encoded
+
+    def _write_label_sets(self, label_sets: dict[str, frozenset[str]]) -> None:
+        value = encode_label_sets(label_sets)
+        try:
+            self.client.alter_collection_properties(self.collection, properties={LABEL_SETS_PROPERTY: value})
+        except MilvusException as e:
+            raise StoreError(
+                "CollectionWriteFailed", f"cannot record the label sets of {self.collection}: {e.message}"
+            ) from None
+        self._acl = _AclState(keyed=True, label_sets=decode_label_sets(value), read_at=time.monotonic())
+
+    def prune_label_sets(self) -> None:
+        """Make the recorded label sets exactly those of the stored chunks, as the last `documents()` scan
+        found them (call it after the last write): sets no chunk has any more are forgotten, a set with
+        chunks but no record (an overflow, a lost property) is read back from one of its chunks."""
+        present = self._stored_keys
+        if present is None:  # no scan yet, or a collection without acl_key
+            return
+        state = self._read_acl(0.0)
+        present = present - {""}
+        known = state.label_sets or {}
+        wanted = {key: known[key] for key in present if key in known}
+        for key in sorted(present - wanted.keys()):
+            rows = self.client.query(
+                self.collection,
+                filter=f"acl_key == {literal(key)}",
+                output_fields=["access_labels"],
+                limit=1,
+                consistency_level="Strong",
+            )
+            labels = frozenset(rows[0]["access_labels"]) if rows else frozenset()
+            if rows and label_set_key(labels) == key:
+                wanted[key] = labels
+        if state.label_sets is None or wanted != state.label_sets:
+            self._write_label_sets(wanted)
 
     # -- incremental writes -----------------------------------------------------------------------------
 
@@ -312,8 +491,10 @@ class ChunkStore:
         """
         self.load()
         expected = None if self.is_lite else self.count()
+        keys: set[str] = set()
         for attempt in range(SCAN_ATTEMPTS):
-            counts = self._scan()
+            keys = set()
+            counts = self._scan(keys)
             if expected is None or counts.total() == expected:
                 break
             time.sleep(0.2 * (attempt + 1))
@@ -323,6 +504,7 @@ class ChunkStore:
                 f"{self.collection}: a scan found {counts.total()} chunks but Milvus counts {expected}; "
                 "is another ingest writing to this collection?",
             )
+        self._stored_keys = keys if self.label_keyed else None
         stored: dict[str, StoredDocument] = {}
         for (doc_id, doc_hash, chunk_count), present in counts.items():
             previous = stored.get(doc_id)
@@ -332,31 +514,34 @@ class ChunkStore:
                 stored[doc_id] = candidate
         return stored
 
-    def _scan(self) -> Counter[tuple[str, str, int]]:
+    def _scan(self, keys: set[str]) -> Counter[tuple[str, str, int]]:
+        """Chunks per (document, hash, chunk count); adds the acl_keys found to `keys`."""
         counts: Counter[tuple[str, str, int]] = Counter()
+        fields = ["doc_id", "doc_hash", "chunk_count"] + (["acl_key"] if self.label_keyed else [])
         with _quiet_iterator_setup():
             iterator = self.client.query_iterator(
                 self.collection,
                 batch_size=1000,
                 filter="",
-                output_fields=["doc_id", "doc_hash", "chunk_count"],
+                output_fields=fields,
                 consistency_level="Strong",
             )
         try:
             while batch := iterator.next():
                 for row in batch:
                     counts[(row["doc_id"], row["doc_hash"], int(row["chunk_count"]))] += 1
+                    keys.add(row.get("acl_key", ""))
         finally:
             iterator.close()
         return counts
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            self.client.insert(self.collection, list(rows))
+            self.client.insert(self.collection, self._encode(rows))
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            self.client.upsert(self.collection, list(rows))
+            self.client.upsert(self.collection, self._encode(rows))
 
     def delete_document(self, doc_id: str, keep_hash: str | None = None) -> None:
         expression = f"doc_id == {literal(doc_id)}"
@@ -434,6 +619,19 @@ class ChunkStore:
             consistency_level=consistency,
         )[0]
         return [_passage(hit, keyword_rank=rank) for rank, hit in enumerate(hits)]
+
+
+@dataclass(frozen=True)
+class _AclState:
+    keyed: bool  # the collection has acl_key
+    label_sets: dict[str, frozenset[str]] | None  # by key; None: not all recorded (use the array filter)
+    read_at: float  # time.monotonic()
+
+    @classmethod
+    def of(cls, description: dict[str, Any]) -> _AclState:
+        keyed = any(f["name"] == "acl_key" for f in description["fields"])
+        properties = description.get("properties") or {}
+        return cls(keyed, decode_label_sets(properties.get(LABEL_SETS_PROPERTY)), time.monotonic())
 
 
 def lexical_rank(query: str, passages: Sequence[Passage]) -> list[Passage]:
