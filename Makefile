@@ -10,7 +10,8 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo eval demo-cluster bench clean
+.PHONY: help venv vllm tools test test-fast test-integration lint crds check-crds demo eval demo-cluster bench clean \
+	images test-images
 
 help:
 	@echo "make demo       the local quickstart: tandem up -f examples/quickstart, then a few questions"
@@ -22,6 +23,9 @@ help:
 	@echo "make crds       regenerate crds/ from the API types"
 	@echo "make bench      operator benchmark against the emulator"
 	@echo "make vllm       vLLM's CPU build in .venv-vllm (test and test-integration need it)"
+	@echo "make images     build the operator, worker and gateway images (docker, podman or buildah;"
+	@echo "                IMAGE_REGISTRY=registry/prefix pushes them there)"
+	@echo "make test-images  smoke-run every built image (operator, ingest + training, gateway)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +40,7 @@ venv: $(STAMP)
 
 # vLLM's CPU build, in an environment of its own (it pins its own torch and transformers); the vLLM
 # tests use it, and `tandem up` serves HybridEndpoints with it.
-$(VLLM_STAMP): scripts/install-vllm.sh
+$(VLLM_STAMP): scripts/install-vllm.sh operator/tandem/platform/kubernetes/settings.py
 	PYTHON=$(PYTHON) scripts/install-vllm.sh $(VLLM_VENV)
 	touch $(VLLM_STAMP)
 
@@ -48,9 +52,10 @@ $(TOOLS)/kubectl:
 tools: $(TOOLS)/kubectl
 
 # The suite runs in a private network namespace: Ray and the Milvus server bind every interface, and
-# nothing a test starts may be reachable from (or reach) anything but this machine's loopback.
+# nothing a test starts may be reachable from (or reach) anything but this machine's loopback. The
+# images' smoke tests (tests/images) run after `make images`, as `make test-images`.
 test: venv tools vllm
-	scripts/isolated.sh $(BIN)/pytest -q tests
+	scripts/isolated.sh $(BIN)/pytest -q tests --ignore=tests/images
 
 test-fast: venv tools
 	$(BIN)/pytest -q tests/unit
@@ -90,6 +95,15 @@ demo-cluster: venv tools
 
 bench: venv tools
 	$(BIN)/python benchmarks/operator_apply_to_ready.py
+
+# Container images (images/*/Dockerfile), tagged with the project's version, with whatever builder the
+# machine has; IMAGE_REGISTRY=... pushes them. Without Docker Hub, on a stand-in base built from Debian.
+images:
+	scripts/build-images.sh
+
+# Smoke runs of the built images (tests/images): each image's own Python, loopback only.
+test-images: venv tools
+	scripts/isolated.sh $(BIN)/pytest -q tests/images
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

