@@ -4,10 +4,12 @@ Kubernetes API errors rendered as ``Status`` objects, with the apiserver's messa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tests.emulator.schema import Cause, format_invalid_message
+from tandem.api.admission import Rejected
+from tandem.api.admission.schema import Cause, format_invalid_message
 
 
 class ApiError(Exception):
@@ -90,6 +92,16 @@ def invalid(kind: str, group: str, name: str, causes: Sequence[Cause]) -> ApiErr
         format_invalid_message(kind, group, name, list(causes)),
         _details(name, group, kind, causes),
     )
+
+
+@contextlib.contextmanager
+def rejections() -> Iterator[None]:
+    """Admission's refusals (tandem.api.admission.Rejected) as the Status errors they are."""
+    try:
+        yield
+    except Rejected as e:
+        details = _details(e.name, e.group, e.kind, e.causes) if e.kind else None
+        raise ApiError(e.code, e.reason, e.message, details) from e
 
 
 def bad_request(message: str) -> ApiError:

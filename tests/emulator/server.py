@@ -23,9 +23,9 @@ import kmock
 import yaml
 from kmock._internal import apps, enums, parsing, references, rendering
 
+from tandem.api.admission.schema import Cause
 from tests.emulator import builtin, discovery, errors, protobuf, tables
 from tests.emulator.resources import Registry, ResourceType
-from tests.emulator.schema import Cause
 from tests.emulator.selectors import Selector, SelectorError
 from tests.emulator.store import Store, WatchEvent
 

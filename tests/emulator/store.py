@@ -27,33 +27,22 @@ import collections
 import copy
 import datetime
 import random
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulator import builtin, cel_cost, errors, patches, schema
+from tandem.api import admission
+from tandem.api.admission import schema
+from tandem.api.admission.schema import Cause
+from tests.emulator import builtin, cel_cost, errors, patches
 from tests.emulator.resources import Registry, ResourceType
-from tests.emulator.schema import Cause
 from tests.emulator.selectors import Selector
 
 StorageKey = tuple[str, str]  # (group, plural)
 ObjectKey = tuple[str, str]  # (namespace or '', name)
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-_SUBDOMAIN_MSG = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
-    r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-)
-_LABEL_MSG = (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
-    "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
-    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-)
 
 
 def now_rfc3339() -> str:
@@ -204,36 +193,18 @@ class Store:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
         obj = copy.deepcopy(body)
-        self._check_type_meta(rt, obj)
+        with errors.rejections():
+            admission.check_type_meta(rt, obj)
+            warnings = admission.check_unknown_fields(rt, obj, field_validation)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
         namespace = self._resolve_namespace(rt, namespace, meta)
-
-        if not meta.get("name"):
-            if meta.get("generateName"):
-                meta["name"] = self._generate_name(rt, namespace, meta["generateName"])
-            else:
-                raise errors.invalid(
-                    rt.kind,
-                    rt.group,
-                    "",
-                    [
-                        Cause(
-                            "metadata.name",
-                            "Required value: name or generateName is required",
-                            "FieldValueRequired",
-                        )
-                    ],
-                )
-        name = meta["name"]
-        self._validate_name(rt, name)
-
-        key = self._key(rt, namespace, name)
-        if key in self._objects[rt.storage_key]:
-            raise errors.already_exists(rt.group, rt.plural, name)
-        if namespace:
-            self._ensure_namespace(namespace, creating_in=True, dry_run=dry_run)
+        if not meta.get("name") and isinstance(meta.get("generateName"), str):
+            if admission.meta.generate_name_causes(rt.group, rt.plural, meta["generateName"]):
+                with errors.rejections():
+                    admission.validate_object(rt, obj)
+            meta["name"] = self._generate_name(rt, namespace, meta["generateName"])
 
         for transient in (
             "resourceVersion",
@@ -249,7 +220,16 @@ class Store:
         if rt.status_subresource:
             obj.pop("status", None)
 
-        warnings = self._prepare_custom(rt, obj, None, field_validation)
+        # Validation before storage: an invalid object is a 422 even when its name is taken.
+        with errors.rejections():
+            admission.validate_object(rt, obj)
+        name = meta["name"]
+        key = self._key(rt, namespace, name)
+        if key in self._objects[rt.storage_key]:
+            raise errors.already_exists(rt.group, rt.plural, name)
+        if namespace:
+            self._ensure_namespace(namespace, creating_in=True, dry_run=dry_run)
+
         self._type_specific_create(rt, obj)
 
         if dry_run:
@@ -259,27 +239,6 @@ class Store:
             self._install_crd_from_object(result)
             result = self.get(rt, None, name)
         return WriteResult(result, warnings, created=True)
-
-    def _check_type_meta(self, rt: ResourceType, obj: dict[str, Any]) -> None:
-        kind = obj.get("kind")
-        api_version = obj.get("apiVersion")
-        if kind is not None and kind != rt.kind:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API version "
-                f"({rt.api_version})"
-                if api_version != rt.api_version
-                else f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})"
-            )
-        if api_version is not None and api_version != rt.api_version:
-            # The same group of another version is accepted (no conversion needed: the None strategy).
-            group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-            if group != rt.group:
-                raise errors.bad_request(
-                    f"the API version in the data ({api_version}) does not match the expected API version "
-                    f"({rt.api_version})"
-                )
-        obj["kind"] = rt.kind
-        obj["apiVersion"] = rt.api_version
 
     def _resolve_namespace(
         self, rt: ResourceType, url_namespace: str | None, meta: dict[str, Any]
@@ -304,42 +263,6 @@ class Store:
             if self._key(rt, namespace, name) not in self._objects[rt.storage_key]:
                 return name
         raise errors.ApiError(500, "AlreadyExists", "cannot generate a unique name")  # pragma: no cover
-
-    def _validate_name(self, rt: ResourceType, name: str) -> None:
-        label_only = rt.storage_key in {("", "namespaces"), ("", "services")}
-        regex, msg, limit = (
-            (_DNS1123_LABEL, _LABEL_MSG, 63) if label_only else (_DNS1123_SUBDOMAIN, _SUBDOMAIN_MSG, 253)
-        )
-        if not isinstance(name, str) or not regex.match(name) or len(name) > limit:
-            raise errors.invalid(
-                rt.kind,
-                rt.group,
-                str(name),
-                [Cause("metadata.name", f"Invalid value: {schema.render_value(name)}: {msg}")],
-            )
-
-    def _prepare_custom(
-        self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, field_validation: str | None
-    ) -> list[str]:
-        """Prune, default, validate a custom resource (in place). Returns warnings."""
-        if not rt.schema:
-            return []
-        warnings: list[str] = []
-        unknown = schema.unknown_fields(rt.schema, obj)
-        if unknown and (field_validation or "").lower() == "strict":
-            listed = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise errors.bad_request(
-                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                f"strict decoding error: {listed}"
-            )
-        if unknown and (field_validation or "").lower() != "ignore":
-            warnings.extend(f'unknown field "{u}"' for u in unknown)
-        schema.prune(rt.schema, obj)
-        schema.apply_defaults(rt.schema, obj)
-        causes = schema.validate(rt.schema, obj, old)
-        if causes:
-            raise errors.invalid(rt.kind, rt.group, (obj.get("metadata") or {}).get("name", ""), causes)
-        return warnings
 
     def _type_specific_create(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         if rt.storage_key == ("", "namespaces"):
@@ -465,7 +388,11 @@ class Store:
             raise errors.not_found(rt.group, rt.plural, name)
         old = copy.deepcopy(stored)
         obj = copy.deepcopy(body)
-        self._check_type_meta(rt, obj)
+        with errors.rejections():
+            admission.check_type_meta(rt, obj)
+            warnings = (
+                admission.check_unknown_fields(rt, obj, field_validation) if subresource != "status" else []
+            )
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.bad_request("metadata must be an object")
@@ -540,13 +467,8 @@ class Store:
         if rt.storage_key == builtin.CRD_TYPE.storage_key and subresource != "status":
             self._validate_crd(new, old)
 
-        warnings = self._prepare_custom(rt, new, old, field_validation) if subresource != "status" else []
-        if subresource == "status" and rt.schema:
-            schema.prune(rt.schema, new)
-            schema.apply_defaults(rt.schema, new)
-            causes = schema.validate(rt.schema, new, old)
-            if causes:
-                raise errors.invalid(rt.kind, rt.group, name, causes)
+        with errors.rejections():
+            admission.validate_object(rt, new, old, check_metadata=subresource != "status")
 
         # Generation: bumped when anything other than metadata/status changes.
         if self._spec_changed(rt, old, new):
@@ -610,7 +532,8 @@ class Store:
                 return self.create(rt, namespace, body, dry_run=dry_run, field_validation=field_validation)
             raise errors.not_found(rt.group, rt.plural, name)
         if media == patches.APPLY_PATCH and isinstance(body, dict):
-            self._check_type_meta(rt, copy.deepcopy(body))
+            with errors.rejections():
+                admission.check_type_meta(rt, copy.deepcopy(body))
         current = self._present(rt, stored)
         try:
             patched = patches.patch_object(content_type, current, body)

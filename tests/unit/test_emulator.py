@@ -15,7 +15,7 @@ import kopf
 import pytest
 import yaml
 
-from tests.emulator import schema
+from tandem.api.admission import schema
 from tests.emulator.runner import run_emulator
 from tests.emulator.selectors import Selector, SelectorError, parse_label_selector
 from tests.emulator.server import Emulator
