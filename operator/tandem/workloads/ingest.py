@@ -19,7 +19,7 @@ from .jobs import IngestJob, JobSpecError, load_job
 from .knowledge.embedding import Embedder, EmbeddingModelError, TextEmbedder
 from .knowledge.indexer import WRITE_BATCH, Indexer, IngestError
 from .knowledge.ray_embedding import RayEmbedder
-from .knowledge.sources import read_source
+from .knowledge.sources import stream_source
 from .knowledge.store import StoreError
 from .knowledge.targets import open_store
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, RESULT_BYTES, emit, finish
@@ -44,19 +44,9 @@ def run(
         embedder = RayEmbedder(local, ray_workers)
         write_batch *= ray_workers  # each Ray Data round trip should give every worker a full batch
     locations = job.source_locations
-    reads = []
-    for source in spec.sources:
-        read = read_source(source, locations.get(source.name))
-        emit(
-            {
-                "stage": "read",
-                "source": source.name,
-                "documents": len(read.documents),
-                "failed": len(read.failures),
-                "complete": read.complete,
-            }
-        )
-        reads.append(read)
+    # Streamed: each source is listed and read a document at a time while the indexer parses, embeds
+    # and writes, so memory holds a write batch, not the corpus (the indexer reports each source read).
+    reads = (stream_source(source, locations.get(source.name)) for source in spec.sources)
     indexer = Indexer(spec, store, embedder, revision=job.revision, progress=emit, write_batch=write_batch)
     # The operator reads the result from the termination message: a long list of failed documents is
     # cut (and flagged) rather than the message cut mid-JSON.

@@ -47,7 +47,9 @@ def parse(doc: SourceDocument) -> ParsedDocument:
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise ParseError("no text found (empty document, or a scanned PDF without a text layer)")
-    title = doc.title or parsed.title or doc.doc_id.rsplit("/", 1)[-1]
+    # Without a title of its own, a document is called by the last part of its name (the name within its
+    # source: doc_id may be a shortened form ending in a digest).
+    title = doc.title or parsed.title or doc.local_id.rstrip("/").rsplit("/", 1)[-1] or doc.local_id
     return ParsedDocument(title=title, sections=sections)
 
 

@@ -1,8 +1,17 @@
-"""Read every document of a source. A failing document is reported and skipped; a source that cannot be
-listed at all is marked incomplete, so the indexer keeps (rather than deletes) what it indexed before.
+"""Read the documents of a source, one at a time. A failing document is reported and skipped; a source
+that cannot be listed at all (or only in part) is marked incomplete, so the indexer keeps (rather than
+deletes) what it indexed before.
+
+A document that could not be read is reported under the very id it has when it is read (its name
+within the source: an S3 key without the source's prefix, a path relative to the directory, a
+ConfigMap key, a URL), so its stored chunks are kept: it has not gone from the source.
 
 Nothing is read outside a source's root (a ConfigMap volume, a directory): a path is resolved, symlinks
 included, and must still lie inside the root, and only regular files are read (a FIFO would block).
+Nothing is read whole that is larger than MAX_DOCUMENT_BYTES (an http source's maxBytes if lower): the
+declared size (file size, S3 object size, HTTP Content-Length) is checked before the body is read, and
+the count of bytes while it is read. A URL gets timeoutSeconds in all (see safe_http); an S3 object
+S3_OBJECT_SECONDS.
 """
 
 from __future__ import annotations
@@ -12,20 +21,44 @@ import functools
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from tandem.api.v1alpha1.common import CONFIG_MAP_KEY
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source, s3_env_prefix
 
-from .documents import FailedDocument, SourceDocument, detect_format
+from .documents import MAX_DOCUMENT_BYTES, FailedDocument, SourceDocument, detect_format, document_id
 from .safe_http import FetchError, fetch
+
+# The time one S3 object may take to read, in all (each network read is bounded by botocore's own
+# read timeout, 60 s, on top); an object that takes longer fails alone.
+S3_OBJECT_SECONDS = 300.0
+_READ_CHUNK = 1 << 20
+
+
+class SourceReading(Protocol):
+    """What the indexer reads of a source: a SourceRead (whole) or a SourceStream (one at a time).
+    `failures` and `complete` are read once `documents` has been iterated."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def documents(self) -> Iterable[SourceDocument]: ...
+
+    @property
+    def failures(self) -> list[FailedDocument]: ...
+
+    @property
+    def complete(self) -> bool: ...
 
 
 @dataclass
 class SourceRead:
-    """What one source yielded."""
+    """What one source yielded, read whole (small sources, tests, tools); ingest streams (SourceStream)."""
 
     name: str
     documents: list[SourceDocument] = field(default_factory=list)
@@ -34,83 +67,88 @@ class SourceRead:
     complete: bool = True
 
 
-def read_source(source: Source, location: str | None = None) -> SourceRead:
-    """`location`: where a configMap/directory source is mounted (cluster) or lies (local mode); for an
-    http source, the directory holding its headers Secret's keys as files."""
-    out = SourceRead(source.name)
-    try:
-        for doc_id, uri, title, data, fmt, content_type in _raw_documents(source, location, out.failures):
-            out.documents.append(
-                SourceDocument(
+class SourceStream:
+    """A source read lazily: iterating `documents` reads one document at a time (listing the source as it
+    goes). `failures` and `complete` grow as it is read and are final once `documents` is exhausted."""
+
+    def __init__(self, source: Source, location: str | None = None) -> None:
+        self.name = source.name
+        self.failures: list[FailedDocument] = []
+        self.complete = True
+        self.documents: Iterator[SourceDocument] = self._read(source, location)
+
+    def _read(self, source: Source, location: str | None) -> Iterator[SourceDocument]:
+        def fail(document: str, reason: str) -> None:
+            self.failures.append(FailedDocument(source.name, document, reason))
+
+        def partial(document: str, reason: str) -> None:
+            """Part of the source could not be listed: nothing of it is removed this run."""
+            self.complete = False
+            fail(document, f"{reason}; nothing of source {source.name} is removed until it can be listed")
+
+        try:
+            for raw in _raw_documents(source, location, fail, partial):
+                yield SourceDocument(
                     source=source.name,
-                    doc_id=f"{source.name}/{doc_id}",
-                    uri=uri,
-                    data=data,
-                    format=detect_format(fmt, uri, content_type, data),
-                    title=title,
+                    doc_id=document_id(source.name, raw.id),
+                    uri=raw.uri,
+                    data=raw.data,
+                    format=detect_format(raw.format, raw.uri, raw.content_type, raw.data),
+                    title=raw.title,
                     access_labels=tuple(source.access_labels),
                     metadata=dict(source.metadata),
+                    name=raw.id,
                 )
-            )
-    except SourceUnavailable as e:
-        out.complete = False
-        out.failures.append(FailedDocument(source.name, "*", str(e)))
-    return out
+        except SourceUnavailable as e:
+            self.complete = False
+            fail("*", str(e))
+
+
+def stream_source(source: Source, location: str | None = None) -> SourceStream:
+    """`location`: where a configMap/directory source is mounted (cluster) or lies (local mode); for an
+    http source, the directory holding its headers Secret's keys as files. Nothing is read until the
+    stream's documents are iterated."""
+    return SourceStream(source, location)
+
+
+def read_source(source: Source, location: str | None = None) -> SourceRead:
+    """Every document of `source` in memory (see stream_source for `location`)."""
+    stream = stream_source(source, location)
+    documents = list(stream.documents)
+    return SourceRead(stream.name, documents, stream.failures, stream.complete)
 
 
 class SourceUnavailable(Exception):
     """The source as a whole cannot be read (directory missing, bucket unreachable...)."""
 
 
-RawDoc = tuple[str, str, str | None, bytes, str, str | None]  # id, uri, title, data, format, content type
+@dataclass(frozen=True)
+class RawDocument:
+    id: str  # the document's id within its source: failures of this document are reported under it
+    uri: str
+    data: bytes
+    format: str = "auto"
+    content_type: str | None = None
+    title: str | None = None
 
 
-def _raw_documents(source: Source, location: str | None, failures: list[FailedDocument]) -> Iterator[RawDoc]:
-    """Yield readable documents; append the unreadable ones to `failures` and go on."""
+Report = Callable[[str, str], None]  # (document id within the source, reason)
 
-    def fail(document: str, reason: str) -> None:
-        failures.append(FailedDocument(source.name, document, reason))
 
+def _raw_documents(
+    source: Source, location: str | None, fail: Report, partial: Report
+) -> Iterator[RawDocument]:
+    """Yield readable documents; `fail` the unreadable ones and go on; `partial` a part of the source
+    that cannot be listed (the source is then incomplete)."""
     if source.inline is not None:
         for doc in source.inline.documents:
-            yield doc.id, f"inline://{source.name}/{doc.id}", doc.title, doc.text.encode(), doc.format, None
+            yield RawDocument(
+                doc.id, f"inline://{source.name}/{doc.id}", doc.text.encode(), doc.format, None, doc.title
+            )
     elif source.config_map is not None:
-        if location is None:
-            raise SourceUnavailable(f"ConfigMap {source.config_map.name} is not mounted")
-        root = Path(location)
-        if not root.is_dir():
-            raise SourceUnavailable(f"ConfigMap {source.config_map.name}: {root} is not readable")
-        inside = root.resolve()
-        keys = source.config_map.keys or sorted(p.name for p in root.iterdir() if not p.name.startswith(".."))
-        for key in keys:
-            path = root / key
-            if re.fullmatch(CONFIG_MAP_KEY, key) is None:
-                fail(key, f"{key!r} is not a ConfigMap key (a file name in the ConfigMap, nothing else)")
-                continue
-            if not path.is_file():
-                fail(key, f"key {key} not found in ConfigMap {source.config_map.name}")
-                continue
-            try:
-                data = _read_inside(inside, path)
-            except OSError as e:
-                fail(key, f"cannot read key {key}: {e.strerror}")
-                continue
-            yield key, f"configmap://{source.config_map.name}/{key}", None, data, "auto", None
+        yield from _config_map_documents(source, location, fail)
     elif source.directory is not None:
-        root = Path(location or source.directory.path)
-        if ".." in root.parts or ".." in Path(source.directory.path).parts:
-            raise SourceUnavailable(f"directory {source.directory.path}: a path with '..' leaves its claim")
-        if not root.is_dir():
-            raise SourceUnavailable(f"directory {root} does not exist or is not a directory")
-        inside = root.resolve()
-        for path in _walk(root, source.directory.include):
-            rel = path.relative_to(root).as_posix()
-            try:
-                data = _read_inside(inside, path)
-            except OSError as e:
-                fail(rel, f"cannot read {rel}: {e.strerror}")
-                continue
-            yield rel, path.resolve().as_uri(), None, data, "auto", None
+        yield from _directory_documents(source, location, fail, partial)
     elif source.http is not None:
         spec = source.http
         headers = _secret_headers(spec.headers_secret_ref.name, location) if spec.headers_secret_ref else {}
@@ -119,7 +157,7 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
                 got = fetch(
                     url,
                     allow_private=spec.allow_private_networks,
-                    max_bytes=spec.max_bytes,
+                    max_bytes=min(spec.max_bytes, MAX_DOCUMENT_BYTES),
                     timeout=float(spec.timeout_seconds),
                     max_redirects=spec.max_redirects,
                     headers=headers,
@@ -127,22 +165,93 @@ def _raw_documents(source: Source, location: str | None, failures: list[FailedDo
             except FetchError as e:
                 fail(url, str(e))
                 continue
-            yield url, url, None, got.data, "auto", got.content_type
+            yield RawDocument(url, url, got.data, content_type=got.content_type)
     elif source.s3 is not None:
         yield from _s3_documents(source, fail)
 
 
-def _read_inside(root: Path, path: Path) -> bytes:
+def _config_map_documents(source: Source, location: str | None, fail: Report) -> Iterator[RawDocument]:
+    spec = source.config_map
+    assert spec is not None
+    if location is None:
+        raise SourceUnavailable(f"ConfigMap {spec.name} is not mounted")
+    root = Path(location)
+    try:
+        if not root.is_dir():
+            raise SourceUnavailable(f"ConfigMap {spec.name}: {root} is not readable")
+        inside = root.resolve()
+        keys = spec.keys or sorted(p.name for p in root.iterdir() if not p.name.startswith(".."))
+    except (OSError, RuntimeError) as e:
+        raise SourceUnavailable(f"ConfigMap {spec.name}: cannot list {root}: {_why(e)}") from None
+    for key in keys:
+        if re.fullmatch(CONFIG_MAP_KEY, key) is None:
+            fail(key, f"{key!r} is not a ConfigMap key (a file name in the ConfigMap, nothing else)")
+            continue
+        try:
+            data = _read_inside(inside, root / key, MAX_DOCUMENT_BYTES)
+        except FileNotFoundError:
+            fail(key, f"key {key} not found in ConfigMap {spec.name}")
+            continue
+        except OSError as e:
+            fail(key, f"cannot read key {key}: {_why(e)}")
+            continue
+        yield RawDocument(key, f"configmap://{spec.name}/{key}", data)
+
+
+def _directory_documents(
+    source: Source, location: str | None, fail: Report, partial: Report
+) -> Iterator[RawDocument]:
+    spec = source.directory
+    assert spec is not None
+    root = Path(location or spec.path)
+    if ".." in root.parts or ".." in Path(spec.path).parts:
+        raise SourceUnavailable(f"directory {spec.path}: a path with '..' leaves its claim")
+    try:
+        if not root.is_dir():
+            raise SourceUnavailable(f"directory {root} does not exist or is not a directory")
+        inside = root.resolve()
+    except (OSError, RuntimeError) as e:
+        raise SourceUnavailable(f"directory {root}: {_why(e)}") from None
+
+    def unlisted(error: OSError) -> None:
+        folder = Path(error.filename) if error.filename else root
+        rel = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else str(folder)
+        if rel == ".":
+            raise SourceUnavailable(f"directory {root}: cannot list it: {_why(error)}")
+        partial(f"{rel}/", f"cannot list folder {rel}: {_why(error)}")
+
+    for path in _walk(root, spec.include, unlisted):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = _read_inside(inside, path, MAX_DOCUMENT_BYTES)
+        except OSError as e:
+            fail(rel, f"cannot read {rel}: {_why(e)}")
+            continue
+        yield RawDocument(rel, path.resolve().as_uri(), data)
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
+def _read_inside(root: Path, path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file inside `root` (resolved) once every symlink on the way
     is followed: a link may point within the source (a ConfigMap volume's keys are links into its
-    `..data`), never out of it. OSError (with a reason in `strerror`) otherwise."""
-    real = path.resolve()
+    `..data`), never out of it. At most `limit` bytes: a larger file is refused from its size, unread.
+    OSError (with a reason in `strerror`) otherwise."""
+    try:
+        real = path.resolve()
+    except RuntimeError:  # a symlink loop (Python before 3.13)
+        raise OSError(errno.ELOOP, "a loop of symbolic links") from None
     if not real.is_relative_to(root):
         raise OSError(errno.EACCES, "it leads outside the source (a symbolic link out of it)")
     # O_NONBLOCK: opening a FIFO returns at once (and is refused below) instead of waiting for a writer.
     fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         try:  # what was opened, should a link have been swapped in since `resolve` (Linux only)
             opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
@@ -150,7 +259,16 @@ def _read_inside(root: Path, path: Path) -> bytes:
             opened = real
         if not opened.is_relative_to(root):
             raise OSError(errno.EACCES, "it leads outside the source (a symbolic link out of it)")
-        return file.read()
+        if status.st_size > limit:
+            raise OSError(errno.EFBIG, _too_large(status.st_size, limit))
+        data = file.read(limit + 1)
+        if len(data) > limit:  # it grew since
+            raise OSError(errno.EFBIG, f"more than the {limit} bytes a document may have")
+        return data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"{size} bytes is more than the {limit} a document may have"
 
 
 # RFC 9110 token characters: what a header name may be made of.
@@ -166,10 +284,13 @@ def _secret_headers(secret: str, location: str | None) -> dict[str, str]:
     if root is None or not root.is_dir():
         raise SourceUnavailable(f"headers Secret {secret} is not mounted (expected at {location})")
     headers: dict[str, str] = {}
-    for path in sorted(root.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        value = path.read_text().strip()
+    try:
+        files = [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.is_file()]
+        values = {p.name: p.read_text().strip() for p in files}
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceUnavailable(f"headers Secret {secret}: cannot read it: {_why(e)}") from None
+    for path in files:
+        value = values[path.name]
         if not _HEADER_NAME.fullmatch(path.name) or path.name.lower() in _RESERVED_HEADERS:
             raise SourceUnavailable(
                 f"headers Secret {secret}: key {path.name!r} is not a header the source may set"
@@ -182,8 +303,10 @@ def _secret_headers(secret: str, location: str | None) -> dict[str, str]:
     return headers
 
 
-def _walk(root: Path, patterns: list[str]) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk(root: Path, patterns: list[str], unlisted: Callable[[OSError], None]) -> Iterator[Path]:
+    """The files under `root` that match a pattern, in a stable order; a folder that cannot be listed
+    goes to `unlisted` (os.walk would skip it silently, and its files would look deleted)."""
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
@@ -230,7 +353,7 @@ def _matches(rel: str, pattern: str) -> bool:
     return _glob_regex(pattern).fullmatch(rel) is not None
 
 
-def _s3_documents(source: Source, fail: Callable[[str, str], None]) -> Iterator[RawDoc]:
+def _s3_documents(source: Source, fail: Report) -> Iterator[RawDocument]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -238,26 +361,69 @@ def _s3_documents(source: Source, fail: Callable[[str, str], None]) -> Iterator[
     assert spec is not None
     prefix = s3_env_prefix(source.name)
     key_id, secret = (os.environ.get(f"{prefix}_{key}") for key in S3_CREDENTIAL_KEYS)
-    client = boto3.client(
-        "s3",
-        endpoint_url=spec.endpoint,
-        region_name=spec.region,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-    )
+    where = f"s3://{spec.bucket}/{spec.prefix}"
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket, Prefix=spec.prefix)
-        keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-    except (BotoCoreError, ClientError) as e:
-        raise SourceUnavailable(f"s3://{spec.bucket}/{spec.prefix}: {e}") from None
-    for key in keys:
-        rel = key[len(spec.prefix) :].lstrip("/") or key
-        if not any(_matches(rel, p) for p in spec.include):
-            continue
+        client = boto3.client(
+            "s3",
+            endpoint_url=spec.endpoint,
+            region_name=spec.region,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+        )
+        pages = iter(client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket, Prefix=spec.prefix))
+    except (BotoCoreError, ClientError, ValueError) as e:
+        raise SourceUnavailable(f"{where}: {e}") from None
+    while True:  # page by page: the listing of a large bucket is not held whole either
         try:
-            got = client.get_object(Bucket=spec.bucket, Key=key)
-            data = got["Body"].read()
+            page = next(pages, None)
         except (BotoCoreError, ClientError) as e:
-            fail(key, f"s3://{spec.bucket}/{key}: {e}")
-            continue
-        yield rel, f"s3://{spec.bucket}/{key}", None, data, "auto", got.get("ContentType")
+            raise SourceUnavailable(f"{where}: {e}") from None
+        if page is None:
+            return
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            rel = _s3_name(key, spec.prefix)
+            if not any(_matches(rel, p) for p in spec.include):
+                continue
+            uri = f"s3://{spec.bucket}/{key}"
+            size = obj.get("Size")
+            if isinstance(size, int) and size > MAX_DOCUMENT_BYTES:
+                fail(rel, f"{uri}: {_too_large(size, MAX_DOCUMENT_BYTES)}")
+                continue
+            try:
+                data, content_type = _s3_object(client, spec.bucket, key, MAX_DOCUMENT_BYTES)
+            except (BotoCoreError, ClientError, OSError, _Refused) as e:
+                fail(rel, f"{uri}: {e}")
+                continue
+            yield RawDocument(rel, uri, data, content_type=content_type)
+
+
+def _s3_name(key: str, prefix: str) -> str:
+    """An object's id within its source: its key without the source's prefix (the key itself should
+    nothing be left). Documents and their failures are both named by it."""
+    return key[len(prefix) :].lstrip("/") or key
+
+
+class _Refused(Exception):
+    """An object that may not be read (too large, too slow)."""
+
+
+def _s3_object(client: Any, bucket: str, key: str, limit: int) -> tuple[bytes, str | None]:
+    """The object's bytes and content type; at most `limit` bytes and S3_OBJECT_SECONDS."""
+    deadline = time.monotonic() + S3_OBJECT_SECONDS
+    got = client.get_object(Bucket=bucket, Key=key)
+    body = got["Body"]
+    try:
+        declared = got.get("ContentLength")
+        if isinstance(declared, int) and declared > limit:
+            raise _Refused(_too_large(declared, limit))
+        data = bytearray()
+        while chunk := body.read(_READ_CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise _Refused(f"more than the {limit} bytes a document may have")
+            if time.monotonic() > deadline:
+                raise _Refused(f"not read within {S3_OBJECT_SECONDS:.0f} s")
+        return bytes(data), got.get("ContentType")
+    finally:
+        body.close()
