@@ -104,8 +104,12 @@ def ray_job(
     head_resources: dict[str, Any],
     workers: int,
     worker_resources: dict[str, Any],
+    active_deadline_seconds: int,
 ) -> dict[str, Any]:
     """A KubeRay RayJob that starts its own cluster, runs `entrypoint`, and shuts the cluster down.
+
+    `active_deadline_seconds`: how long the RayJob may run; KubeRay then stops it (jobDeploymentStatus
+    Failed, reason DeadlineExceeded), which the operator reports as it reports any failed RayJob.
 
     Its submitter is Tandem's (`tandem.workloads.ray_submit`, in a container named `report_as`): it leaves
     the workload's result line as its termination message, which the operator reads from the submitter
@@ -145,6 +149,7 @@ def ray_job(
             },
             "shutdownAfterJobFinishes": True,
             "backoffLimit": 2,
+            "activeDeadlineSeconds": active_deadline_seconds,
             "rayClusterSpec": {
                 "rayVersion": ray_version,
                 "headGroupSpec": {

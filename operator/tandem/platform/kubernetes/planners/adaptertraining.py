@@ -19,6 +19,10 @@ from ..volumes import Mounts, mount_milvus_token
 from . import POD_SCHEMA, Plan, TrainingFacts
 
 SPEC_DIR = "/etc/tandem"
+# How long a training RayJob may run before KubeRay stops it: bounds a run that hangs (a worker waiting
+# on a collective forever), with room for long trainings. A stopped run resumes from its last checkpoint
+# when started again. The spec has no field for it.
+TRAINING_DEADLINE_SECONDS = 72 * 3600
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -127,6 +131,7 @@ def plan_adapter_training(
         head_resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
         workers=res.workers,
         worker_resources=worker_resources,
+        active_deadline_seconds=TRAINING_DEADLINE_SECONDS,
     )
     worker_spec = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     if res.cpus_per_worker:

@@ -20,6 +20,10 @@ from . import Plan
 from .adaptertraining import plan_adapter_training
 from .knowledgebase import SPEC_DIR, plan_knowledge_base
 
+# How long one cleanup Job may run, retries included (dropping a collection or deleting an adapter
+# folder takes seconds to minutes): one that hangs fails, and the next attempt is a new Job.
+DEADLINE_SECONDS = 3600
+
 
 def plan_cleanup(
     kind: Kind, owner: Owner, raw_spec: dict[str, Any], settings: OperatorSettings
@@ -74,6 +78,7 @@ def plan_cleanup(
         "metadata": owner.metadata(name, "cleanup"),
         "spec": {
             "backoffLimit": 6,
+            "activeDeadlineSeconds": DEADLINE_SECONDS,
             "template": {
                 "metadata": {"labels": owner.labels("cleanup")},
                 "spec": pod_spec([cleaner], mounts, restartPolicy="Never"),

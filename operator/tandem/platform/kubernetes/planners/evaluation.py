@@ -36,6 +36,9 @@ BACKOFF_LIMIT = 2
 # The result is in status once the operator has seen the finished Job (within a resync period); the Job
 # and its pod are kept a while after that for `kubectl logs`, then collected.
 JOB_TTL_SECONDS = 7 * 24 * 3600
+# How long an evaluation may run, retries included: bounds one that hangs (each request already has
+# spec.timeoutSeconds). The spec has no field for it.
+DEADLINE_SECONDS = 6 * 3600
 # The spec has no resources field: the workload is an HTTP client plus, for the update-cost figure, one
 # embedding model (all-MiniLM-L6-v2 class) to re-index a document.
 RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
@@ -235,6 +238,7 @@ def plan_evaluation(
         "spec": {
             "backoffLimit": BACKOFF_LIMIT,
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "activeDeadlineSeconds": DEADLINE_SECONDS,
             "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": permanent}]},
             "template": {
                 "metadata": {"labels": owner.labels("evaluation")},

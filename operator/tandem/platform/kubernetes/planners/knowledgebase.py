@@ -18,6 +18,11 @@ from ..volumes import Mounts, mount_milvus_token
 from . import POD_SCHEMA, KnowledgeBaseFacts, Plan
 
 SPEC_DIR = "/etc/tandem"
+# How long one ingest may run (the Job, each refresh, or the RayJob): it bounds a run that hangs, not a
+# large one. At the measured ~22 chunks/s of one CPU (benchmarks/README.md) a day embeds about 1.9M
+# chunks, and ingest resumes: a run stopped at the deadline keeps what it wrote, and the next run (a
+# refresh, or a new tandem.dev/run) re-embeds only what is missing. The spec has no field for it.
+INGEST_DEADLINE_SECONDS = 24 * 3600
 
 
 def _pod_shape(settings: OperatorSettings) -> dict[str, str]:
@@ -132,6 +137,7 @@ def plan_knowledge_base(
             head_resources=pod_resources,
             workers=spec.scale.workers,
             worker_resources=pod_resources,
+            active_deadline_seconds=INGEST_DEADLINE_SECONDS,
         )
     else:
         work = {
@@ -172,6 +178,7 @@ def _job_spec(ingest: dict[str, Any], mounts: Mounts, owner: Owner) -> dict[str,
     permanent = {"containerName": "ingest", "operator": "In", "values": [2]}
     return {
         "backoffLimit": 4,
+        "activeDeadlineSeconds": INGEST_DEADLINE_SECONDS,  # all attempts together, as Kubernetes counts
         "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": permanent}]},
         "template": {
             "metadata": {"labels": owner.labels("ingest")},
