@@ -310,3 +310,61 @@ def test_include_globs_keep_star_within_a_folder(
 
     assert all(_matches(p, pattern) for p in matching)
     assert not any(_matches(p, pattern) for p in not_matching)
+
+
+def test_document_ids_fit_the_schema_and_stay_the_same() -> None:
+    from tandem.workloads.knowledge.documents import FailedDocument, document_id
+    from tandem.workloads.knowledge.store import MAX_DOC_ID
+
+    assert document_id("wiki", "a/b.md") == "wiki/a/b.md"
+    long_name = "é" * 600 + "/notes.md"  # 1,209 bytes
+    shortened = document_id("wiki", long_name)
+    assert len(shortened.encode()) <= MAX_DOC_ID and shortened == document_id("wiki", long_name)
+    assert shortened != document_id("wiki", "é" * 600 + "/other.md")  # the digest keeps them apart
+    assert FailedDocument("wiki", long_name, "EIO").doc_id == shortened  # a failure names the same one
+
+
+def test_a_stream_reads_nothing_until_iterated(tmp_path: Path) -> None:
+    from tandem.workloads.knowledge.sources import stream_source
+
+    source = Source.model_validate({"name": "wiki", "directory": {"path": str(tmp_path / "later")}})
+    stream = stream_source(source)  # the folder does not exist yet: nothing is looked at
+    (tmp_path / "later").mkdir()
+    (tmp_path / "later" / "a.md").write_text("# A")
+    assert [d.doc_id for d in stream.documents] == ["wiki/a.md"]
+    assert stream.complete and stream.failures == []
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_under_an_id_that_encodes(tmp_path: Path) -> None:
+    import os
+
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.md"), "wb") as f:  # Latin-1, not UTF-8
+        f.write(b"# Cafe")
+    read = read_source(Source.model_validate({"name": "wiki", "directory": {"path": str(tmp_path)}}))
+    [doc] = read.documents
+    assert doc.doc_id == "wiki/caf\\xe9.md"  # the byte escaped: pymilvus could not encode the name itself
+
+
+def test_an_s3_body_longer_than_declared_is_cut_while_reading() -> None:
+    from tandem.workloads.knowledge import sources
+
+    class Body:
+        def __init__(self) -> None:
+            self.read_bytes, self.closed = 0, False
+
+        def read(self, amount: int) -> bytes:
+            self.read_bytes += amount
+            return b"x" * amount  # never ends
+
+        def close(self) -> None:
+            self.closed = True
+
+    body = Body()
+
+    class Client:
+        def get_object(self, **_: Any) -> dict[str, Any]:
+            return {"Body": body, "ContentLength": 10}  # a lie
+
+    with pytest.raises(sources._Refused, match="more than the 3000000 bytes"):
+        sources._s3_object(Client(), "b", "k", 3_000_000)
+    assert body.closed and body.read_bytes <= 3_000_000 + (1 << 20)

@@ -5,6 +5,11 @@ globally routable addresses pass, judged by address class: see `globally_routabl
 connection goes to the checked address (the host name is kept for the Host header and TLS SNI), so
 a DNS answer that changes between the check and the connection cannot smuggle a private address in.
 Responses are bounded in size and time; redirects are followed by hand, at most `max_redirects`.
+`fetch` gets `timeout` seconds in all for a URL (resolution, connections, redirects, headers and body):
+every network operation waits at most what is left of it, so a peer that drips a byte at a time, in the
+headers or in the body, is cut at the deadline rather than kept alive by each byte resetting a per-read
+timer. (Name resolution goes through the system resolver, which bounds itself: the deadline is checked
+before and after it.)
 Credentials (`headers`) go only to the origin (scheme, host, port) of the URL asked for: a redirect to
 another origin gets the request without them, as browsers and curl do.
 `fetch` reads a body into memory; `stream` hands the response over unread, for bodies (model weights)
@@ -16,10 +21,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterator, Mapping
+import ssl
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 
 
@@ -129,6 +138,90 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     return str(addresses[0])
 
 
+class _Deadline:
+    """A point in time a whole exchange must end by (None: no deadline, per-operation timeouts only)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    @property
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+    def left(self, timeout: float | None, expired: type[Exception]) -> float | None:
+        """The time one network operation may take: its own `timeout`, at most what is left."""
+        if self.at is None:
+            return timeout
+        remaining = self.at - time.monotonic()
+        if remaining <= 0:
+            raise expired(f"the time limit of {self.seconds:g} s is spent")
+        return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._deadline.left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._deadline.left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, left), self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, each operation bounded by what is left of the deadline."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self._inner, self._deadline = httpcore.SyncBackend(), deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        left = self._deadline.left(timeout, httpcore.ConnectTimeout)
+        inner = self._inner.connect_tcp(host, port, left, local_address, socket_options)
+        return _DeadlineStream(inner, self._deadline)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("only TCP connections are made")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _transport(deadline: _Deadline) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(trust_env=False)
+    if deadline.at is not None:
+        # httpx takes no network backend; its transport's connection pool is swapped for one with ours.
+        if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("httpx.HTTPTransport has no connection pool to bound: check the httpx version")
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=_DeadlineBackend(deadline),
+        )
+    return transport
+
+
 @dataclass(frozen=True)
 class Streamed:
     url: str  # the final URL, after redirects
@@ -144,24 +237,40 @@ def stream(
     max_redirects: int,
     user_agent: str = "tandem-ingest/0.1",
     headers: Mapping[str, str] | None = None,
+    deadline: float | None = None,
 ) -> Iterator[Streamed]:
     """The response to GET `url`, its body unread, after every hop passed the address check.
 
     For bodies too large to hold in memory (model weights): the caller streams the body where it wants
-    and bounds it itself. `timeout` applies to each network operation, not to the whole transfer.
-    Transport errors while the caller reads the body come out as FetchError too.
+    and bounds it itself. `timeout` applies to each network operation; `deadline`, when given, is the
+    time in seconds the whole exchange may take (every hop, and the caller reading the body), after
+    which it fails. Transport errors while the caller reads the body come out as FetchError too.
     """
     current = url
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    limit = _Deadline(deadline)
+
+    def failed(e: httpx.HTTPError) -> FetchError:
+        if isinstance(e, httpx.TimeoutException) and limit.passed:
+            return FetchError(
+                f"{current}: no complete answer within timeoutSeconds {deadline:g} "
+                "(the time limit per URL, redirects and body included)"
+            )
+        return FetchError(f"{current}: {type(e).__name__}: {e}")
+
+    with httpx.Client(
+        timeout=timeout, follow_redirects=False, trust_env=False, transport=_transport(limit)
+    ) as client:
         for _ in range(max_redirects + 1):
             same_origin = _origin(current) == _origin(url)
             request = _pinned_request(
                 client, current, allow_private, timeout, user_agent, headers if same_origin else None
             )
+            if limit.passed:
+                raise failed(httpx.TimeoutException("resolving the host took the time there was"))
             try:
                 response = client.send(request, stream=True)
             except httpx.HTTPError as e:
-                raise FetchError(f"{current}: {type(e).__name__}: {e}") from None
+                raise failed(e) from None
             try:
                 if response.is_redirect:
                     location = response.headers.get("location")
@@ -177,7 +286,7 @@ def stream(
                 try:
                     yield Streamed(current, response)
                 except httpx.HTTPError as e:
-                    raise FetchError(f"{current}: {type(e).__name__}: {e}") from None
+                    raise failed(e) from None
                 return
             finally:
                 response.close()
@@ -230,9 +339,14 @@ def fetch(
     max_redirects: int,
     headers: Mapping[str, str] | None = None,
 ) -> Fetched:
-    """The whole body of `url` in memory, at most `max_bytes` of it."""
+    """The whole body of `url` in memory, at most `max_bytes` of it, within `timeout` seconds in all."""
     with stream(
-        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects, headers=headers
+        url,
+        allow_private=allow_private,
+        timeout=timeout,
+        max_redirects=max_redirects,
+        headers=headers,
+        deadline=timeout,
     ) as got:
         declared = got.response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
