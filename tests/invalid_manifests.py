@@ -72,7 +72,7 @@ INVALID: list[Case] = [
         "KnowledgeBase",
         _set("chunking.overlap", 300),
         "spec.chunking.overlap",
-        "overlap must be smaller than size",
+        "must be smaller than size (200)",
     ),
     Case(
         "two-source-types",
@@ -135,7 +135,7 @@ INVALID: list[Case] = [
         "HybridEndpoint",
         _set("serving.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
         "spec.serving.autoscaling.minReplicas",
-        "minReplicas must not exceed maxReplicas",
+        "minReplicas (5) must not exceed maxReplicas (2)",
     ),
     Case(
         "adapter-ref-and-uri",
@@ -149,7 +149,7 @@ INVALID: list[Case] = [
         "HybridEndpoint",
         _set("routes", [{"name": "x", "adapter": "nope"}]),
         "spec.routes",
-        "every routes[].adapter must name an entry of adapters",
+        "route x: adapter nope names no entry of adapters",
     ),
     Case(
         "wrong-type-bool",

@@ -36,7 +36,7 @@ def test_validate_names_the_field(tmp_path: Path) -> None:
     good = runner.invoke(app, ["validate", str(manifest(tmp_path, tmp_path))])
     assert good.exit_code == 0 and "valid" in good.output
     bad = runner.invoke(app, ["validate", str(manifest(tmp_path, tmp_path, overlap=100))])
-    assert bad.exit_code == 1 and "overlap must be smaller than size" in bad.output
+    assert bad.exit_code == 1 and "overlap (100) must be smaller than size (64)" in bad.output
 
 
 def test_ingest_then_search_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,9 +72,14 @@ def test_defaults_and_cel_rules_reach_the_crd() -> None:
     chunking = kb["properties"]["chunking"]
     assert chunking["default"] == {}
     assert chunking["properties"]["size"]["default"] == 200
-    assert {
-        "rule": "self.overlap < self.size",
-        "message": "overlap must be smaller than size",
-        "fieldPath": ".overlap",
-    } in chunking["x-kubernetes-validations"]
+    [overlap] = chunking["x-kubernetes-validations"]
+    assert overlap["fieldPath"] == ".overlap" and overlap["message"] == "overlap must be smaller than size"
+    # guarded: not checked while size or overlap is outside its own bounds (one mistake, one message)
+    assert overlap["rule"] == (
+        "!((!has(self.size) || self.size >= 16 && self.size <= 8192) && "
+        "(!has(self.overlap) || self.overlap >= 0 && self.overlap <= 4096)) || (self.overlap < self.size)"
+    )
+    assert overlap["messageExpression"] == (  # says the values
+        "'overlap (%d) must be smaller than size (%d)'.format([self.overlap, self.size])"
+    )
     assert kb["properties"]["index"]["properties"]["type"]["enum"][0] == "HNSW"

@@ -120,7 +120,9 @@ class Lora(TandemModel):
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
         min_length=1,
-        description="Module names to adapt, or 'all-linear'.",
+        max_length=64,
+        description="Module names to adapt, or 'all-linear'; each once.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
 
@@ -189,14 +191,12 @@ class AdapterTrainingSpec(TandemModel):
             ".quantization",
         ),
         CelRule(
-            "self.method != 'qlora' || self.resources.gpusPerWorker >= 1",
+            # != 0 rather than >= 1: a negative count is reported by its own minimum, once.
+            "self.method != 'qlora' || self.resources.gpusPerWorker != 0",
             "QLoRA needs GPUs: set resources.gpusPerWorker >= 1",
             ".resources.gpusPerWorker",
         ),
-        CelRule(
-            "has(self.dataset) || has(self.raft)",
-            "set dataset, raft, or both",
-        ),
+        CelRule("has(self.dataset) || has(self.raft)", "set dataset, raft, or both", ".dataset"),
         CelRule(
             "!has(self.raft) || self.raft.questions == 'generate' || has(self.dataset)",
             "raft.questions 'dataset' needs spec.dataset",

@@ -7,16 +7,18 @@ evaluates the same expression when it parses a body (so `tandem up` and the oper
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
-import celpy
-from celpy.adapter import json_to_cel
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+
+from tandem.api.admission import cel
 
 GROUP = "tandem.dev"
 VERSION = "v1alpha1"
@@ -24,6 +26,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # RFC 1123 label: what Kubernetes accepts as the name of most objects and of list-map keys.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# RFC 1123 subdomain: the names of most objects (ConfigMaps, Secrets, custom resources).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A Go-style duration restricted to the units people use for schedules and timeouts.
 DURATION = r"^([0-9]+(s|m|h))+$"
 
@@ -53,23 +57,69 @@ def uri_pattern(*schemes: str) -> str:
 
 @dataclass(frozen=True)
 class CelRule:
-    """A cross-field rule: `rule` must hold for `self` (the object the model describes)."""
+    """A cross-field rule: `rule` must hold for `self` (the object the model describes).
+
+    `field_path` is the field to change when it fails (where the API server reports it), and
+    `message_expression` a CEL expression saying the offending values (the API server falls back to
+    `message` if it fails). `guards` are fields of the same object with bounds of their own: the rule is
+    not checked while one of them is out of its bounds (absent optional fields do not count), so that
+    one mistake gives one message, the field's own.
+    """
 
     rule: str
     message: str
-    field_path: str | None = None  # e.g. ".overlap": where the API server reports the failure
+    field_path: str | None = None
+    message_expression: str | None = None
+    guards: tuple[str, ...] = ()
 
-    def as_schema(self) -> dict[str, str]:
-        out = {"rule": self.rule, "message": self.message}
+    def guarded(self, properties: Mapping[str, Any]) -> str:
+        """The rule as the CRD carries it: with its guards, from the fields' bounds in `properties`."""
+        conditions = [_bounds(name, properties.get(name) or {}) for name in self.guards]
+        conditions = [c for c in conditions if c]
+        if not conditions:
+            return self.rule
+        return f"!({' && '.join(conditions)}) || ({self.rule})"
+
+    def as_schema(self, properties: Mapping[str, Any] | None = None) -> dict[str, str]:
+        out = {"rule": self.guarded(properties or {}), "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         return out
 
 
-@functools.cache
-def _compiled(rule: str) -> Any:
-    env = celpy.Environment()
-    return env.program(env.compile(rule))
+def _bounds(name: str, schema: Mapping[str, Any]) -> str:
+    """A CEL condition: field `name` is within the numeric bounds of its schema (or absent)."""
+    parts = []
+    if "minimum" in schema:
+        parts.append(f"self.{name} {'>' if schema.get('exclusiveMinimum') else '>='} {schema['minimum']}")
+    if "maximum" in schema:
+        parts.append(f"self.{name} {'<' if schema.get('exclusiveMaximum') else '<='} {schema['maximum']}")
+    if not parts:
+        return ""
+    return f"(!has(self.{name}) || {' && '.join(parts)})"
+
+
+def _duplicates(name: str, info: Any, value: Any) -> str | None:
+    """The first duplicate of a list-map (by its keys) or set field, as the API server reports it."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    list_type = extra.get("x-kubernetes-list-type")
+    if list_type not in ("map", "set") or not isinstance(value, list):
+        return None
+    keys = list(extra.get("x-kubernetes-list-map-keys") or [])
+    seen: list[Any] = []
+    for i, item in enumerate(value):
+        if list_type == "map":
+            wire = item.model_dump(by_alias=True, mode="json") if isinstance(item, BaseModel) else item
+            key: Any = {k: wire.get(k) for k in keys}
+        else:
+            key = item
+        if key in seen:
+            shown = json.dumps(key, separators=(",", ":"), sort_keys=True)
+            return f"{info.alias or name}[{i}]: Duplicate value: {shown}"
+        seen.append(key)
+    return None
 
 
 class TandemModel(BaseModel):
@@ -90,18 +140,33 @@ class TandemModel(BaseModel):
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
         if cls.cel_rules:
-            target["x-kubernetes-validations"] = [r.as_schema() for r in cls.cel_rules]
+            properties = target.get("properties") or {}
+            target["x-kubernetes-validations"] = [r.as_schema(properties) for r in cls.cel_rules]
         return schema
 
     @model_validator(mode="after")
-    def _check_cel_rules(self) -> Self:
+    def _check_rules(self) -> Self:
+        """What the API server checks beyond each field: list-map and set uniqueness, then the CEL rules
+        (evaluated by the same CEL environment as the API server's, tandem.api.admission.cel)."""
+        for name, info in type(self).model_fields.items():
+            duplicate = _duplicates(name, info, getattr(self, name))
+            if duplicate:
+                raise ValueError(duplicate)
         if not self.cel_rules:
             return self
-        wire = json_to_cel(self.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        wire = self.model_dump(by_alias=True, exclude_none=True, mode="json")
         for rule in self.cel_rules:
-            if not _compiled(rule.rule).evaluate({"self": wire}):
+            try:
+                holds = bool(cel.evaluate(rule.rule, wire))
+            except cel.CELError:
+                holds = False  # as the API server: a rule that cannot be evaluated fails
+            if not holds:
+                message = rule.message
+                if rule.message_expression:
+                    with contextlib.suppress(cel.CELError):
+                        message = str(cel.evaluate(rule.message_expression, wire))
                 where = (rule.field_path or "").lstrip(".")
-                raise ValueError(f"{where}: {rule.message}" if where else rule.message)
+                raise ValueError(f"{where}: {message}" if where else message)
         return self
 
 

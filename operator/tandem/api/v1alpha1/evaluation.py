@@ -103,21 +103,13 @@ class Report(TandemModel):
 class EvaluationSpec(TandemModel):
     """Which endpoint, which questions, which strategies, and how to score them."""
 
-    cel_rules = (
-        CelRule(
-            "!has(self.strategies) || "
-            "self.strategies.all(s, self.strategies.exists_one(t, t.name == s.name))",
-            "strategy names must be unique",
-            ".strategies",
-        ),
-    )
-
     endpoint_ref: CrossNamespaceReference = Field(description="The HybridEndpoint whose routes are compared.")
     questions: QuestionSet = Field(description="The question set.")
     strategies: list[Strategy] = Field(
         default_factory=list,
         max_length=16,
-        description="Routes to compare, at most 16; every route of the endpoint when empty.",
+        description="Routes to compare, at most 16, names unique; every route of the endpoint when empty.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     tenant: str | None = Field(
         default=None,

@@ -30,6 +30,10 @@ class Adapter(TandemModel):
         CelRule(
             "has(self.adapterTrainingRef) != has(self.uri)",
             "exactly one of adapterTrainingRef or uri must be set",
+            message_expression=(
+                "'adapter ' + self.name + ': exactly one of adapterTrainingRef or uri must be set, ' + "
+                "(has(self.uri) ? 'not both' : 'found neither')"
+            ),
         ),
     )
 
@@ -102,7 +106,14 @@ class Autoscaling(TandemModel):
 
     cel_rules = (
         CelRule(
-            "self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+            ".minReplicas",
+            message_expression=(
+                "'minReplicas (%d) must not exceed maxReplicas (%d)'.format([self.minReplicas, "
+                "self.maxReplicas])"
+            ),
+            guards=("minReplicas", "maxReplicas"),
         ),
     )
 
@@ -154,6 +165,9 @@ class Gateway(TandemModel):
     resources: ComputeResources | None = Field(default=None, description="Resources of each gateway pod.")
 
 
+_ROUTE_AT_FAULT = "has(r.adapter) && !(has(self.adapters) && self.adapters.exists(a, a.name == r.adapter))"
+
+
 class HybridEndpointSpec(TandemModel):
     """What to serve and to whom."""
 
@@ -163,6 +177,12 @@ class HybridEndpointSpec(TandemModel):
             "(has(self.adapters) && self.adapters.exists(a, a.name == r.adapter)))",
             "every routes[].adapter must name an entry of adapters",
             ".routes",
+            # names the first route at fault and its value (cel.bind is not in every API server's CEL)
+            message_expression=(
+                "'route %s: adapter %s names no entry of adapters'.format(["
+                f"self.routes.filter(r, {_ROUTE_AT_FAULT})[0].name, "
+                f"self.routes.filter(r, {_ROUTE_AT_FAULT})[0].adapter])"
+            ),
         ),
     )
 

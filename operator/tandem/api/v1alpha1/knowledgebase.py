@@ -35,7 +35,12 @@ class InlineDocument(TandemModel):
 class InlineSource(TandemModel):
     """Documents embedded in the manifest (small corpora, tests, examples)."""
 
-    documents: list[InlineDocument] = Field(min_length=1, max_length=1000, description="The documents.")
+    documents: list[InlineDocument] = Field(
+        min_length=1,
+        max_length=1000,
+        description="The documents, at most 1000, ids unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
 
 
 class ConfigMapSource(TandemModel):
@@ -127,6 +132,11 @@ class Source(TandemModel):
             "[has(self.inline), has(self.configMap), has(self.directory), has(self.http), has(self.s3)]"
             ".filter(x, x).size() == 1",
             "exactly one of inline, configMap, directory, http or s3 must be set",
+            message_expression=(
+                "'source %s: exactly one of inline, configMap, directory, http or s3 must be set, found %d'"
+                ".format([self.name, [has(self.inline), has(self.configMap), has(self.directory), "
+                "has(self.http), has(self.s3)].filter(x, x).size()])"
+            ),
         ),
     )
 
@@ -141,6 +151,7 @@ class Source(TandemModel):
     access_labels: list[str] = Field(
         default_factory=list,
         max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
         description=(
             "Groups allowed to retrieve this source's chunks. Empty means every caller of an endpoint "
             "may see them."
@@ -154,7 +165,17 @@ class Source(TandemModel):
 class Chunking(TandemModel):
     """How documents are split into passages."""
 
-    cel_rules = (CelRule("self.overlap < self.size", "overlap must be smaller than size", ".overlap"),)
+    cel_rules = (
+        CelRule(
+            "self.overlap < self.size",
+            "overlap must be smaller than size",
+            ".overlap",
+            message_expression=(
+                "'overlap (%d) must be smaller than size (%d)'.format([self.overlap, self.size])"
+            ),
+            guards=("size", "overlap"),
+        ),
+    )
 
     strategy: Literal["token", "structure"] = Field(
         default="structure",
@@ -198,11 +219,19 @@ class VectorIndex(TandemModel):
             "!has(self.nlist) || self.type.startsWith('IVF')",
             "nlist applies to IVF index types only",
             ".nlist",
+            message_expression="'nlist applies to IVF index types only, not to type ' + self.type",
         ),
         CelRule(
-            "(!has(self.m) && !has(self.efConstruction)) || self.type.startsWith('HNSW')",
-            "m and efConstruction apply to HNSW index types only",
-            ".type",
+            "!has(self.m) || self.type.startsWith('HNSW')",
+            "m applies to HNSW index types only",
+            ".m",
+            message_expression="'m applies to HNSW index types only, not to type ' + self.type",
+        ),
+        CelRule(
+            "!has(self.efConstruction) || self.type.startsWith('HNSW')",
+            "efConstruction applies to HNSW index types only",
+            ".efConstruction",
+            message_expression="'efConstruction applies to HNSW index types only, not to type ' + self.type",
         ),
     )
 
@@ -273,7 +302,13 @@ class Scale(TandemModel):
 
     cel_rules = (
         CelRule(
-            "self.engine == 'RayJob' || self.workers == 1", "workers > 1 needs engine RayJob", ".workers"
+            "self.engine == 'RayJob' || self.workers == 1",
+            "workers > 1 needs engine RayJob",
+            ".workers",
+            message_expression=(
+                "'workers %d needs engine RayJob, not %s'.format([self.workers, self.engine])"
+            ),
+            guards=("workers",),
         ),
     )
 
