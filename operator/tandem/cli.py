@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from tandem.api.kinds import KNOWLEDGE_BASE, by_kind
+from tandem.api.kinds import KNOWLEDGE_BASE
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
 
 if TYPE_CHECKING:
@@ -72,18 +72,19 @@ def _local_job(body: dict[str, Any], spec: KnowledgeBaseSpec, state: Path) -> In
 
 @app.command()
 def validate(path: Annotated[Path, typer.Argument(help="a manifest file or a directory of them")]) -> None:
-    """Check Tandem manifests against the API, as the API server would."""
+    """Check Tandem manifests as the API server admits them: the cluster's own admission (schema, unknown
+    fields refused as kubectl's strict validation does, names, list keys, CEL rules) against the CRDs of
+    this version, in namespace default unless a manifest names one. Plain text, one cause a line."""
+    from tandem.api.admission.manifests import is_tandem, review
+
     failures = 0
     for doc in _manifests(path):
-        if not str(doc.get("apiVersion", "")).startswith("tandem.dev/"):
+        if not is_tandem(doc):
             continue
-        label = f"{doc['kind']} {doc.get('metadata', {}).get('name')}"
-        try:
-            by_kind(doc["kind"]).spec.model_validate(doc.get("spec") or {})
-            console.print(f"[green]valid[/green]   {label}")
-        except (ValidationError, KeyError) as e:
-            failures += 1
-            console.print(f"[red]invalid[/red] {label}: {e}")
+        verdict = review(doc)
+        failures += not verdict.admitted
+        for line in verdict.lines():
+            typer.echo(line)
     raise typer.Exit(1 if failures else 0)
 
 
