@@ -75,11 +75,10 @@ class HTTPSource(TandemModel):
     """Documents fetched over HTTP(S). Private, loopback and link-local addresses are refused unless
     allowPrivateNetworks is set, so a manifest cannot be used to reach internal services."""
 
-    urls: list[str] = Field(
+    urls: list[Annotated[str, Field(pattern="^https?://")]] = Field(
         min_length=1,
         max_length=1000,
-        description="URLs to fetch; each is one document.",
-        json_schema_extra={"items": {"type": "string", "pattern": "^https?://"}},
+        description="URLs to fetch (http or https); each is one document.",
     )
     allow_private_networks: bool = Field(
         default=False, description="Allow URLs that resolve to private, loopback or link-local addresses."
