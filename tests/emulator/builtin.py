@@ -1,9 +1,9 @@
 """
 Built-in resource types served by default, and kopf's peering CRDs.
 
-Built-in kinds have no schema validation here (use ``kubernetes-validate`` in tests for that);
-they get the generic metadata handling, status subresources where the real apiserver has them,
-and generation bumps on spec changes.
+Built-in kinds get the generic metadata handling, status subresources where the real apiserver has them,
+and generation bumps on spec changes; the ones the operator creates are validated by
+``builtin_validation`` (upstream schemas and the API server's own rules).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 from tandem.api import admission
 from tandem.api.admission import schema
 from tandem.api.admission.schema import Cause
-from tests.emulator import builtin, cel_cost, errors, patches
+from tests.emulator import builtin, builtin_validation, cel_cost, errors, patches
 from tests.emulator.resources import Registry, ResourceType
 from tests.emulator.selectors import Selector
 
@@ -223,6 +223,7 @@ class Store:
         # Validation before storage: an invalid object is a 422 even when its name is taken.
         with errors.rejections():
             admission.validate_object(rt, obj)
+            warnings += builtin_validation.admit(rt, obj, None, field_validation)
         name = meta["name"]
         key = self._key(rt, namespace, name)
         if key in self._objects[rt.storage_key]:
@@ -469,6 +470,8 @@ class Store:
 
         with errors.rejections():
             admission.validate_object(rt, new, old, check_metadata=subresource != "status")
+            if subresource != "status":
+                warnings += builtin_validation.admit(rt, new, old, field_validation)
 
         # Generation: bumped when anything other than metadata/status changes.
         if self._spec_changed(rt, old, new):

@@ -401,13 +401,15 @@ async def test_strategic_merge_patch_merges_named_lists(api: Api) -> None:
         "metadata": {"name": "d"},
         "spec": {
             "replicas": 1,
+            "selector": {"matchLabels": {"app": "d"}},
             "template": {
+                "metadata": {"labels": {"app": "d"}},
                 "spec": {
                     "containers": [
                         {"name": "a", "image": "a:1", "ports": [{"containerPort": 80}]},
                         {"name": "b", "image": "b:1"},
                     ]
-                }
+                },
             },
         },
     }
