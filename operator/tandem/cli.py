@@ -207,6 +207,8 @@ def up(
                 seen[key] = now
                 reporter.changed(r)
 
+    # Each change as it happens: a pass that finds Milvus stopped, restarts it and recovers shows all three.
+    platform.state.listener = lambda _: report()
     try:
         with reporter:
             ready = platform.reconcile(manifests)
@@ -380,7 +382,10 @@ def evaluate(
     name: Annotated[str | None, typer.Option(help="run only this Evaluation")] = None,
     state: Annotated[Path, typer.Option(help="local state directory")] = STATE,
 ) -> None:
-    """Score the running endpoint's routes on a question set; write the report (Markdown and HTML)."""
+    """Score the running endpoint's routes on a question set; write the report (Markdown and HTML).
+
+    Exits 1 when an Evaluation could not run or its run is not trustworthy (a strategy's answers were
+    more than 10 % errors, or a dependency it needed was down): then there is no recommendation."""
     from tandem.platform.local.runner import WorkFailed
 
     manifests = _load(path, state)
@@ -398,8 +403,22 @@ def evaluate(
             console.print(f"[red]✗[/red] Evaluation/{ev.namespace}/{ev.name}: {e.reason}: {e}")
             failed = True
             continue
+        if result.get("trustworthy") is False:
+            failed = True
+            _untrustworthy(ev.name, result)
         _scorecard_table(ev.name, result)
+        if result.get("trustworthy") is False:
+            _untrustworthy(ev.name, result)  # again below the table, where the eye lands last
     raise typer.Exit(1 if failed else 0)
+
+
+def _untrustworthy(name: str, result: dict[str, Any]) -> None:
+    reasons = "; ".join(result.get("untrustworthyReasons") or ["see the report"])
+    console.print(
+        f"[bold red]✗ Evaluation {name} is NOT TRUSTWORTHY[/bold red]: {reasons}. "
+        "No recommendation: fix the cause and run `tandem eval` again.",
+        highlight=False,
+    )
 
 
 def _scorecard_table(name: str, result: dict[str, Any]) -> None:

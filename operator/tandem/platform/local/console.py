@@ -104,8 +104,11 @@ class Reporter:
             )
         elif stage == "training-start":
             self.console.print(f"  {key}: training on {event.get('examples')} examples")
-        elif stage in ("vllm", "model"):
+        elif stage in ("vllm", "model", "reindex", "gateway"):
             self.console.print(f"  {key}: {event.get('message')}")
+        elif stage == "probing":
+            routes = ", ".join(event.get("routes", []))
+            self.console.print(f"  {key}: checking that each route answers first ({routes})")
         elif stage == "asking":
             routes = ", ".join(event.get("strategies", []))
             self.console.print(f"  {key}: {event.get('questions')} questions through {routes}")
@@ -121,25 +124,31 @@ class Reporter:
 
 
 def status_table(state: State) -> Table:
+    """Each resource's condition and each process's health, as observed now: a process is probed (its PID
+    still the process started, and answering), and a resource whose dependency does not answer now is
+    shown not Ready with what was observed, whatever was recorded."""
+    from . import health, servers
+
+    observed = health.observed(state)
     table = Table(title="tandem status")
     for column in ("KIND", "NAME", "READY", "REASON", "MESSAGE"):
         table.add_column(column)
-    for r in sorted(
-        state.resources.values(),
-        key=lambda r: (
-            ["KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation"].index(r.kind),
-            r.name,
+    for key, r in sorted(
+        state.resources.items(),
+        key=lambda item: (
+            ["KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation"].index(item[1].kind),
+            item[1].name,
         ),
     ):
-        table.add_row(r.kind, f"{r.namespace}/{r.name}", "True" if r.ready else "False", r.reason, r.message)
+        ready, reason, message = observed.get(key, (r.ready, r.reason, r.message))
+        table.add_row(r.kind, f"{r.namespace}/{r.name}", "True" if ready else "False", reason, message)
     for name, server in sorted(state.servers.items()):
-        from . import processes
-
+        found = servers.check(server)
         table.add_row(
             "Process",
             name,
-            "True" if processes.alive(server.pid) else "False",
+            "True" if found.ok else "False",
             f"pid {server.pid}",
-            server.url,
+            server.url if found.ok else f"{server.url}: {found}",
         )
     return table

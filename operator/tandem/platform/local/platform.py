@@ -7,6 +7,16 @@ workloads, given the same job contracts (built by `tandem.core`) and run as subp
 fingerprint changes (spec, files of its sources, dataset bytes), so a second `tandem up` resumes instead
 of redoing work, and a watch loop picks up edits. Status uses the API's status fields (`figures`, as
 `kubectl get` shows them); what only local mode needs (paths, key files) is kept apart (`local`).
+
+An unchanged fingerprint is not enough to stay Ready: every pass checks what the resource needs now.
+A KnowledgeBase's Milvus must answer and still hold the indexed collection (local mode's milvus-lite
+server is restarted when it is found stopped, crashed, hung (no answer within MILVUS_PROBE_SECONDS) or
+its PID taken by another program; its data directory keeps the collection); a HybridEndpoint's vLLM and
+gateway must be the processes started for it and answer, and its gateway's `/healthz/dependencies` must
+find every KnowledgeBase searchable, else the endpoint is `RetrievalUnavailable` (not Ready) while the
+routes that do not retrieve keep serving. While `tandem up` watches, an outage shows within one pass:
+`--interval` (2 s) plus the probes (a few seconds; 10 s for a Milvus that never answers), and clears the
+same way once the dependency answers again.
 """
 
 from __future__ import annotations
@@ -15,8 +25,10 @@ import hashlib
 import json
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +42,10 @@ from tandem.core.jobs import adapter_folder, ingest_job, knowledge_base_target, 
 from tandem.core.references import ResolvedAdapter, resolve_knowledge_base, trained_adapter, uri_adapter
 from tandem.core.vllm import vllm_arguments
 from tandem.workloads.gateway.config import AdapterConfig
+from tandem.workloads.jobs import KnowledgeBaseTarget
 
-from . import processes
 from .evaluation import evaluation_job
+from .health import SERVING, endpoint_condition
 from .manifests import Manifests, Resource, local_path
 from .references import knowledge_base, secret_token_file, write_private
 from .runner import Progress, WorkFailed, WorkloadRunner
@@ -40,6 +53,30 @@ from .servers import Supervisor
 from .state import ResourceState, Server, State
 
 __all__ = ["LocalPlatform", "WorkFailed"]
+
+MILVUS = "milvus"  # the name of local mode's milvus-lite server among the supervised servers
+MILVUS_PROBE_SECONDS = 10.0  # a KnowledgeBase's Milvus that takes longer to count its chunks is down
+# A gateway whose retrieval fails while its KnowledgeBases answer is restarted at most this often
+# (seconds): if a new one fails too, the cause is not its connection, and status says what it is.
+GATEWAY_RESTART_EVERY = 300.0
+
+
+class MilvusUnreachable(Exception):
+    """A KnowledgeBase's Milvus did not answer (the message says how)."""
+
+
+def _in_thread(call: Callable[[], int | None]) -> Future[int | None]:
+    """`call` run in a daemon thread: one that never returns holds neither `tandem up` nor its exit."""
+    future: Future[int | None] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as e:
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="milvus-check", daemon=True).start()
+    return future
 
 
 def _fingerprint(value: Any) -> str:
@@ -75,6 +112,8 @@ class LocalPlatform:
         self.model_cache = self.dir / "models"
         self.runner = WorkloadRunner(self.dir, self.model_cache, self.progress)
         self.servers = Supervisor(self.state, self.dir)
+        self._probes: dict[str, Future[int | None]] = {}  # KnowledgeBase key -> its Milvus check
+        self._gateway_restarts: dict[str, float] = {}  # HybridEndpoint key -> when its gateway was
 
     # --- entry points ------------------------------------------------------------------------------
 
@@ -95,10 +134,17 @@ class LocalPlatform:
         return all(self.state.resources[k].ready for k in keys)
 
     def down(self) -> list[str]:
+        milvus = self.state.servers.get(MILVUS)
         stopped = self.servers.stop_all()
         for resource in self.state.resources.values():
             if resource.kind == "HybridEndpoint":
                 resource.ready, resource.reason, resource.message = False, "Stopped", "tandem down"
+            elif resource.kind == "KnowledgeBase" and (
+                resource.local.get("milvusServer") == MILVUS
+                or (milvus is not None and resource.local.get("milvusUri") == milvus.url)
+            ):
+                resource.ready, resource.reason = False, "Stopped"
+                resource.message = "tandem down stopped its milvus-lite server; `tandem up` starts it again"
         self.state.save()
         return stopped
 
@@ -116,12 +162,18 @@ class LocalPlatform:
             self.state.set(status, ready=False, reason=e.reason, message=str(e))
             self.progress(resource.key, {"stage": "failed", "reason": e.reason, "message": str(e)})
 
-    def milvus_uri(self, spec: KnowledgeBaseSpec) -> str:
-        """The KnowledgeBase's Milvus: its own, or local mode's milvus-lite server (started if need be)."""
+    def milvus_uri(self, spec: KnowledgeBaseSpec, on_restart: Callable[[str], None] | None = None) -> str:
+        """The KnowledgeBase's Milvus: its own, or local mode's milvus-lite server, started if it is not
+        running and answering (on the port it had, when that is free, so recorded URIs stay valid)."""
         if spec.milvus.uri:
             return spec.milvus.uri
+        recorded = [
+            r.local["milvusUri"]
+            for r in self.state.resources.values()
+            if r.kind == "KnowledgeBase" and r.local.get("milvusServer") == MILVUS and "milvusUri" in r.local
+        ]
         server = self.servers.ensure(
-            "milvus",
+            MILVUS,
             "local",
             lambda port: [
                 str(Path(sys.executable).with_name("milvus-lite")),
@@ -135,6 +187,8 @@ class LocalPlatform:
             ],
             ready=None,
             timeout=60,
+            port=int(recorded[0].rsplit(":", 1)[1]) if recorded else None,
+            on_restart=on_restart,
         )
         return server.url
 
@@ -156,9 +210,13 @@ class LocalPlatform:
             }
         )
         locations.update(self._write_secret_files(kb, secrets))
-        if status.ready and status.fingerprint == fingerprint and "milvusUri" in status.local:
+        if (
+            status.fingerprint == fingerprint
+            and "milvusUri" in status.local
+            and self._still_indexed(kb, status, manifests)
+        ):
             return
-        milvus_uri = self.milvus_uri(kb.spec)
+        milvus_uri = self.milvus_uri(kb.spec, self._restarting(kb, manifests))
         resolved = resolve_knowledge_base(kb.namespace, kb.name, kb.spec, default_milvus_uri=milvus_uri)
         job = ingest_job(
             kb.namespace,
@@ -181,12 +239,121 @@ class LocalPlatform:
             # What this run changed (the operator's status keeps only the totals; its Job log has these).
             local={
                 "milvusUri": job.milvus_uri,
+                "milvusServer": None if kb.spec.milvus.uri else MILVUS,
+                "indexedMessage": message,
                 **{k: result[k] for k in ("added", "updated", "unchanged", "removed") if k in result},
                 "embeddedChunks": result.get("embedded_chunks"),
             },
             **figures,
             lastIndexedTime=result.get("finished_at"),
         )
+
+    def _still_indexed(
+        self, kb: Resource[KnowledgeBaseSpec], status: ResourceState, manifests: Manifests
+    ) -> bool:
+        """Whether the KnowledgeBase's last ingest of these very inputs is still searchable: its Milvus
+        answers (local mode's server restarted if it is found stopped, crashed or hung) and holds the
+        collection with every chunk. Restores Ready when it is; False when the collection is gone or
+        short (ingest again); WorkFailed (MilvusUnavailable) when its Milvus cannot be reached."""
+        local_server = not kb.spec.milvus.uri
+        if local_server:
+            health = self.servers.check(MILVUS)
+            if health is None or not health.ok:
+                why = f"milvus-lite server {health}" if health else "the milvus-lite server is not running"
+                self._unavailable(kb, status, manifests, f"{why}: starting it again")
+        uri = self.milvus_uri(kb.spec)
+        collection = str(status.figures.get("collection") or "")
+        resolved = resolve_knowledge_base(
+            kb.namespace, kb.name, kb.spec, default_milvus_uri=uri, collection=collection or None
+        )
+        target = knowledge_base_target(resolved, secret_token_file(self.dir, manifests, resolved))
+        try:
+            chunks = self._count_chunks(kb.key, target)
+        except MilvusUnreachable as e:
+            if not local_server:
+                self._unavailable(kb, status, manifests, str(e))
+                raise WorkFailed("MilvusUnavailable", str(e)) from None
+            # Ours, listening, and not answering (hung): started again, once per pass.
+            self._unavailable(kb, status, manifests, f"milvus-lite server: {e}: restarting it")
+            self.servers.stop(MILVUS)
+            target = target.model_copy(update={"milvus_uri": self.milvus_uri(kb.spec)})
+            try:
+                chunks = self._count_chunks(kb.key, target)
+            except MilvusUnreachable as again:
+                self._unavailable(kb, status, manifests, f"milvus-lite server restarted: {again}")
+                raise WorkFailed("MilvusUnavailable", str(again)) from None
+        expected = status.figures.get("chunks")
+        if chunks is None or (expected is not None and chunks != expected):
+            found = "is gone" if chunks is None else f"holds {chunks} chunks, not {expected}"
+            message = f"collection {resolved.collection} {found}: indexing again"
+            self.progress(kb.key, {"stage": "reindex", "message": message})
+            return False
+        local = {"milvusUri": target.milvus_uri, "milvusServer": MILVUS if local_server else None}
+        message = status.local.get("indexedMessage") or (
+            f"{status.figures.get('documents')} documents, {expected} chunks at revision "
+            f"{status.figures.get('indexedRevision')}"
+        )
+        if (status.ready, status.reason, status.message) != (True, "Indexed", message) or any(
+            status.local.get(k) != v for k, v in local.items()
+        ):
+            self.state.set(status, ready=True, reason="Indexed", message=message, local=local)
+        return True
+
+    def _count_chunks(self, key: str, target: KnowledgeBaseTarget) -> int | None:
+        """The chunks in the collection (None: it does not exist), or MilvusUnreachable when Milvus does not
+        answer within MILVUS_PROBE_SECONDS. The check runs in a thread of its own: a Milvus that accepts
+        connections and never answers holds a pymilvus call for over a minute, and `tandem up` must not
+        wait for it (nor start a second check while the first still hangs)."""
+        from tandem.workloads.knowledge.targets import open_store
+
+        def count() -> int | None:
+            store = open_store(target)
+            try:
+                # count() also loads the collection: a restarted milvus-lite server holds it released.
+                return store.count() if store.exists() else None
+            finally:
+                store.close()
+
+        running = self._probes.get(key)
+        if running is None or running.done():
+            running = self._probes[key] = _in_thread(count)
+        try:
+            return running.result(timeout=MILVUS_PROBE_SECONDS)
+        except TimeoutError:
+            raise MilvusUnreachable(
+                f"Milvus at {target.milvus_uri} did not answer within {MILVUS_PROBE_SECONDS:.0f}s"
+            ) from None
+        except Exception as e:  # pymilvus raises several types; all mean "not reachable now"
+            raise MilvusUnreachable(
+                f"cannot search collection {target.collection} at {target.milvus_uri}: {e}"
+            ) from None
+
+    def _restarting(self, kb: Resource[KnowledgeBaseSpec], manifests: Manifests) -> Callable[[str], None]:
+        status = self.state.resource(kb.kind, kb.namespace, kb.name)
+        return lambda why: self._unavailable(kb, status, manifests, why)
+
+    def _unavailable(
+        self, kb: Resource[KnowledgeBaseSpec], status: ResourceState, manifests: Manifests, why: str
+    ) -> None:
+        """The KnowledgeBase's Milvus does not answer: it is not Ready, and neither is any HybridEndpoint
+        that retrieves from it (until the endpoint's own check finds retrieval answering again)."""
+        if (status.ready, status.reason, status.message) != (False, "MilvusUnavailable", why):
+            self.state.set(status, ready=False, reason="MilvusUnavailable", message=why)
+        for he in manifests.endpoints:
+            if not any(
+                (r.namespace or he.namespace, r.name) == (kb.namespace, kb.name)
+                for r in he.spec.knowledge_bases
+            ):
+                continue
+            served = self.state.resource(he.kind, he.namespace, he.name)
+            if served.ready:
+                self.state.set(
+                    served,
+                    ready=False,
+                    reason="RetrievalUnavailable",
+                    message=f"KnowledgeBase {kb.namespace}/{kb.name}: {why}; routes without retrieval "
+                    "keep serving",
+                )
 
     def _training(
         self, at: Resource[AdapterTrainingSpec], status: ResourceState, manifests: Manifests
@@ -265,7 +432,14 @@ class LocalPlatform:
                 )
             f = trained.figures
             adapters.append(
-                trained_adapter(adapter, f["adapterUri"], trained.local["rank"], f["adapterVersion"])
+                trained_adapter(
+                    adapter,
+                    f["adapterUri"],
+                    trained.local["rank"],
+                    f["adapterVersion"],
+                    digest=f.get("adapterDigest"),
+                    namespace=trained.namespace,
+                )
             )
         return adapters
 
@@ -276,7 +450,9 @@ class LocalPlatform:
 
         spec = he.spec
         adapters = self._resolve_adapters(he)
-        served = [AdapterConfig(name=a.name, path=a.uri, version=a.version) for a in adapters]
+        served = [
+            AdapterConfig(name=a.name, path=a.uri, version=a.version, digest=a.digest) for a in adapters
+        ]
         knowledge = [
             knowledge_base_config(kb, secret_token_file(self.dir, manifests, kb))
             for kb in (
@@ -296,13 +472,44 @@ class LocalPlatform:
                 "keys": secrets,
             }
         )
-        servers = [self.state.servers.get(f"{kind}:{he.namespace}/{he.name}") for kind in ("vllm", "gateway")]
         if (
-            status.ready
-            and status.fingerprint == fingerprint
-            and all(s and processes.alive(s.pid) for s in servers)
+            status.fingerprint == fingerprint
+            and status.reason in SERVING
+            and all(
+                (h := self.servers.check(f"{kind}:{he.namespace}/{he.name}")) is not None and h.ok
+                for kind in ("vllm", "gateway")
+            )
         ):
-            return
+            # Started for these inputs and answering: which routes serve is a matter of what answers now.
+            url = str(status.figures["url"]).removesuffix("/v1")
+            now = endpoint_condition(url)
+            knowledge_ready = all(
+                self.state.resource("KnowledgeBase", r.namespace or he.namespace, r.name).ready
+                for r in spec.knowledge_bases
+            )
+            restarted = self._gateway_restarts.get(he.key, -GATEWAY_RESTART_EVERY)
+            recent = time.monotonic() - restarted < GATEWAY_RESTART_EVERY
+            if now.reason != "RetrievalUnavailable" or not knowledge_ready or recent:
+                if (status.ready, status.reason, status.message) != (now.ready, now.reason, now.message):
+                    phase = "Ready" if now.ready else "Progressing"
+                    self.state.set(
+                        status, ready=now.ready, reason=now.reason, message=now.message, phase=phase
+                    )
+                return
+            # Every KnowledgeBase answered this pass's own check, yet not the gateway: its connection is
+            # stuck (after an outage gRPC backs off reconnecting for up to two minutes, and a new client in
+            # the same process shares the stuck channel). A gateway started now connects at once.
+            self.state.set(status, ready=False, reason=now.reason, message=now.message, phase="Progressing")
+            self.progress(
+                he.key,
+                {
+                    "stage": "gateway",
+                    "message": "Milvus answers again but the gateway's connection does not: "
+                    "restarting the gateway",
+                },
+            )
+            self.servers.stop(f"gateway:{he.namespace}/{he.name}")
+            self._gateway_restarts[he.key] = time.monotonic()
         try:
             self.progress(he.key, {"stage": "model", "message": "preparing the base model"})
             model = prepare(
@@ -333,6 +540,7 @@ class LocalPlatform:
         )
         wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
         config_file = directory / "gateway.json"
+        directory.mkdir(parents=True, exist_ok=True)  # an endpoint without tenants has no key files in it
         config_file.write_text(json.dumps(wire, indent=2, sort_keys=True))
         gateway = self.servers.ensure(
             f"gateway:{he.namespace}/{he.name}",
@@ -354,13 +562,14 @@ class LocalPlatform:
             if not self.state.servers.get(f"gateway:{he.namespace}/{he.name}")
             else None,
         )
+        now = endpoint_condition(gateway.url)
         self.state.set(
             status,
-            ready=True,
-            reason="Serving",
-            message=f"{gateway.url}/v1",
+            ready=now.ready,
+            reason=now.reason,
+            message=now.message,
             fingerprint=fingerprint,
-            phase="Ready",
+            phase="Ready" if now.ready else "Progressing",
             url=f"{gateway.url}/v1",
             replicas=1,
             readyReplicas=1,
@@ -463,10 +672,17 @@ class LocalPlatform:
         he = manifests.endpoint(ref.namespace or ev.namespace, ref.name)
         assert he is not None  # the manifests were checked
         served = self.state.resource("HybridEndpoint", he.namespace, he.name)
-        if not served.ready:
+        if "url" not in served.figures or served.reason not in SERVING:
             raise WorkFailed(
-                "WaitingForEndpoint", f"HybridEndpoint {he.name} is not serving: run `tandem up` first"
+                "WaitingForEndpoint",
+                f"HybridEndpoint {he.name} is not serving ({served.reason}: {served.message}): "
+                "run `tandem up` first",
             )
+        # Observed now, not as recorded (`tandem up` may not be watching): with no route answering there is
+        # nothing to compare. A retrieval outage is left to the workload's probe of each compared route.
+        now = endpoint_condition(str(served.figures["url"]).removesuffix("/v1"))
+        if now.reason in ("GatewayUnavailable", "VllmUnavailable"):
+            raise WorkFailed(now.reason, f"HybridEndpoint {he.name}: {now.message}; nothing was asked")
         status = self.state.resource("Evaluation", ev.namespace, ev.name)
         output = (
             local_path(ev.spec.report.uri, ev.file.parent, self.dir)
@@ -480,11 +696,20 @@ class LocalPlatform:
         except WorkFailed as e:
             self.state.set(status, ready=False, reason=e.reason, message=str(e))
             raise
+        trustworthy = result.get("trustworthy", True)
+        if not trustworthy:  # a recommendation from a broken run would mislead: there is none, say why
+            reason = "Untrustworthy"
+            message = "not trustworthy: " + "; ".join(
+                result.get("untrustworthyReasons") or ["see the report"]
+            )
+        else:
+            reason = "Evaluated" if result.get("complete") else "PartialResults"
+            message = result.get("recommendation", "")
         self.state.set(
             status,
-            ready=True,
-            reason="Evaluated" if result.get("complete") else "PartialResults",
-            message=result.get("recommendation", ""),
+            ready=bool(trustworthy),
+            reason=reason,
+            message=message,
             reportUri=str(output),
             questions=result.get("questions"),
             answered=result.get("answered"),

@@ -12,12 +12,17 @@ from .manifests import Manifests
 from .runner import WorkFailed
 from .state import State
 
+# A KnowledgeBase not Ready for one of these reasons is indexed, but its Milvus does not answer now: what
+# refers to it is built as usual, and reports the outage (a HybridEndpoint: RetrievalUnavailable).
+UNAVAILABLE = ("MilvusUnavailable", "Stopped")
+
 
 def knowledge_base(state: State, manifests: Manifests, namespace: str, name: str) -> ResolvedKnowledgeBase:
     """An indexed KnowledgeBase (WorkFailed until it is)."""
     kb_state = state.resource("KnowledgeBase", namespace, name)
     kb = manifests.knowledge_base(namespace, name)
-    if not kb_state.ready or kb is None:
+    indexed = kb_state.ready or (kb_state.reason in UNAVAILABLE and "milvusUri" in kb_state.local)
+    if not indexed or kb is None:
         raise WorkFailed("WaitingForKnowledgeBase", f"KnowledgeBase {name} is not Ready")
     return resolve_knowledge_base(
         namespace,
