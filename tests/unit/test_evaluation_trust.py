@@ -69,7 +69,7 @@ def test_a_route_that_failed_every_question_leaves_no_recommendation() -> None:
         "rag: 10 of 10 answers are errors (milvus 10), over the 10% limit",
         "hybrid: 10 of 10 answers are errors (milvus 10), over the 10% limit",
     ]
-    assert card.recommendation.reason.startswith("this run is not trustworthy, so it recommends nothing")
+    assert card.recommendation.reason.startswith("This run is not trustworthy, so it recommends nothing")
     assert {s.info.name: s.errors_by_cause for s in card.strategies if s.errors} == {
         "rag": {"milvus": 10},
         "hybrid": {"milvus": 10},

@@ -268,7 +268,7 @@ def build(
         recommendation = Recommendation(
             None,
             None,
-            "this run is not trustworthy, so it recommends nothing: "
+            "This run is not trustworthy, so it recommends nothing: "
             + "; ".join(reasons)
             + ". Fix the cause and run the evaluation again",
         )
