@@ -79,7 +79,8 @@ prefix=${IMAGE_REGISTRY:-ghcr.io/tandem-dev}
 prefix=${prefix%/}
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [[ -n ${IMAGE_GIT_REF:-} ]]; then
-    revision=$(git rev-parse "$IMAGE_GIT_REF^{commit}")
+    IMAGE_GIT_REF=$(git rev-parse "$IMAGE_GIT_REF^{commit}")  # one commit for every image
+    revision=$IMAGE_GIT_REF
 elif ! git diff --quiet HEAD -- operator pyproject.toml README.md 2>/dev/null; then
     revision="$revision-dirty"  # built from a work tree with changes
 fi

@@ -46,11 +46,18 @@ mapfile -t mirrors < <(python3 "$here/debian-mirrors.py" "$RELEASE")
 main_uri=${mirrors[0]#* }
 started=$SECONDS
 echo "build-base-image: debootstrap $RELEASE from $main_uri"
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,netbase,tzdata \
-    "$RELEASE" "$rootfs" "$main_uri" >"$work/debootstrap.log" 2>&1 || {
+for attempt in 1 2; do  # a mirror's hiccup should not fail a CI run: one more try from scratch
+    rm -rf "$rootfs"
+    if debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,netbase,tzdata \
+        "$RELEASE" "$rootfs" "$main_uri" >"$work/debootstrap.log" 2>&1; then
+        break
+    fi
     tail -30 "$work/debootstrap.log" >&2
-    exit 1
-}
+    if ((attempt == 2)); then
+        exit 1
+    fi
+    echo "build-base-image: debootstrap failed; trying again" >&2
+done
 
 # apt inside the image: the host's mirrors for the release, its updates and security suites.
 rm -f "$rootfs/etc/apt/sources.list"
@@ -74,8 +81,8 @@ EOF
 
 mount -t proc proc "$rootfs/proc"
 chroot "$rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive sh -euc '
-    apt-get update -qq
-    apt-get upgrade -y -qq >/dev/null
+    apt-get -o Acquire::Retries=3 update -qq
+    apt-get -o Acquire::Retries=3 upgrade -y -qq >/dev/null
     apt-get clean
     rm -rf /var/lib/apt/lists/*
     # The real image has its Python under /usr/local: a virtual environment there, without Debian'"'"'s

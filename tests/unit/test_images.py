@@ -228,15 +228,50 @@ def test_torch_is_pinned_cpu_with_a_gpu_build_arg(name: str) -> None:
             assert "--constraint /tmp/constraints.txt" in value, value
 
 
-@pytest.mark.parametrize("name", ["worker", "gateway"])
-def test_workload_images_install_the_worker_extra(name: str) -> None:
-    """pyproject's `worker` extra is what the workloads need: both images install it, torch pinned."""
+def _worker_extra() -> dict[str, Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extra = [Requirement(r) for r in project.get("optional-dependencies", {}).get("worker", [])]
-    torch = [r for r in extra if r.name == "torch"]
-    assert all(str(r.specifier) == f"=={TORCH_VERSION}" for r in torch), torch
-    installs = [v for v in dockerfile(name).all("RUN") if "-r requirements.txt" in v]
+    return {canonicalize_name(r.name): r for r in extra}
+
+
+def test_worker_image_installs_the_worker_extra() -> None:
+    """pyproject's `worker` extra is what the workloads need: the worker image installs all of it."""
+    extra = _worker_extra()
+    assert str(extra["torch"].specifier) == f"=={TORCH_VERSION}", extra["torch"]
+    installs = [v for v in dockerfile("worker").all("RUN") if "-r requirements.txt" in v]
     assert len(installs) == 1 and "get('worker', [])" in installs[0], installs
+
+
+def test_gateway_image_installs_part_of_the_worker_extra() -> None:
+    """The gateway takes pyproject's dependencies and, of the `worker` extra, what it imports, at versions
+    the extra allows (tests/images checks in the built image that this is everything it imports)."""
+    df = dockerfile("gateway")
+    [install] = [v for v in df.all("RUN") if "-r requirements.txt" in v]
+    assert "['dependencies']" in install and "worker" not in install
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = _worker_extra() | {
+        canonicalize_name(Requirement(r).name): Requirement(r) for r in project["dependencies"]
+    }
+    worker = dockerfile("worker")
+    [worker_install] = [v for v in worker.all("RUN") if "-r requirements.txt" in v]
+    in_worker = {
+        canonicalize_name(r.name): r
+        for r in (
+            Requirement(worker.expand(x)) for x in re.findall(r'"([\w.-]+==\$\{\w+\})"', worker_install)
+        )
+    }
+    named = [Requirement(df.expand(r)) for r in re.findall(r'"([\w.-]+==\$\{\w+\})"', install)]
+    assert named
+    for requirement in named:
+        name = canonicalize_name(requirement.name)
+        [pin] = list(requirement.specifier)
+        if name in in_worker:  # the same version in both images
+            assert requirement.specifier == in_worker[name].specifier, (requirement, in_worker[name])
+        else:
+            assert name in declared, f"{requirement.name}: neither in pyproject nor in the worker image"
+            assert declared[name].specifier.contains(pin.version), f"{requirement}: outside {declared[name]}"
+    for heavy in ("ray", "peft", "boto3", "matplotlib"):
+        assert heavy not in {r.name for r in named}, heavy
 
 
 def test_operator_image_has_no_ml_stack() -> None:
