@@ -114,7 +114,14 @@ CORPUS: list[Case] = [
     # --- metadata, apiVersion and unknown fields: the API server's alone ---------------------------------
     Case("uppercase-name", KB, _at("metadata.name", "Handbook"), "metadata.name"),
     Case("name-with-underscore", AT, _at("metadata.name", "house_style"), "metadata.name"),
-    Case("name-too-long", EV, _at("metadata.name", "e" * 254), "metadata.name"),
+    Case("name-too-long", RG, _at("metadata.name", "g" * 254), "metadata.name"),
+    # the children carry the name as a label value: at most 63 characters
+    Case("name-too-long-for-labels", AT, _at("metadata.name", "t" * 64), "metadata.name"),
+    # the CronJob <name>-refresh must be at most 52 characters
+    Case("name-too-long-for-refresh", KB, _at("metadata.name", "k" * 45), "metadata.name"),
+    # the gateway Service is named after the endpoint: a DNS-1035 label
+    Case("endpoint-name-starts-with-digit", HE, _at("metadata.name", "1st-line-bot"), "metadata.name"),
+    Case("endpoint-name-with-dot", HE, _at("metadata.name", "assistant.v2"), "metadata.name"),
     Case("label-value-too-long", HE, _at("metadata.labels", {"team": "t" * 64}), "metadata.labels"),
     Case("label-key-invalid", RG, _at("metadata.labels", {"team/a/b": "x"}), "metadata.labels"),
     Case("wrong-api-version", KB, _at("apiVersion", "tandem.dev/v1"), "apiVersion"),
@@ -264,6 +271,20 @@ CORPUS: list[Case] = [
         "spec.retainOnDelete",
         "retainOnDelete",
     ),
+    Case(
+        "schedule-out-of-range",
+        KB,
+        _spec("refresh.schedule", "61 25 * * *"),
+        "spec.refresh.schedule",
+        "61 25 * * * is not a cron schedule",
+    ),
+    Case(
+        "memory-not-a-quantity",
+        KB,
+        _spec("resources", {"limits": {"memory": "8 gigs"}}),
+        "spec.resources.limits.memory",
+        "resources.limits.memory",
+    ),
     Case("mmr-lambda-above-one", KB, _spec("search.mmrLambda", 1.5), "spec.search.mmrLambda", "mmrLambda"),
     Case("gpu-negative", KB, _spec("resources", {"limits": {"gpu": -1}}), "spec.resources.limits.gpu", "gpu"),
     # --- AdapterTraining -------------------------------------------------------------------------------
@@ -347,6 +368,13 @@ CORPUS: list[Case] = [
         "learningRate",
     ),
     Case("epochs-as-words", AT, _spec("training.epochs", "three"), "spec.training.epochs", "epochs"),
+    Case(
+        "memory-per-worker-not-a-quantity",
+        AT,
+        _spec("resources.memoryPerWorker", "16 GB"),
+        "spec.resources.memoryPerWorker",
+        "memoryPerWorker",
+    ),
     Case("too-many-workers", AT, _spec("resources.workers", 1000), "spec.resources.workers", "workers"),
     # --- HybridEndpoint --------------------------------------------------------------------------------
     Case(

@@ -33,8 +33,9 @@ import kubernetes_validate
 from referencing import Registry, Resource
 
 from tandem.api.admission import Rejected, bad_request, invalid
+from tandem.api.admission.causes import Cause
 from tandem.api.admission.meta import label_value, labels_causes
-from tandem.api.admission.schema import Cause, render_value
+from tandem.api.admission.schema import render_value
 from tests.emulator import cron
 
 KUBERNETES_VERSION = "1.32.0"

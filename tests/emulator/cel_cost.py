@@ -72,7 +72,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.api.admission.schema import Cause
+from tandem.api.admission.causes import Cause
 
 MAX_REQUEST_SIZE_BYTES = 3 * 1024 * 1024
 STATIC_ESTIMATED_COST_LIMIT = 10_000_000

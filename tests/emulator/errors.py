@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tandem.api.admission import Rejected
-from tandem.api.admission.schema import Cause, format_invalid_message
+from tandem.api.admission.causes import Cause
+from tandem.api.admission.schema import format_invalid_message
 
 
 class ApiError(Exception):

@@ -23,7 +23,7 @@ import kmock
 import yaml
 from kmock._internal import apps, enums, parsing, references, rendering
 
-from tandem.api.admission.schema import Cause
+from tandem.api.admission.causes import Cause
 from tests.emulator import builtin, discovery, errors, protobuf, tables
 from tests.emulator.resources import Registry, ResourceType
 from tests.emulator.selectors import Selector, SelectorError

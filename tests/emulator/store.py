@@ -34,7 +34,7 @@ from typing import Any
 
 from tandem.api import admission
 from tandem.api.admission import schema
-from tandem.api.admission.schema import Cause
+from tandem.api.admission.causes import Cause
 from tests.emulator import builtin, builtin_validation, cel_cost, errors, patches
 from tests.emulator.resources import Registry, ResourceType
 from tests.emulator.selectors import Selector

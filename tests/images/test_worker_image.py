@@ -92,7 +92,8 @@ def test_ingest_into_milvus_lite_then_search(box: Container) -> None:
     )
     assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-3000:]
     passages = json.loads(found.stdout.strip().splitlines()[-1])
-    assert passages and passages[0]["doc"] == "policies/travel" and "QF-TRV-7" in passages[0]["text"], passages
+    assert passages, "the search found nothing"
+    assert passages[0]["doc"] == "policies/travel" and "QF-TRV-7" in passages[0]["text"], passages
     assert box.written() == [], "the ingest wrote outside /tmp: readOnlyRootFilesystem would refuse"
 
 

@@ -20,6 +20,7 @@ import pydantic
 import pytest
 import yaml
 
+from tandem.api.admission.causes import Cause
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.knowledgebase import ConfigMapSource, DirectorySource, Source
 from tandem.workloads.knowledge.sources import read_source
@@ -127,7 +128,7 @@ HARMLESS: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
 ]
 
 
-def _api_server_causes(kind: str, body: dict[str, Any]) -> list[schema.Cause]:
+def _api_server_causes(kind: str, body: dict[str, Any]) -> list[Cause]:
     """What the (emulated) API server says: defaults applied, then the CRD schema and its rules checked."""
     crd = _crd_schema(kind)
     return schema.validate(crd, schema.prepare(crd, copy.deepcopy(body)))

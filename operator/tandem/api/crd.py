@@ -104,20 +104,24 @@ def crd_for(kind: Kind) -> dict[str, Any]:
         "metadata": {"type": "object"},
         "spec": structural_schema(kind.spec),
     }
+    if kind.name:
+        name = {key: kind.name[key] for key in _KEPT if key in kind.name}
+        properties["metadata"] = {"type": "object", "properties": {"name": {"type": "string", **name}}}
     if kind.status is not None:
         properties["status"] = structural_schema(kind.status)
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": properties,
+    }
+    if kind.rules:
+        root["x-kubernetes-validations"] = [rule.as_schema() for rule in kind.rules]
     version: dict[str, Any] = {
         "name": kind.version,
         "served": True,
         "storage": True,
-        "schema": {
-            "openAPIV3Schema": {
-                "type": "object",
-                "description": kind.description,
-                "required": ["spec"],
-                "properties": properties,
-            }
-        },
+        "schema": {"openAPIV3Schema": root},
         "additionalPrinterColumns": [dict(c) for c in kind.columns],
     }
     if kind.status is not None:

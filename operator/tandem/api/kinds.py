@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -19,6 +20,7 @@ from .v1alpha1 import (
     KnowledgeBaseStatus,
     ReferenceGrantSpec,
 )
+from .v1alpha1.common import CRONJOB_NAME_MAX, DNS1035_LABEL, LABEL_VALUE_MAX, CelRule
 
 CATEGORY = "tandem"
 READY_COLUMN: dict[str, object] = {
@@ -48,6 +50,11 @@ class Kind:
     spec: type[BaseModel]
     status: type[BaseModel] | None
     columns: tuple[dict[str, object], ...] = field(default=())
+    # The schema of metadata.name beyond the API server's own rule (an RFC 1123 subdomain): what the names
+    # of the children made from it need (their labels carry it: at most 63 characters).
+    name: Mapping[str, object] = field(default_factory=lambda: dict(_CHILD_LABELS))
+    # Rules on the whole object (CEL, `self` is the object: self.metadata.name, self.spec...).
+    rules: tuple[CelRule, ...] = ()
 
     @property
     def singular(self) -> str:
@@ -70,6 +77,15 @@ class Kind:
         return f"{self.plural}.{GROUP}"
 
 
+_CHILD_LABELS: dict[str, object] = {
+    "maxLength": LABEL_VALUE_MAX,
+    "description": (
+        f"At most {LABEL_VALUE_MAX} characters: the operator's children carry it as a label value."
+    ),
+}
+_REFRESH_NAME_MAX = CRONJOB_NAME_MAX - len("-refresh")
+
+
 def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, object]:
     col: dict[str, object] = {"name": name, "type": type_, "jsonPath": path, "description": description}
     if priority:
@@ -87,6 +103,21 @@ KNOWLEDGE_BASE = Kind(
     ),
     spec=KnowledgeBaseSpec,
     status=KnowledgeBaseStatus,
+    rules=(
+        CelRule(
+            # (a name over 63 characters is reported by its maxLength alone)
+            f"!has(self.spec.refresh) || !has(self.spec.refresh.schedule) || "
+            f"size(self.metadata.name) <= {_REFRESH_NAME_MAX} || "
+            f"size(self.metadata.name) > {LABEL_VALUE_MAX}",
+            f"with refresh.schedule set, the name must be at most {_REFRESH_NAME_MAX} characters: the "
+            f"CronJob <name>-refresh must be at most {CRONJOB_NAME_MAX}",
+            ".metadata.name",
+            message_expression=(
+                f"'is %d characters; with refresh.schedule set, at most {_REFRESH_NAME_MAX} (the CronJob "
+                f"<name>-refresh must be at most {CRONJOB_NAME_MAX})'.format([size(self.metadata.name)])"
+            ),
+        ),
+    ),
     columns=(
         READY_COLUMN,
         _column("Phase", "string", ".status.phase", "Pending, Indexing, Ready or Failed"),
@@ -131,6 +162,14 @@ HYBRID_ENDPOINT = Kind(
     ),
     spec=HybridEndpointSpec,
     status=HybridEndpointStatus,
+    name={
+        "maxLength": LABEL_VALUE_MAX,
+        "pattern": DNS1035_LABEL,
+        "description": (
+            f"A DNS-1035 label (a letter first) of at most {LABEL_VALUE_MAX} characters: the gateway Service "
+            "is named after the endpoint."
+        ),
+    },
     columns=(
         READY_COLUMN,
         _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready or Failed"),
@@ -173,6 +212,7 @@ REFERENCE_GRANT = Kind(
     ),
     spec=ReferenceGrantSpec,
     status=None,
+    name={},  # no children
     columns=(AGE_COLUMN,),
 )
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tandem.api.admission import meta, schema
-from tandem.api.admission.schema import Cause, format_invalid_message
+from tandem.api.admission.causes import Cause
+from tandem.api.admission.schema import format_invalid_message
 
 __all__ = [
     "Cause",

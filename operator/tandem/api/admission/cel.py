@@ -33,15 +33,14 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import celpy
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
-if TYPE_CHECKING:
-    from tandem.api.admission.schema import Cause
+from tandem.api.admission.causes import Cause
 
 _OLDSELF_RE = re.compile(r"\boldSelf\b")
 
@@ -334,7 +333,6 @@ def _join_path(path: str, field_path: str) -> str:
 
 def check_rules(schema: Mapping[str, Any], value: Any, old: Any, *, path: str, has_old: bool) -> list[Cause]:
     """Evaluate the node's ``x-kubernetes-validations`` for the value; return the failures as causes."""
-    from tandem.api.admission.schema import Cause  # circular import otherwise
 
     causes: list[Cause] = []
     for rule in schema.get("x-kubernetes-validations") or []:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.api.admission import CustomResource, Rejected, admit, resources_from_crd
-from tandem.api.admission.schema import Cause
+from tandem.api.admission.causes import Cause
 
 GROUP_SUFFIX = "tandem.dev"
 

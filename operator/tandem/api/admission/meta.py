@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tandem.api.admission.schema import Cause, render_value
+from tandem.api.admission.causes import Cause
+from tandem.api.admission.schema import render_value
 
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253

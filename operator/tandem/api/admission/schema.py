@@ -29,31 +29,16 @@ import datetime
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from tandem.api.admission import cel
+import tandem.api.admission.cel as cel
+from tandem.api.admission.causes import Cause
 
 JSON = Any
 Schema = Mapping[str, Any]
 
 # Fields of the root object that are never pruned nor validated by the CR schema (handled elsewhere).
 _ROOT_META_FIELDS = ("apiVersion", "kind", "metadata")
-
-
-@dataclass(frozen=True)
-class Cause:
-    """One field error, as in ``Status.details.causes[]`` of the apiserver."""
-
-    field: str  # e.g. "spec.chunking.size" or "spec.sources[0].url"
-    message: str  # without the field prefix, e.g. "Required value"
-    reason: str = "FieldValueInvalid"  # FieldValueRequired, FieldValueNotSupported, ...
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": self.message, "field": self.field}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pydantic import Field
 from .common import (
     CONFIG_MAP_KEY,
     INSIDE_PATH,
+    QUANTITY,
     CelRule,
     CommonStatus,
     CrossNamespaceReference,
@@ -159,7 +160,12 @@ class TrainingResources(TandemModel):
     workers: int = Field(default=1, ge=1, le=128, description="Ray Train workers (data-parallel).")
     gpus_per_worker: int = Field(default=1, ge=0, le=16, description="GPUs per worker; 0 trains on CPU.")
     cpus_per_worker: int = Field(default=4, ge=1, le=256, description="CPUs per worker.")
-    memory_per_worker: str = Field(default="16Gi", description="Memory per worker, a Kubernetes quantity.")
+    memory_per_worker: str = Field(
+        default="16Gi",
+        max_length=64,
+        pattern=QUANTITY,
+        description="Memory per worker, a Kubernetes quantity (e.g. '16Gi').",
+    )
     gpu_type: str | None = Field(default=None, description="Node label value for nvidia.com/gpu.product.")
 
 

@@ -28,6 +28,43 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # RFC 1123 subdomain: the names of most objects (ConfigMaps, Secrets, custom resources).
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A DNS-1035 label: what a Service's name must be (it starts with a letter).
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# A label value's length: every child carries its owner's name as the value of tandem.dev/name.
+LABEL_VALUE_MAX = 63
+# A CronJob's name: its Jobs add 11 characters and must still be a DNS label (63).
+CRONJOB_NAME_MAX = 52
+# A Kubernetes quantity (resource.Quantity), as in the OpenAPI of the built-in kinds: '500m', '8Gi', '1e3'.
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+    r"(\.[0-9]+))))?$"
+)
+
+
+def _cron_field(number: str, names: str = "", question: bool = False) -> str:
+    """One field of a cron schedule: `*`, values, ranges and steps in the field's range, comma-separated."""
+    value = f"({number}|{names})" if names else number
+    start = r"\*|\?" if question else r"\*"
+    item = rf"({start}|{value}(-{value})?)(/[1-9][0-9]*)?"
+    return rf"{item}(,{item})*"
+
+
+# A cron schedule as a CronJob accepts it (robfig/cron's standard parser): five fields in their ranges
+# (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-6 or SUN-SAT) or a
+# descriptor.
+CRON_SCHEDULE = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + r"\s+".join(
+        [
+            _cron_field("[0-5]?[0-9]"),
+            _cron_field("(1?[0-9]|2[0-3])"),
+            _cron_field("(0?[1-9]|[12][0-9]|3[01])", question=True),
+            _cron_field("(0?[1-9]|1[0-2])", "(?i:JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"),
+            _cron_field("[0-6]", "(?i:SUN|MON|TUE|WED|THU|FRI|SAT)", question=True),
+        ]
+    )
+    + r")$"
+)
 # A Go-style duration restricted to the units people use for schedules and timeouts.
 DURATION = r"^([0-9]+(s|m|h))+$"
 
@@ -213,8 +250,12 @@ class CrossNamespaceReference(TandemModel):
 class ResourceList(TandemModel):
     """Compute resources of one container or worker, as Kubernetes quantities."""
 
-    cpu: str | None = Field(default=None, description="CPU quantity, e.g. '2' or '500m'.")
-    memory: str | None = Field(default=None, description="Memory quantity, e.g. '8Gi'.")
+    cpu: str | None = Field(
+        default=None, max_length=64, pattern=QUANTITY, description="CPU quantity, e.g. '2' or '500m'."
+    )
+    memory: str | None = Field(
+        default=None, max_length=64, pattern=QUANTITY, description="Memory quantity, e.g. '8Gi'."
+    )
     gpu: int | None = Field(
         default=None, ge=0, le=16, description="Number of GPUs (requested as nvidia.com/gpu)."
     )

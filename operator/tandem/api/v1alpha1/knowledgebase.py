@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .common import (
     CONFIG_MAP_KEY,
+    CRON_SCHEDULE,
     DNS_LABEL,
     NO_PARENT_PATH,
     CelRule,
@@ -288,10 +289,27 @@ class Search(TandemModel):
 class Refresh(TandemModel):
     """When sources are re-read. Only new or changed documents are re-embedded."""
 
+    cel_rules = (
+        CelRule(
+            f"!has(self.schedule) || self.schedule.matches(r'{CRON_SCHEDULE}')",
+            "schedule must be a cron schedule: five fields (minute 0-59, hour 0-23, day of month 1-31, month "
+            "1-12 or JAN-DEC, day of week 0-6 or SUN-SAT) or @yearly, @monthly, @weekly, @daily or @hourly",
+            ".schedule",
+            message_expression=(
+                "'%s is not a cron schedule: five fields (minute 0-59, hour 0-23, day of month 1-31, month "
+                "1-12 or JAN-DEC, day of week 0-6 or SUN-SAT) or @yearly, @monthly, @weekly, @daily or "
+                "@hourly'.format([self.schedule])"
+            ),
+        ),
+    )
+
     schedule: str | None = Field(
         default=None,
-        pattern=r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$",
-        description="Cron schedule for a periodic re-index, e.g. '*/30 * * * *' or '@hourly'.",
+        max_length=256,
+        description=(
+            "Cron schedule for a periodic re-index (a CronJob <name>-refresh), e.g. '*/30 * * * *' or "
+            "'@hourly': five fields in their ranges, or a descriptor."
+        ),
     )
     suspend: bool = Field(default=False, description="Pause scheduled re-indexing.")
 
