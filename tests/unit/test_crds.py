@@ -83,3 +83,25 @@ def test_defaults_and_cel_rules_reach_the_crd() -> None:
         "'overlap (%d) must be smaller than size (%d)'.format([self.overlap, self.size])"
     )
     assert kb["properties"]["index"]["properties"]["type"]["enum"][0] == "HNSW"
+
+
+# The short names of the built-in kinds of Kubernetes 1.32 (each registry's ShortNames() in
+# pkg/registry/*/*/storage, plus apiextensions' crd/crds). A CRD may not reuse one: `kubectl get <name>`
+# would warn that the short name is ambiguous and list only one of the two kinds.
+BUILTIN_SHORT_NAMES = frozenset(
+    {
+        "cm", "cs", "ep", "ev", "limits", "no", "ns", "po", "pv", "pvc", "quota", "rc", "sa", "svc",  # core
+        "deploy", "ds", "rs", "sts",  # apps
+        "hpa", "cj",  # autoscaling, batch
+        "csr", "ing", "netpol", "pdb", "psp", "pc", "sc", "vac",  # certificates ... storage
+        "crd", "crds",  # apiextensions
+    }
+)  # fmt: skip
+
+
+def test_short_names_do_not_clash_with_built_in_kinds() -> None:
+    ours = [(k.kind, s) for k in ALL_KINDS for s in k.short_names]
+    clashes = [f"{kind}: {short}" for kind, short in ours if short in BUILTIN_SHORT_NAMES]
+    assert not clashes, f"short names taken by built-in kinds: {clashes}"
+    assert len({s for _, s in ours}) == len(ours), "two Tandem kinds share a short name"
+    assert ("Evaluation", "teval") in ours

@@ -183,7 +183,8 @@ HYBRID_ENDPOINT = Kind(
 EVALUATION = Kind(
     kind="Evaluation",
     plural="evaluations",
-    short_names=("ev",),
+    # Not "ev": that is the core Events' short name, and `kubectl get ev` would then warn and list Events.
+    short_names=("teval",),
     description=(
         "Evaluation compares a HybridEndpoint's routes (prompt only, RAG, adapter, hybrid) on a question "
         "set and writes one scorecard: correctness, citations, groundedness, refusals, latency, tokens "
