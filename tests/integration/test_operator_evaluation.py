@@ -251,6 +251,44 @@ async def test_a_finished_run_is_not_run_again_when_its_job_is_gone(
     assert after["status"] == before["status"]
 
 
+async def test_an_untrustworthy_run_is_not_ready_and_stays_so_when_its_job_is_gone(
+    emulator: Emulator, api: httpx.AsyncClient, operator: None
+) -> None:
+    """Issue 18, item 4: the Job's result says the run is not trustworthy (the rag route failed every
+    question: Milvus was down); the Evaluation is Stalled Untrustworthy with the errors by cause and no
+    recommendation, and stays so once the Job is collected."""
+    await ready_endpoint(emulator, api)
+    await create(api, evaluation())
+    [job] = await eventually(lambda: children(emulator, "jobs", "scorecard"), what="the evaluation Job")
+    rag_failed = [dict(RESULT["strategies"][0]), {**RESULT["strategies"][1], "errors": 12}]  # type: ignore[index]
+    broken = {
+        **RESULT,
+        "answered": 11,
+        "strategies": rag_failed,
+        "trustworthy": False,
+        "untrustworthyReasons": ["rag: 12 of 12 answers are errors (over the 10 % limit)"],
+        "errors": {"prompt": {"vllm": 1}, "rag": {"milvus": 12}},
+    }
+    await finish(emulator, job, 0, broken)
+    stalled = await eventually(lambda: evaluation_where(emulator, "Stalled"), what="Stalled")
+    cond = condition(stalled, "Stalled")
+    assert cond["reason"] == "Untrustworthy"
+    assert "rag: 12 of 12 answers are errors" in cond["message"]
+    assert "errors by cause: prompt: vllm 1; rag: milvus 12" in cond["message"]
+    assert condition(stalled, "Ready")["status"] == "False"
+    status = stalled["status"]
+    assert status["phase"] == "Failed" and "recommendation" not in status
+    assert [s["errors"] for s in status["strategies"]] == [1, 12]
+
+    response = await api.delete(f"/apis/batch/v1/namespaces/{NS}/jobs/{job['metadata']['name']}")
+    assert response.status_code == 200
+    await asyncio.sleep(5)  # more than two resync periods (TANDEM_RESYNC_SECONDS=2)
+    after = emulator.get("evaluations", NS, "scorecard")
+    assert condition(after, "Stalled")["reason"] == "Untrustworthy" and not children(
+        emulator, "jobs", "scorecard"
+    )
+
+
 async def test_an_endpoint_in_another_namespace_stalls_with_the_fix(
     emulator: Emulator, api: httpx.AsyncClient, operator: None
 ) -> None:

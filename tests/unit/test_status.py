@@ -383,6 +383,33 @@ def test_evaluation_is_ready_with_the_scorecards_headline() -> None:
     assert figures["reportUri"] is None
 
 
+def test_an_untrustworthy_evaluation_is_not_ready_and_recommends_nothing() -> None:
+    """Issue 18, item 4: the cluster maps the Job's verdict as `tandem eval` does (a strategy failing every
+    answer recommended a cheaper rung, Ready True, before)."""
+    done = complete_job(RUN, startTime="t0", completionTime="t1")
+    broken = {
+        **EVALUATION_REPORT,
+        "answered": 10,
+        "strategies": [{**STRATEGIES[0], "errors": 10}, STRATEGIES[1]],
+        "recommendation": "rag: cheaper and as good",
+        "trustworthy": False,
+        "untrustworthyReasons": ["rag: 10 of 10 answers are errors (over 10 %)"],
+        "errors": {"rag": {"milvus": 9, "unreachable": 1}},
+    }
+    outcome, figures = evaluation_status(done, broken, "s3://reports/quality")
+    assert (outcome.state, outcome.reason) == ("Stalled", "Untrustworthy")
+    assert outcome.message.startswith("not trustworthy, no recommendation: rag: 10 of 10 answers are errors")
+    assert "errors by cause: rag: milvus 9, unreachable 1" in outcome.message
+    assert figures["recommendation"] is None and figures["phase"] == "Failed"
+    # What was observed stays: the figures of each strategy, with its errors, and where the report is.
+    assert [s["errors"] for s in figures["strategies"]] == [10, 0]
+    assert figures["reportUri"] == "s3://reports/quality"
+    # A trustworthy run (or one from a workload that does not say) is as before.
+    for verdict in ({"trustworthy": True}, {}):
+        outcome, figures = evaluation_status(done, {**EVALUATION_REPORT, **verdict}, None)
+        assert outcome.state == "Ready" and figures["recommendation"] == "hybrid: +10 points correct"
+
+
 def test_evaluation_that_left_no_readable_result_is_done_without_figures() -> None:
     done = complete_job(RUN, startTime="t0", completionTime="t1")
     for report in (None, {"questions": 10, "strategies": [{"name": "rag"}]}):  # none, or not a summary

@@ -225,12 +225,33 @@ def evaluation_status(
     )
     asked = (report.get("questions") or 0) * len(summaries)
     message = f"{report.get('answered')}/{asked} answers from {len(summaries)} strategies"
+    if report.get("trustworthy") is False:
+        # As `tandem eval` does: a recommendation from a broken run would mislead, so there is none, and
+        # the run is not Ready (the Job finished: retrying it would not help until the cause is fixed).
+        figures.update(recommendation=None, phase="Failed")
+        return Outcome.stalled("Untrustworthy", untrustworthy_message(report, message)), figures
     if report.get("recommendation"):
         message += f"; {report['recommendation']}"
     warnings = [str(w) for w in report.get("warnings") or []]
     if warnings:
         message += f"; warnings: {'; '.join(warnings[:3])}"
     return Outcome.ready("Evaluated", message), figures
+
+
+def untrustworthy_message(report: dict[str, Any], answers: str) -> str:
+    """Why a finished run is not trustworthy, with each strategy's errors by cause (the gateway's error
+    code, `unreachable`, `not-asked`...): what to fix before running it again."""
+    reasons = [str(r) for r in report.get("untrustworthyReasons") or []] or ["see the report"]
+    errors = report.get("errors") if isinstance(report.get("errors"), dict) else {}
+    by_strategy = [
+        f"{name}: " + ", ".join(f"{cause} {count}" for cause, count in sorted(causes.items()))
+        for name, causes in sorted(errors.items())
+        if isinstance(causes, dict) and causes
+    ]
+    message = f"not trustworthy, no recommendation: {'; '.join(reasons)}; {answers}"
+    if by_strategy:
+        message += f"; errors by cause: {'; '.join(by_strategy)}"
+    return message
 
 
 def recorded_outcome(status: dict[str, Any]) -> Outcome:
