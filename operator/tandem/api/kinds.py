@@ -120,7 +120,7 @@ KNOWLEDGE_BASE = Kind(
     ),
     columns=(
         READY_COLUMN,
-        _column("Phase", "string", ".status.phase", "Pending, Indexing, Ready or Failed"),
+        _column("Phase", "string", ".status.phase", "Pending, Indexing, Ready, Failed or Terminating"),
         _column("Documents", "integer", ".status.documents", "Documents indexed"),
         _column("Chunks", "integer", ".status.chunks", "Chunks in the collection"),
         _column("Revision", "string", ".status.indexedRevision", "Indexed revision", priority=1),
@@ -141,7 +141,7 @@ ADAPTER_TRAINING = Kind(
     status=AdapterTrainingStatus,
     columns=(
         READY_COLUMN,
-        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed"),
+        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded, Failed or Terminating"),
         _column("Step", "integer", ".status.step", "Optimiser steps done"),
         _column("Of", "integer", ".status.totalSteps", "Steps planned", priority=1),
         _column("Loss", "number", ".status.loss", "Last training loss"),
@@ -172,7 +172,7 @@ HYBRID_ENDPOINT = Kind(
     },
     columns=(
         READY_COLUMN,
-        _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready or Failed"),
+        _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready, Failed or Terminating"),
         _column("Replicas", "integer", ".status.readyReplicas", "vLLM pods ready"),
         _column("URL", "string", ".status.url", "OpenAI-compatible URL", priority=1),
         STATUS_COLUMN,
@@ -194,7 +194,7 @@ EVALUATION = Kind(
     status=EvaluationStatus,
     columns=(
         READY_COLUMN,
-        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed"),
+        _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded, Failed or Terminating"),
         _column("Questions", "integer", ".status.questions", "Questions in the set"),
         _column("Answered", "integer", ".status.answered", "Answers received, all strategies"),
         _column("Recommendation", "string", ".status.recommendation", "What the numbers say", priority=1),

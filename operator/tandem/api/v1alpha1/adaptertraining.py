@@ -240,8 +240,12 @@ class AdapterTrainingSpec(TandemModel):
 class AdapterTrainingStatus(CommonStatus):
     """Training progress and the produced adapter, as observed."""
 
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
-        default=None, description="Summary of the conditions."
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Terminating"] | None = Field(
+        default=None,
+        description=(
+            "Summary of the conditions: Failed whenever Stalled is True, Terminating while the resource "
+            "is being deleted (see the Ready condition for its cleanup)."
+        ),
     )
     step: int | None = Field(default=None, description="Optimiser steps done.")
     total_steps: int | None = Field(default=None, description="Steps planned.")

@@ -160,8 +160,12 @@ class StrategySummary(StatusModel):
 class EvaluationStatus(CommonStatus):
     """Progress, then the scorecard's headline and where the report is."""
 
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
-        default=None, description="Summary of the conditions."
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Terminating"] | None = Field(
+        default=None,
+        description=(
+            "Summary of the conditions: Failed whenever Stalled is True, Terminating while the resource "
+            "is being deleted (see the Ready condition for its cleanup)."
+        ),
     )
     questions: int | None = Field(default=None, description="Questions in the set.")
     answered: int | None = Field(default=None, description="Answers received so far, all strategies.")

@@ -229,8 +229,12 @@ class AdapterStatus(StatusModel):
 class HybridEndpointStatus(CommonStatus):
     """Serving state, as observed."""
 
-    phase: Literal["Pending", "Progressing", "Ready", "Failed"] | None = Field(
-        default=None, description="Summary of the conditions."
+    phase: Literal["Pending", "Progressing", "Ready", "Failed", "Terminating"] | None = Field(
+        default=None,
+        description=(
+            "Summary of the conditions: Failed whenever Stalled is True, Terminating while the resource "
+            "is being deleted (see the Ready condition for its cleanup)."
+        ),
     )
     url: str | None = Field(default=None, description="In-cluster URL of the OpenAI-compatible API.")
     replicas: int | None = Field(default=None, description="vLLM pods.")

@@ -366,8 +366,12 @@ class FailedDocument(StatusModel):
 class KnowledgeBaseStatus(CommonStatus):
     """What has been indexed, as observed."""
 
-    phase: Literal["Pending", "Indexing", "Ready", "Failed"] | None = Field(
-        default=None, description="Summary of the conditions."
+    phase: Literal["Pending", "Indexing", "Ready", "Failed", "Terminating"] | None = Field(
+        default=None,
+        description=(
+            "Summary of the conditions: Failed whenever Stalled is True, Terminating while the resource "
+            "is being deleted (see the Ready condition for its cleanup)."
+        ),
     )
     collection: str | None = Field(default=None, description="Milvus collection name.")
     documents: int | None = Field(default=None, description="Documents indexed.")

@@ -45,6 +45,7 @@ from .children import Refusals, key, owned, sync_children, write
 from .conditions import READY, Outcome, condition, conditions_for
 from .observe import termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
+from .phases import phase
 from .planners import Plan
 from .planners.adaptertraining import plan_adapter_training
 from .planners.cleanup import left_behind, plan_cleanup
@@ -324,6 +325,8 @@ class Reconciler:
         generation = body["metadata"].get("generation")
         new = {
             **figures,
+            # every write carries a phase, also for outcomes no kind's status function saw (see phases.py)
+            "phase": phase(kind.kind, body, outcome, figures.get("phase")),
             "observedGeneration": generation,
             "conditions": conditions_for(outcome, generation, old.get("conditions") or []),
         }
