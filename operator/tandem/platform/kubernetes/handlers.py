@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 from typing import Any, cast
 
 import kopf
@@ -20,7 +21,7 @@ from tandem.api.v1alpha1 import GROUP, VERSION
 from .api import KubeApi, resource_of
 from .children import CHILD_KINDS
 from .conditions import Outcome
-from .ownership import MANAGED_BY, MANAGER
+from .ownership import FIELD_MANAGER, MANAGED_BY, MANAGER
 from .reconciler import Reconciler
 from .settings import OperatorSettings
 
@@ -29,6 +30,7 @@ SETTINGS = OperatorSettings.from_env()  # for what must be known when handlers r
 # in-cluster service account or a kubeconfig.
 SERVER_ENV = "TANDEM_KUBE_SERVER"
 FINALIZER = "tandem.dev/finalizer"
+EVENT_COMPONENT = FIELD_MANAGER  # "tandem-operator"
 
 
 @kopf.on.login()
@@ -51,6 +53,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # of the object again; a busy API server's watch can lag more than the default 5 s.
     settings.persistence.consistency_timeout = 15
     settings.posting.level = logging.INFO
+    # Events say who posted them (kubectl describe's "From" column is source.component): the operator, by
+    # the name it also writes with (its field manager), not the framework ("kopf"); the instance is this
+    # replica (the pod's name is its hostname), so two replicas' events can be told apart.
+    settings.posting.reporting_component = EVENT_COMPONENT
+    settings.posting.reporting_instance = os.environ.get("POD_NAME") or socket.gethostname()
+    settings.posting.event_name_prefix = f"{MANAGER}-"
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 300
     # Among replicas, the one with the highest priority acts and the others pause (kopf peering):
