@@ -4,7 +4,7 @@ routes that still answer; nothing answering without vLLM or the gateway."""
 
 from __future__ import annotations
 
-from tandem.platform.local.health import Condition, condition_of
+from tandem.core.endpoint_health import Condition, condition_of
 
 URL = "http://127.0.0.1:8000"
 

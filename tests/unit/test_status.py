@@ -266,6 +266,42 @@ def test_hybrid_endpoint_is_serving_when_every_pod_is_ready_with_every_adapter()
     }
 
 
+MILVUS_DOWN: dict[str, Any] = {
+    "ready": False,
+    "vllm": {"ok": True},
+    "knowledgeBases": {"team/handbook": {"ok": False, "error": "cannot connect to Milvus at milvus:19530"}},
+    "routes": {"base": True, "rag": False},
+}
+ALL_UP: dict[str, Any] = {
+    "ready": True,
+    "vllm": {"ok": True},
+    "knowledgeBases": {"team/handbook": {"ok": True}},
+    "routes": {"base": True, "rag": True},
+}
+
+
+def test_hybrid_endpoint_whose_gateway_cannot_search_is_retrieval_unavailable() -> None:
+    """Issue 18, item 4: a rolled-out endpoint whose gateway pod finds a KnowledgeBase unreachable is not
+    Ready, saying which and what still answers (it was Serving, Ready, before: pods' readiness is vLLM's)."""
+    outcome, figures = hybrid_endpoint_status(
+        HE_SPEC, he_plan(), serving(), [], BOTH_LOADED, None, [ALL_UP, MILVUS_DOWN]
+    )
+    assert (outcome.state, outcome.reason) == ("Stalled", "RetrievalUnavailable")
+    assert outcome.message == (
+        "cannot connect to Milvus at milvus:19530. Routes rag fail (they retrieve); base still answers at "
+        "http://assistant.team.svc:8000/v1"
+    )
+    assert figures["phase"] == "Failed"
+    # Every pod finds its dependencies: Serving; a pod that cannot be asked claims nothing, and says so.
+    outcome, _ = hybrid_endpoint_status(HE_SPEC, he_plan(), serving(), [], BOTH_LOADED, None, [ALL_UP])
+    assert outcome == Outcome.ready("Serving", "vLLM 2/2 and gateway 1/1 ready")
+    unread = "the gateway pod assistant-gateway-x (10.0.0.9:8080) does not answer (ConnectTimeout)"
+    outcome, _ = hybrid_endpoint_status(HE_SPEC, he_plan(), serving(), [], BOTH_LOADED, None, [unread])
+    assert outcome == Outcome.ready(
+        "Serving", f"vLLM 2/2 and gateway 1/1 ready; dependencies not checked: {unread}"
+    )
+
+
 @pytest.mark.parametrize(
     ("children", "message"),
     [

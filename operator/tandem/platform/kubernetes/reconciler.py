@@ -43,6 +43,7 @@ from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
 from .conditions import READY, Outcome, condition, conditions_for
+from .gateway_health import dependencies_per_pod
 from .observe import termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .phases import phase
@@ -267,7 +268,9 @@ class Reconciler:
         pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
         observed = await loaded_per_pod(pods, self.settings.vllm_port)
         fetched = termination_report(pods, FETCH_CONTAINER)
-        outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched)
+        gateways = await self.api.list("v1", "Pod", owner.namespace, owner.labels("gateway"))
+        dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)
+        outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched, dependencies)
         return outcome, figures, writes
 
     async def _evaluation(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:

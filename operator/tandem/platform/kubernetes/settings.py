@@ -30,6 +30,9 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = field(default=())  # empty: the whole cluster
     # Port of vLLM in its pods, where the operator reads /v1/models to report adapters loaded.
     vllm_port: int = 8000
+    # Port of the gateway in its pods (planners.hybridendpoint.GATEWAY_PORT), where the operator reads
+    # /healthz/dependencies to report a KnowledgeBase its routes cannot reach.
+    gateway_port: int = 8080
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -45,4 +48,5 @@ class OperatorSettings:
             resync_seconds=float(_env("TANDEM_RESYNC_SECONDS", str(d.resync_seconds))),
             namespaces=namespaces,
             vllm_port=int(_env("TANDEM_VLLM_PORT", str(d.vllm_port))),
+            gateway_port=int(_env("TANDEM_GATEWAY_PORT", str(d.gateway_port))),
         )

@@ -15,6 +15,7 @@ from tandem.api.v1alpha1 import HybridEndpointSpec
 from tandem.api.v1alpha1.adaptertraining import TRANSIENT_MODEL_REASONS
 from tandem.api.v1alpha1.evaluation import StrategySummary
 from tandem.core import status as core_status
+from tandem.core.endpoint_health import condition_of
 
 from .adapters import adapter_statuses
 from .children import Live, key
@@ -108,9 +109,12 @@ def hybrid_endpoint_status(
     waiting: list[str],
     observed: list[dict[str, str]],
     fetched: dict[str, Any] | None = None,
+    dependencies: list[dict[str, Any] | str] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
     """`waiting`: adapters whose training has no adapter yet; `observed`: what each ready vLLM pod's
-    /v1/models lists; `fetched`: the report of the vLLM pods' base-model fetch (init container)."""
+    /v1/models lists; `fetched`: the report of the vLLM pods' base-model fetch (init container);
+    `dependencies`: what each ready gateway pod's /healthz/dependencies says (or why it could not be
+    read)."""
     desired, ready = deployment_replicas(live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment)))
     gw_desired, gw_ready = deployment_replicas(
         live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
@@ -150,11 +154,29 @@ def hybrid_endpoint_status(
             "LoadingAdapters", f"adapters not yet loaded on every vLLM pod: {missing}"
         )
     else:
-        outcome = Outcome.ready(
-            "Serving", f"vLLM {ready}/{desired} and gateway {gw_ready}/{gw_desired} ready"
+        outcome = serving_outcome(
+            plan.facts.url, f"vLLM {ready}/{desired} and gateway {gw_ready}/{gw_desired} ready", dependencies
         )
     figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(outcome.state, "Progressing")
     return outcome, figures
+
+
+def serving_outcome(url: str, rollout: str, dependencies: list[dict[str, Any] | str] | None) -> Outcome:
+    """A rolled-out endpoint is Serving only if no gateway pod finds a dependency down: a KnowledgeBase it
+    cannot search makes it `RetrievalUnavailable` (not Ready; the routes without retrieval still answer,
+    as the pods' readiness checks vLLM only). A pod that cannot be asked claims nothing either way: the
+    message says its dependencies were not checked."""
+    gateway = url.removesuffix("/v1")
+    unread = [d for d in dependencies or [] if isinstance(d, str)]
+    for body in dependencies or []:
+        if isinstance(body, dict):
+            found = condition_of(gateway, body)
+            if not found.ready:
+                return Outcome.stalled(found.reason, found.message)
+    message = rollout
+    if unread:
+        message += f"; dependencies not checked: {unread[0]}"
+    return Outcome.ready("Serving", message)
 
 
 # -- Evaluation -----------------------------------------------------------------------------------------
@@ -242,7 +264,8 @@ def untrustworthy_message(report: dict[str, Any], answers: str) -> str:
     """Why a finished run is not trustworthy, with each strategy's errors by cause (the gateway's error
     code, `unreachable`, `not-asked`...): what to fix before running it again."""
     reasons = [str(r) for r in report.get("untrustworthyReasons") or []] or ["see the report"]
-    errors = report.get("errors") if isinstance(report.get("errors"), dict) else {}
+    found = report.get("errors")
+    errors: dict[str, Any] = found if isinstance(found, dict) else {}
     by_strategy = [
         f"{name}: " + ", ".join(f"{cause} {count}" for cause, count in sorted(causes.items()))
         for name, causes in sorted(errors.items())

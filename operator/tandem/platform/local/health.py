@@ -2,21 +2,17 @@
 `/healthz/dependencies` (vLLM, and one search of each KnowledgeBase), and what `tandem status` shows for
 each resource and process.
 
-The condition a HybridEndpoint gets from it:
-
-- `Serving` (Ready): vLLM answers and every KnowledgeBase answers a search.
-- `RetrievalUnavailable` (not Ready): a KnowledgeBase does not answer; the message names it and the
-  error, and the routes that still answer (those without retrieval).
-- `VllmUnavailable` / `GatewayUnavailable` (not Ready): no route answers.
+The condition a HybridEndpoint gets from it is `tandem.core.endpoint_health`'s, as in the cluster.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from tandem.core.endpoint_health import Condition, condition_of, read_dependencies
 
 from . import servers
 from .state import ResourceState, State
@@ -31,13 +27,6 @@ RETRIEVAL_ATTEMPTS = 3
 SERVING = ("Serving", "RetrievalUnavailable", "VllmUnavailable", "GatewayUnavailable")
 
 
-@dataclass(frozen=True)
-class Condition:
-    ready: bool
-    reason: str
-    message: str
-
-
 def dependencies(gateway_url: str) -> dict[str, Any] | str:
     """The gateway's /healthz/dependencies body, or why it could not be read."""
     try:
@@ -45,31 +34,7 @@ def dependencies(gateway_url: str) -> dict[str, Any] | str:
         body = response.json()
     except (httpx.HTTPError, ValueError) as e:
         return f"the gateway at {gateway_url} does not answer ({type(e).__name__}: {e or 'no detail'})"
-    if not isinstance(body, dict) or "routes" not in body:
-        return f"the gateway at {gateway_url} answered {response.status_code} without its dependencies"
-    return body
-
-
-def condition_of(gateway_url: str, body: dict[str, Any] | str) -> Condition:
-    if isinstance(body, str):
-        return Condition(False, "GatewayUnavailable", body)
-    vllm = body.get("vllm") or {}
-    if not vllm.get("ok"):
-        return Condition(False, "VllmUnavailable", str(vllm.get("error") or "vLLM does not answer"))
-    down = {k: v for k, v in (body.get("knowledgeBases") or {}).items() if not v.get("ok")}
-    if down:
-        routes = body.get("routes") or {}
-        serving = [r for r, ok in routes.items() if ok]
-        failing = [r for r, ok in routes.items() if not ok]
-        errors = "; ".join(str(v.get("error") or f"KnowledgeBase {k} fails") for k, v in down.items())
-        verb = "answers" if len(serving) == 1 else "answer"
-        still = f"{', '.join(serving)} still {verb}" if serving else "no route answers"
-        return Condition(
-            False,
-            "RetrievalUnavailable",
-            f"{errors}. Routes {', '.join(failing)} fail (they retrieve); {still} at {gateway_url}/v1",
-        )
-    return Condition(True, "Serving", f"{gateway_url}/v1")
+    return read_dependencies(gateway_url, response.status_code, body)
 
 
 def endpoint_condition(gateway_url: str) -> Condition:
