@@ -105,3 +105,42 @@ def test_short_names_do_not_clash_with_built_in_kinds() -> None:
     assert not clashes, f"short names taken by built-in kinds: {clashes}"
     assert len({s for _, s in ours}) == len(ours), "two Tandem kinds share a short name"
     assert ("Evaluation", "teval") in ours
+
+
+def _fields(kind: Kind) -> list[tuple[str, dict[str, Any]]]:
+    version = crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    return [(p, n) for part in ("spec", "status") if part in version for p, n in _walk(version[part], part)]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.kind)
+def test_explain_says_every_default_and_bound(kind: Kind) -> None:
+    """`kubectl explain` shows a field's description, not its schema: every default and every bound
+    (minimum/maximum, lengths, list sizes, a list's bounds on its items) must be said in a description."""
+    import re
+
+    from tandem.api.crd import limits
+
+    unsaid = []
+    for path, node in _fields(kind):
+        description = node.get("description")
+        if description is None:
+            continue  # a list's scalar items: said on the list (checked there through limits())
+        if "default" in node and node["default"] != {} and not re.search(r"default", description, re.I):
+            unsaid.append(f"{path}: default {node['default']!r}")
+        for _, values in limits(node):
+            for value in values:
+                shown = str(int(value) if isinstance(value, float) and value.is_integer() else value)
+                if not re.search(rf"(?<![\w.]){re.escape(shown)}(?!\w|\.\d)", description):
+                    unsaid.append(f"{path}: bound {shown}")
+    assert not unsaid, f"kubectl explain would not show: {unsaid}"
+
+
+def test_explain_phrases() -> None:
+    kb = crd_for(ALL_KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    chunking = kb["properties"]["chunking"]
+    assert chunking["properties"]["overlap"]["description"].endswith("Default: 32. Range: 0-4096.")
+    sources = kb["properties"]["sources"]
+    assert sources["description"].endswith("Items: 1-64.")
+    keys = sources["items"]["properties"]["configMap"]["properties"]["keys"]
+    assert keys["description"].endswith("Each item's length: at most 253.")  # the items' own bound
+    assert "default" not in kb["properties"]["chunking"]["description"].lower()  # {}: nothing to say

@@ -9,6 +9,8 @@ references inlined, optional fields without the `null` branch, no titles, exclus
 from __future__ import annotations
 
 import copy
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,11 +92,108 @@ def _clean(node: Any) -> Any:
     return {key: out[key] for key in sorted(out, key=_KEPT.index)}
 
 
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _said(description: str, values: list[Any]) -> bool:
+    """Whether the description already states every one of these values (as a number of its own)."""
+    return all(re.search(rf"(?<![\w.]){re.escape(_number(v))}(?![\w]|\.\d)", description) for v in values)
+
+
+def _range(node: dict[str, Any], low: str, high: str, unit: str) -> tuple[str, list[Any]] | None:
+    """One phrase for a pair of bounds (`low`/`high` are the keywords), and the values it states."""
+    lo, hi = node.get(low), node.get(high)
+    exclusive_lo = bool(node.get("exclusiveMinimum")) and low == "minimum"
+    exclusive_hi = bool(node.get("exclusiveMaximum")) and high == "maximum"
+    if lo is None and hi is None:
+        return None
+    if lo is not None and hi is not None and not exclusive_lo and not exclusive_hi:
+        return f"{unit}: {_number(lo)}-{_number(hi)}.", [lo, hi]
+    parts, values = [], []
+    if lo is not None:
+        parts.append(f"{'greater than' if exclusive_lo else 'at least'} {_number(lo)}")
+        values.append(lo)
+    if hi is not None:
+        parts.append(f"{'less than' if exclusive_hi else 'at most'} {_number(hi)}")
+        values.append(hi)
+    return f"{unit}: {' and '.join(parts)}.", values
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value) if value == "" or value.strip() != value else value
+    if isinstance(value, (int, float)):
+        return _number(value)
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def limits(node: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    """What `kubectl explain` should say of a field's default and bounds, each with the values it names.
+
+    An empty object default ({}) only makes the API server fill in the defaults below it: nothing to say.
+    A list's bounds on its items' values are said on the list (its items carry no description)."""
+    said: list[tuple[str, list[Any]]] = []
+    if "default" in node and node["default"] != {}:
+        said.append((f"Default: {_default_text(node['default'])}.", []))
+    for low, high, unit in (
+        ("minimum", "maximum", "Range"),
+        ("minLength", "maxLength", "Length"),
+        ("minItems", "maxItems", "Items"),
+        ("minProperties", "maxProperties", "Entries"),
+    ):
+        phrase = _range(node, low, high, unit)
+        if phrase is not None:
+            said.append(phrase)
+    items = node.get("items")
+    if isinstance(items, dict) and "description" not in items:
+        for phrase, values in limits(items):
+            said.append((f"Each item's {phrase[0].lower()}{phrase[1:]}", values))
+    return said
+
+
+def _explain(node: Any) -> None:
+    """Append each field's default and bounds to its description, where it does not already say them:
+    `kubectl explain` shows descriptions, not the schema's keywords."""
+    if isinstance(node, list):
+        for sub in node:
+            _explain(sub)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in ("properties", "additionalProperties", "items"):
+        sub = node.get(key)
+        if key == "properties" and isinstance(sub, dict):
+            for field_schema in sub.values():
+                _explain(field_schema)
+        elif isinstance(sub, dict):
+            _explain(sub)
+    description = node.get("description")
+    if not isinstance(description, str):
+        return
+    extra = []
+    for phrase, values in limits(node):
+        if phrase.startswith("Default") and re.search(r"\bdefault", description, re.IGNORECASE):
+            continue
+        if values and _said(description, values):
+            continue
+        extra.append(phrase)
+    if extra:
+        node["description"] = " ".join([description.rstrip(), *extra])
+
+
 def structural_schema(model: Any) -> dict[str, Any]:
-    """The OpenAPI v3 schema of a pydantic model, as a CRD wants it."""
+    """The OpenAPI v3 schema of a pydantic model, as a CRD wants it, each field's default and bounds said
+    in its description."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return dict(_clean(_resolve(raw, defs)))
+    schema = dict(_clean(_resolve(raw, defs)))
+    _explain(schema)
+    return schema
 
 
 def crd_for(kind: Kind) -> dict[str, Any]:
