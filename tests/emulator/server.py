@@ -558,7 +558,7 @@ class Emulator(kmock.KubernetesEmulator):
         status_path = (rt.scale_subresource or {}).get("statusReplicasPath", ".status.replicas")
         obj = self.store.get(rt, namespace, name)
         if method in ("PUT", "PATCH"):
-            scale = self._scale_of(obj, spec_path, status_path)
+            scale = self._scale_of(obj, spec_path, status_path, rt)
             if method == "PUT":
                 new_scale = data if isinstance(data, dict) else {}
             else:
@@ -575,14 +575,24 @@ class Emulator(kmock.KubernetesEmulator):
             obj = self.store.replace(rt, namespace, name, updated, dry_run=dry_run, from_patch=True).object
         elif method != "GET":
             raise errors.method_not_allowed()
-        return _json(self._scale_of(obj, spec_path, status_path))
+        return _json(self._scale_of(obj, spec_path, status_path, rt))
 
     @staticmethod
-    def _scale_of(obj: Mapping[str, Any], spec_path: str, status_path: str) -> dict[str, Any]:
+    def _scale_of(
+        obj: Mapping[str, Any], spec_path: str, status_path: str, rt: ResourceType | None = None
+    ) -> dict[str, Any]:
         meta = obj.get("metadata") or {}
         spec_values = tables.jsonpath(obj, spec_path)
         status_values = tables.jsonpath(obj, status_path)
-        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if rt is not None and rt.is_custom:
+            # A custom resource's Scale carries the string its labelSelectorPath points at, "" without one
+            # (as the apiextensions server's scaleFromCustomResource); a built-in's, its spec.selector.
+            selector_path = (rt.scale_subresource or {}).get("labelSelectorPath")
+            found = tables.jsonpath(obj, selector_path) if selector_path else []
+            label_selector = found[0] if found and isinstance(found[0], str) else ""
+        else:
+            matched = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            label_selector = ",".join(f"{k}={v}" for k, v in matched.items())
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
@@ -594,7 +604,7 @@ class Emulator(kmock.KubernetesEmulator):
             "spec": {"replicas": spec_values[0] if spec_values else 0},
             "status": {
                 "replicas": status_values[0] if status_values else 0,
-                "selector": ",".join(f"{k}={v}" for k, v in selector.items()),
+                "selector": label_selector,
             },
         }
 

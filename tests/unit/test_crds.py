@@ -58,7 +58,7 @@ def test_schema_is_structural_and_explained(kind: Kind) -> None:
 def test_reconciled_kinds_have_status_subresource_columns_and_names(kind: Kind) -> None:
     crd = crd_for(kind)
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"]["status"] == {}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[0] == "Ready" and "Age" in columns and "Phase" in columns
     names = crd["spec"]["names"]
@@ -144,3 +144,23 @@ def test_explain_phrases() -> None:
     keys = sources["items"]["properties"]["configMap"]["properties"]["keys"]
     assert keys["description"].endswith("Each item's length: at most 253.")  # the items' own bound
     assert "default" not in kb["properties"]["chunking"]["description"].lower()  # {}: nothing to say
+
+
+def test_hybrid_endpoint_scales_and_shows_ready_as_a_deployment_does() -> None:
+    from tandem.api.kinds import HYBRID_ENDPOINT
+
+    version = crd_for(HYBRID_ENDPOINT)["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.serving.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    # every path the scale subresource names is a field of the schema, of the type the API server requires
+    assert spec["serving"]["properties"]["replicas"]["type"] == "integer"
+    assert status["replicas"]["type"] == "integer" and status["selector"]["type"] == "string"
+    [ready] = [c for c in version["additionalPrinterColumns"] if c["name"] == "Ready"]
+    assert ready["jsonPath"] == ".status.ready" and status["ready"]["type"] == "string"
+    others = [k for k in ALL_KINDS if k is not HYBRID_ENDPOINT]
+    assert all("scale" not in (crd_for(k)["spec"]["versions"][0].get("subresources") or {}) for k in others)

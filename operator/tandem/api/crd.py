@@ -151,8 +151,8 @@ def limits(node: dict[str, Any]) -> list[tuple[str, list[Any]]]:
             said.append(phrase)
     items = node.get("items")
     if isinstance(items, dict) and "description" not in items:
-        for phrase, values in limits(items):
-            said.append((f"Each item's {phrase[0].lower()}{phrase[1:]}", values))
+        for text, values in limits(items):
+            said.append((f"Each item's {text[0].lower()}{text[1:]}", values))
     return said
 
 
@@ -225,6 +225,8 @@ def crd_for(kind: Kind) -> dict[str, Any]:
     }
     if kind.status is not None:
         version["subresources"] = {"status": {}}
+    if kind.scale is not None:
+        version["subresources"]["scale"] = dict(kind.scale)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -55,6 +55,8 @@ class Kind:
     name: Mapping[str, object] = field(default_factory=lambda: dict(_CHILD_LABELS))
     # Rules on the whole object (CEL, `self` is the object: self.metadata.name, self.spec...).
     rules: tuple[CelRule, ...] = ()
+    # The scale subresource (specReplicasPath, statusReplicasPath, labelSelectorPath), if the kind has one.
+    scale: Mapping[str, str] | None = None
 
     @property
     def singular(self) -> str:
@@ -170,10 +172,19 @@ HYBRID_ENDPOINT = Kind(
             "is named after the endpoint."
         ),
     },
+    # `kubectl scale he NAME --replicas=2` and a HorizontalPodAutoscaler aimed at the endpoint set the
+    # vLLM replicas; with spec.serving.autoscaling set, the spec's rule (replicas or autoscaling, not both)
+    # refuses that, since the operator's own autoscaler scales the vLLM Deployment then.
+    scale={
+        "specReplicasPath": ".spec.serving.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    },
     columns=(
-        READY_COLUMN,
+        # READY as a Deployment shows it (ready/desired vLLM pods); Phase says whether it is Ready.
+        _column("Ready", "string", ".status.ready", "vLLM pods ready of those desired, as 1/3"),
         _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready, Failed or Terminating"),
-        _column("Replicas", "integer", ".status.readyReplicas", "vLLM pods ready"),
+        _column("Gateway", "integer", ".status.gatewayReadyReplicas", "Gateway pods ready", priority=1),
         _column("URL", "string", ".status.url", "OpenAI-compatible URL", priority=1),
         STATUS_COLUMN,
         AGE_COLUMN,

@@ -239,5 +239,14 @@ class HybridEndpointStatus(CommonStatus):
     url: str | None = Field(default=None, description="In-cluster URL of the OpenAI-compatible API.")
     replicas: int | None = Field(default=None, description="vLLM pods.")
     ready_replicas: int | None = Field(default=None, description="vLLM pods ready.")
+    ready: str | None = Field(
+        default=None, description="vLLM pods ready of those desired, as kubectl shows a Deployment's: 1/3."
+    )
+    selector: str | None = Field(
+        default=None,
+        description=(
+            "Label selector of the vLLM pods: the scale subresource's, for a HorizontalPodAutoscaler."
+        ),
+    )
     gateway_ready_replicas: int | None = Field(default=None, description="Gateway pods ready.")
     adapters: list[AdapterStatus] = Field(default_factory=list, description="Per-adapter load state.")

@@ -46,7 +46,7 @@ from .conditions import READY, Outcome, condition, conditions_for
 from .gateway_health import dependencies_per_pod
 from .observe import termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
-from .phases import phase
+from .phases import summary
 from .planners import Plan
 from .planners.adaptertraining import plan_adapter_training
 from .planners.cleanup import left_behind, plan_cleanup
@@ -329,7 +329,7 @@ class Reconciler:
         new = {
             **figures,
             # every write carries a phase, also for outcomes no kind's status function saw (see phases.py)
-            "phase": phase(kind.kind, body, outcome, figures.get("phase")),
+            **summary(kind.kind, body, outcome, figures),
             "observedGeneration": generation,
             "conditions": conditions_for(outcome, generation, old.get("conditions") or []),
         }
