@@ -117,6 +117,7 @@ class GatewayProcess:
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"  # not on the clients' port
         path = directory / "gateway.json"
         path.write_text(json.dumps(config))
         self.log = (directory / "gateway.log").open("w")
@@ -129,6 +130,8 @@ class GatewayProcess:
                 str(path),
                 "--port",
                 str(self.port),
+                "--metrics-port",
+                self.metrics_url.rsplit(":", 1)[1].removesuffix("/metrics"),
             ],
             env=ENV,
             stdout=self.log,
@@ -289,7 +292,8 @@ def test_errors_are_clear_and_counted(gateway: GatewayProcess) -> None:
     models = gateway.client("staff").models.list()
     assert [m.id for m in models.data] == ["base", "codeword", "hybrid"]
 
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert httpx.get(f"{gateway.url}/metrics").status_code == 404  # issue 15, item 7
+    metrics = httpx.get(gateway.metrics_url).text
     assert 'tandem_gateway_errors_total{cause="auth"}' in metrics
     assert 'tandem_gateway_requests_total{code="200",route="hybrid"}' in metrics
     assert 'tandem_gateway_retrieval_total{outcome="used"}' in metrics

@@ -365,3 +365,36 @@ def test_gateway_searches_knowledge_bases_as_they_were_indexed_with_their_creden
     elsewhere = ResolvedKnowledgeBase("other", "handbook", "c", "http://m", "r1", credentials=token)
     with pytest.raises(PlanError, match="credentials Secret is in namespace other; copy it into team"):
         plan_hybrid_endpoint(owner("HybridEndpoint", "assistant"), spec, SETTINGS, [], [elsewhere])
+
+
+def test_gateway_metrics_are_on_their_own_port_the_clients_service_leaves_out() -> None:
+    """Issue 15, item 7: Prometheus scrapes `metrics` (9090); the clients' Service exposes `http` only."""
+    plan = he_plan()
+    gateway = next(
+        c for c in plan.children if c["metadata"]["name"].endswith("-gateway") and c["kind"] == "Deployment"
+    )
+    template = gateway["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9090" and annotations["prometheus.io/scrape"] == "true"
+    [service] = [c for c in plan.children if c["kind"] == "Service" and c["metadata"]["name"] == "assistant"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [8080]
+
+
+def test_gateway_caps_reach_the_gateway_config_with_their_defaults() -> None:
+    """Issue 15, item 7: gateway.maxTokens and gateway.maxN, 4096 and 4 unless set."""
+
+    def limits(spec: dict[str, Any]) -> dict[str, Any]:
+        plan = he_plan(spec)
+        [config_map] = [c for c in plan.children if c["kind"] == "ConfigMap"]
+        return json.loads(config_map["data"]["gateway.json"])["limits"]  # type: ignore[no-any-return]
+
+    spec = example("HybridEndpoint")["spec"]
+    assert {k: limits(spec)[k] for k in ("maxTokens", "maxN")} == {"maxTokens": 4096, "maxN": 4}
+    spec["gateway"] = {"maxTokens": 512, "maxN": 1}
+    assert {k: limits(spec)[k] for k in ("maxTokens", "maxN")} == {"maxTokens": 512, "maxN": 1}
+    for wrong in ({"maxTokens": 0}, {"maxN": 129}):
+        with pytest.raises(ValueError):
+            HybridEndpointSpec.model_validate({**spec, "gateway": wrong})

@@ -162,6 +162,25 @@ class Gateway(TandemModel):
     max_request_bytes: int = Field(
         default=1_000_000, ge=1024, le=100_000_000, description="Largest request body."
     )
+    max_tokens: int = Field(
+        default=4096,
+        ge=1,
+        le=1048576,
+        description=(
+            "Most tokens one request may ask to generate per completion (max_tokens, "
+            "max_completion_tokens, min_tokens): more is refused with 400; a request that sets none is "
+            "sent with this. Default 4096, 1 to 1048576."
+        ),
+    )
+    max_n: int = Field(
+        default=4,
+        ge=1,
+        le=128,
+        description=(
+            "Most completions one request may ask for (n, best_of): more is refused with 400. "
+            "Default 4, 1 to 128."
+        ),
+    )
     resources: ComputeResources | None = Field(default=None, description="Resources of each gateway pod.")
 
 

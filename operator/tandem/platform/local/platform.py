@@ -555,6 +555,9 @@ class LocalPlatform:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                # No /metrics locally: every local gateway would otherwise claim the same port (9090).
+                "--metrics-port",
+                "0",
             ],
             ready="/readyz",
             timeout=180,

@@ -1,17 +1,22 @@
-"""`python -m tandem.workloads.gateway --config gateway.json --host H --port P`."""
+"""`python -m tandem.workloads.gateway --config gateway.json --host H --port P [--metrics-port M]`.
+
+Clients are served on --port; Prometheus's /metrics on --metrics-port only (0: not served), a port the
+clients' Service does not expose."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from .app import Gateway
-from .config import ConfigError, load_api_keys, load_config
+from .config import METRICS_PORT, ConfigError, KeyRing, load_api_keys, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="gateway.json written by the operator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="0: no /metrics")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # One short query per request needs one thread. More only fight over the cores with each other and
@@ -28,12 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         config = load_config(args.config)
-        keys = load_api_keys(config)
+        load_api_keys(config)  # a broken key file at start is a configuration error, said at once
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    web.run_app(Gateway(config, keys).app(), host=args.host, port=args.port, access_log=None, print=None)
+    # Read again while serving: a rotated or revoked key takes effect within KEY_RELOAD_SECONDS.
+    keys = KeyRing(config.tenants)
+    asyncio.run(serve(Gateway(config, keys), args.host, args.port, args.metrics_port))
     return 0
+
+
+async def serve(gateway: Gateway, host: str, port: int, metrics_port: int) -> None:
+    """The clients' application on `port`, /metrics on `metrics_port`, until the process is stopped."""
+    runners = [web.AppRunner(gateway.app(), access_log=None)]
+    if metrics_port:
+        runners.append(web.AppRunner(gateway.metrics_app(), access_log=None))
+    stop = asyncio.Event()
+    # kubelet and local mode stop the gateway with SIGTERM: close the connections and the vLLM client.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+            await runner.setup()
+            await web.TCPSite(runner, host, listen).start()
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
 if __name__ == "__main__":

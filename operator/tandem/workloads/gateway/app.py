@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -41,7 +42,7 @@ from tandem.workloads.knowledge.retrieval import Principal
 from tandem.workloads.prompting import passage_block
 
 from .admission import Admission, Busy
-from .config import GatewayConfig, KnowledgeBaseConfig, TenantConfig
+from .config import GatewayConfig, KeyRing, KnowledgeBaseConfig, TenantConfig
 from .knowledge import KnowledgeSearch, KnowledgeUnavailable
 from .metrics import GatewayMetrics
 from .prompt import Cited, RequestError, attribute, augment, citation, question_of, select, within_budget
@@ -113,11 +114,12 @@ class Gateway:
     def __init__(
         self,
         config: GatewayConfig,
-        api_keys: dict[str, TenantConfig],
+        api_keys: dict[str, TenantConfig] | KeyRing,
         knowledge: KnowledgeSearch | None = None,
     ) -> None:
         self.config = config
-        self.key_digests = {hashlib.sha256(k.encode()).hexdigest(): t for k, t in api_keys.items()}
+        # A KeyRing re-reads the key files (revocation, rotation); a dict is fixed (tests, embedding).
+        self.keys = api_keys if isinstance(api_keys, KeyRing) else KeyRing.static(api_keys)
         self.routes: dict[str, Route] = {r.name: r for r in config.routes}
         self.knowledge = knowledge or KnowledgeSearch(config.knowledge_bases)
         limits = config.limits
@@ -141,9 +143,15 @@ class Gateway:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/healthz/dependencies", self.dependencies)
-        app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._warm_up)
         app.on_cleanup.append(self._close)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        """/metrics alone, served on a port of its own (9090 in a pod) that the clients' Service does not
+        expose: request counts by route and tenant-visible errors are for Prometheus, not for callers."""
+        app = web.Application()
+        app.router.add_get("/metrics", self.prometheus)
         return app
 
     async def _warm_up(self, _: web.Application) -> None:
@@ -255,10 +263,13 @@ class Gateway:
         try:
             tenant = self._authenticate(request)
             exchange.tenant = tenant.name
-            body = await self._body(request)
-            route = self._route(body, exchange)
+            # Admitted before the body is read: a caller over its limit costs no read, no parse and no
+            # memory for a body of up to maxRequestBytes.
             with self.admission.slot(tenant.name):
-                return await self._complete(request, body, route, tenant, exchange)
+                body = await self._body(request)
+                route = self._route(body, exchange)
+                upstream = self._within_caps(body)
+                return await self._complete(request, upstream, route, tenant, exchange)
         except Busy as e:
             error = ApiError(429, str(e), "busy", code="rate_limit_exceeded", retry_after=1)
         except TimeoutError:
@@ -281,7 +292,7 @@ class Gateway:
     # --- steps -------------------------------------------------------------------------------------
 
     def _authenticate(self, request: web.Request) -> TenantConfig:
-        if not self.key_digests:
+        if not self.keys.required:
             return ANONYMOUS
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
@@ -289,22 +300,25 @@ class Gateway:
             raise ApiError(
                 401, "missing API key: send 'Authorization: Bearer <key>'", "auth", code="invalid_api_key"
             )
-        tenant = self.key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
+        tenant = self.keys.tenant_of(key.strip())
         if tenant is None:
             raise ApiError(401, "invalid API key", "auth", code="invalid_api_key")
         return tenant
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        too_large = ApiError(
+            413,
+            f"request body exceeds {self.config.limits.max_request_bytes} bytes (gateway.maxRequestBytes)",
+            "invalid",
+            code="request_too_large",
+        )
+        # A declared length over the limit is refused unread; a chunked body is cut off at the limit.
+        if (request.content_length or 0) > self.config.limits.max_request_bytes:
+            raise too_large
         try:
             body = await request.json()
         except web.HTTPRequestEntityTooLarge:
-            raise ApiError(
-                413,
-                f"request body exceeds {self.config.limits.max_request_bytes} bytes "
-                "(gateway.maxRequestBytes)",
-                "invalid",
-                code="request_too_large",
-            ) from None
+            raise too_large from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "request body is not JSON", "invalid") from None
         if not isinstance(body, dict):
@@ -315,6 +329,45 @@ class Gateway:
                 400, "messages: a non-empty list of {role, content} objects is required", "invalid"
             )
         return body
+
+    def _within_caps(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to send on, or a 400 naming the field over this endpoint's cap: one request may ask for
+        at most maxN completions of at most maxTokens tokens each. Without a token limit the cap is sent
+        (vLLM stops at the model's context length otherwise, which a cap below it would not bound)."""
+        limits = self.config.limits
+        caps = {
+            "max_tokens": (limits.max_tokens, "gateway.maxTokens"),
+            "max_completion_tokens": (limits.max_tokens, "gateway.maxTokens"),
+            "min_tokens": (limits.max_tokens, "gateway.maxTokens"),
+            "n": (limits.max_n, "gateway.maxN"),
+            "best_of": (limits.max_n, "gateway.maxN"),
+        }
+        for name, (cap, setting) in caps.items():
+            value = body.get(name)
+            if value is None:
+                continue
+            least = 0 if name == "min_tokens" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ApiError(400, f"{name}: must be an integer of at least {least}", "invalid")
+            if value > cap:
+                message = f"{name}: {value} is over this endpoint's limit of {cap} ({setting})"
+                raise ApiError(400, message, "invalid")
+        upstream = {k: v for k, v in body.items() if k != "cache_salt"}  # the gateway's to set, per tenant
+        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+            upstream["max_tokens"] = limits.max_tokens
+        return upstream
+
+    def cache_salt(self, tenant: TenantConfig) -> str:
+        """vLLM's prefix-cache salt for a tenant and its ACL groups: requests share cached prefixes only
+        with requests of the same tenant and groups, so no tenant can time another's cached passages.
+
+        An HMAC keyed by the endpoint's identity: callers cannot choose a salt (the gateway drops theirs
+        and sets this one), so the salt's secrecy matters only to whoever reaches vLLM past the gateway,
+        which the vLLM NetworkPolicy refuses. Hex, 64 characters: within vLLM's limit of 128 and free of
+        the characters it forbids."""
+        key = f"tandem-cache-salt/{self.config.endpoint.namespace}/{self.config.endpoint.name}"
+        who = json.dumps([tenant.name, sorted(set(tenant.groups))])
+        return hmac.new(key.encode(), who.encode(), hashlib.sha256).hexdigest()
 
     def _route(self, body: dict[str, Any], exchange: Exchange) -> Route:
         name = body.get("model")
@@ -345,7 +398,12 @@ class Gateway:
                 messages = augment(body["messages"], cited) if cited else body["messages"]
             except RequestError as e:
                 raise ApiError(400, str(e), "invalid") from None
-            upstream = {**body, "model": route.adapter or self.config.base_model, "messages": messages}
+            upstream = {
+                **body,
+                "model": route.adapter or self.config.base_model,
+                "messages": messages,
+                "cache_salt": self.cache_salt(tenant),
+            }
             exchange.generation_started = time.perf_counter()
             if body.get("stream"):
                 upstream["stream_options"] = {"include_usage": True}
@@ -381,7 +439,12 @@ class Gateway:
                 question, settings.top_k, Principal(tenant.name, tuple(tenant.groups))
             )
         except KnowledgeUnavailable as e:
-            raise ApiError(503, f"retrieval is unavailable: {e}", "milvus") from None
+            # The caller learns which KnowledgeBase fails, not Milvus's address or its error (logged).
+            log.error(json.dumps({"event": "retrieval", "tenant": tenant.name, "error": str(e)}))
+            knowledge_base = str(e).partition(":")[0]  # "KnowledgeBase <namespace>/<name>"
+            raise ApiError(
+                503, f"retrieval is unavailable: {knowledge_base} cannot be searched now", "milvus"
+            ) from None
         for stage, seconds in found.timings.items():
             exchange.latency[stage] = seconds
             self.metrics.stage_seconds.labels(stage).observe(seconds)
@@ -438,16 +501,22 @@ class Gateway:
                 "vllm-timeout",
             ) from None
         except httpx.HTTPError as e:
-            raise ApiError(502, f"vLLM is unreachable at {self.config.vllm_url}: {e}", "vllm") from None
+            # Where vLLM is and how the connection failed are the operator's to know: logged, not answered.
+            log.error(json.dumps({"event": "vllm", "url": self.config.vllm_url, "error": repr(e)}))
+            raise ApiError(502, "vLLM is unreachable", "vllm") from None
 
     def _upstream_error(self, status: int, text: str) -> ApiError:
         try:
-            message = json.loads(text)["error"]["message"]
+            message = str(json.loads(text)["error"]["message"])
         except (ValueError, KeyError, TypeError):
-            message = text[:500]
-        if 400 <= status < 500:  # the request was wrong for the model (e.g. too long): the caller's to fix
+            message = text
+        message = message[:500]
+        if 400 <= status < 500 and status not in (401, 403):
+            # The request was wrong for the model (e.g. too long): the caller's to fix, in vLLM's words.
             return ApiError(status, f"vLLM refused the request: {message}", "invalid")
-        return ApiError(502, f"vLLM failed ({status}): {message}", "vllm")
+        # vLLM's own failure (or the gateway's key refused): nothing the caller can fix or should read.
+        log.error(json.dumps({"event": "vllm", "status": status, "error": message}))
+        return ApiError(502, f"vLLM failed ({status})", "vllm")
 
     async def _stream(
         self,
@@ -479,7 +548,7 @@ class Gateway:
                 self._log(exchange, 200, f"stream broken: {e!r}")
                 error = {
                     "error": {
-                        "message": f"the stream from vLLM broke: {e!r}",
+                        "message": "the stream from vLLM broke",
                         "type": "server_error",
                         "code": cause,
                     }

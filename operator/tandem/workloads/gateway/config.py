@@ -5,7 +5,11 @@ Field models are the API's own (Route, Retrieval, Search), so a rule about them 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -13,6 +17,13 @@ from pydantic import Field, ValidationError
 from tandem.api.v1alpha1.common import TandemModel
 from tandem.api.v1alpha1.hybridendpoint import Gateway, Retrieval, Route
 from tandem.api.v1alpha1.knowledgebase import Search
+
+log = logging.getLogger("tandem.gateway")
+# How often (seconds) the API-key files are read again. A key removed or replaced in its file (a Secret
+# the kubelet updates, or local mode's file) is refused at most this long after the file changed.
+KEY_RELOAD_SECONDS = 2.0
+# Where a gateway pod serves /metrics: a port of its own, not the clients' (see Gateway.metrics_app).
+METRICS_PORT = 9090
 
 
 class ConfigError(Exception):
@@ -57,6 +68,8 @@ class Limits(TandemModel):
     max_concurrent_requests: int = Gateway.model_fields["max_concurrent_requests"].default
     request_timeout_seconds: int = Gateway.model_fields["request_timeout_seconds"].default
     max_request_bytes: int = Gateway.model_fields["max_request_bytes"].default
+    max_tokens: int = Gateway.model_fields["max_tokens"].default
+    max_n: int = Gateway.model_fields["max_n"].default
 
 
 class GatewayConfig(TandemModel):
@@ -103,3 +116,82 @@ def load_api_keys(config: GatewayConfig) -> dict[str, TenantConfig]:
             raise ConfigError(f"tenants {keys[key].name} and {tenant.name} share an API key")
         keys[key] = tenant
     return keys
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """The tenants' API keys, kept as digests, read again from their files every `reload_seconds`.
+
+    Reading on request (when the last read is older than `reload_seconds`) instead of watching the
+    files works the same for every way a key file changes: the kubelet swaps a Secret volume's `..data`
+    symlink, local mode rewrites the file, an editor replaces it. A revoked key is therefore refused at
+    most `reload_seconds` after its file changed. A file that cannot be read, is empty or holds another
+    tenant's key fails closed: that tenant (or both sharing the key) authenticates with nothing until the
+    file is fixed, and the problem is logged (never the key).
+    """
+
+    def __init__(
+        self,
+        tenants: list[TenantConfig],
+        *,
+        reload_seconds: float = KEY_RELOAD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tenants = tenants
+        self.reload_seconds = reload_seconds
+        self._clock = clock
+        self._digests: dict[str, TenantConfig] = {}
+        self._problems: dict[str, str] = {}
+        self._read_at = clock()
+        self._digests = self._read()
+
+    @classmethod
+    def static(cls, keys: dict[str, TenantConfig]) -> KeyRing:
+        """Keys given in memory (tests, embedding): never reloaded."""
+        ring = cls([], reload_seconds=float("inf"))
+        ring.tenants = list(keys.values())
+        ring._digests = {_digest(k): t for k, t in keys.items()}
+        return ring
+
+    @property
+    def required(self) -> bool:
+        """Whether callers must present a key: the endpoint has tenants, whether or not their files read
+        now (a broken key file must not open the endpoint to anonymous callers)."""
+        return bool(self.tenants)
+
+    def tenant_of(self, key: str) -> TenantConfig | None:
+        now = self._clock()
+        if now - self._read_at >= self.reload_seconds:
+            self._read_at = now
+            self._digests = self._read()
+        return self._digests.get(_digest(key))
+
+    def _read(self) -> dict[str, TenantConfig]:
+        digests: dict[str, TenantConfig] = {}
+        shared: set[str] = set()
+        problems: dict[str, str] = {}
+        for tenant in self.tenants:
+            try:
+                key = Path(tenant.api_key_file).read_text().strip()
+            except OSError as e:
+                problems[tenant.name] = f"cannot read its API key from {tenant.api_key_file}: {e.strerror}"
+                continue
+            if not key:
+                problems[tenant.name] = f"the API key in {tenant.api_key_file} is empty"
+                continue
+            digest = _digest(key)
+            if digest in digests:
+                shared.add(digest)
+                problems[tenant.name] = f"shares its API key with tenant {digests[digest].name}"
+                continue
+            digests[digest] = tenant
+        for digest in shared:  # ambiguous: neither tenant may use it
+            del digests[digest]
+        for name, problem in problems.items():
+            if self._problems.get(name) != problem:  # once per new problem, not once per reload
+                log.error(json.dumps({"event": "api-key", "tenant": name, "error": problem}))
+        self._problems = problems
+        return digests

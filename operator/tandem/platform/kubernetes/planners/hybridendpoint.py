@@ -17,7 +17,7 @@ from tandem.core.errors import PlanError
 from tandem.core.gateway import gateway_config, knowledge_base_config
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 from tandem.core.vllm import ENTRYPOINT, RUNTIME_LORA_ENV, vllm_arguments
-from tandem.workloads.gateway.config import AdapterConfig, KnowledgeBaseConfig
+from tandem.workloads.gateway.config import METRICS_PORT, AdapterConfig, KnowledgeBaseConfig
 
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, resources
@@ -28,6 +28,12 @@ from . import EndpointFacts, Plan
 CONFIG_DIR = "/etc/tandem"
 KEYS_DIR = "/var/run/tandem/keys"
 GATEWAY_PORT = 8080
+# The scrape annotations Prometheus's kubernetes-pods job (and most agents) read: the metrics port only.
+METRICS_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 # How the chart labels the operator's pods (tandem.selectorLabels, unless nameOverride is set).
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
 # Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
@@ -253,7 +259,11 @@ def _gateway_deployment(
         pull_policy=settings.image_pull_policy,
         env=[{"name": "HF_HUB_OFFLINE", "value": "1"}],
         resources_=resources(spec.gateway.resources),
-        ports=[{"name": "http", "containerPort": GATEWAY_PORT}],
+        # /metrics is served on a port of its own, which the clients' Service (port 80 -> http) leaves out.
+        ports=[
+            {"name": "http", "containerPort": GATEWAY_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
         extra={
             "readinessProbe": {**ready, "periodSeconds": 5},
             "livenessProbe": {**live, "periodSeconds": 10},
@@ -267,7 +277,7 @@ def _gateway_deployment(
             "replicas": spec.gateway.replicas,
             "selector": {"matchLabels": names.gateway_labels},
             "template": {
-                "metadata": {"labels": names.gateway_labels},
+                "metadata": {"labels": names.gateway_labels, "annotations": METRICS_ANNOTATIONS},
                 "spec": pod_spec([gateway], mounts),
             },
         },
