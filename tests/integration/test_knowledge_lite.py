@@ -75,7 +75,8 @@ def test_mixed_formats_are_indexed_and_cited(docs: Path, store: ChunkStore, embe
         "Travel policy",
         "Travel policy > Travel desk",
     )
-    assert top.uri == (docs / "travel.md").resolve().as_uri() and top.end > top.start
+    # The source and the path within it, never the machine's absolute path (issue 15, item 14).
+    assert top.uri == "directory://handbook/travel.md" and top.end > top.start
     [pdf, *_] = ask(store, embedder, "What is the expense portal called?")
     assert "Ledgerly" in pdf.text and pdf.page == 2 and pdf.title == "Expense policy"
     [html, *_] = ask(store, embedder, "How many days of paid leave?")

@@ -6,6 +6,10 @@ A document that could not be read is reported under the very id it has when it i
 within the source: an S3 key without the source's prefix, a path relative to the directory, a
 ConfigMap key, a URL), so its stored chunks are kept: it has not gone from the source.
 
+What a citation shows of a document (its `uri`, its id) never holds the machine's file system or a URL's
+credentials: a directory document is `directory://<source>/<path within the directory>`, a URL is shown
+without user-info, query and fragment (where passwords, tokens and signatures travel: see shown_url).
+
 Nothing is read outside a source's root (a ConfigMap volume, a directory): a path is resolved, symlinks
 included, and must still lie inside the root, and only regular files are read (a FIFO would block).
 Nothing is read whole that is larger than MAX_DOCUMENT_BYTES (an http source's maxBytes if lower): the
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from tandem.api.v1alpha1.common import CONFIG_MAP_KEY
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source, s3_env_prefix
@@ -152,6 +157,7 @@ def _raw_documents(
     elif source.http is not None:
         spec = source.http
         headers = _secret_headers(spec.headers_secret_ref.name, location) if spec.headers_secret_ref else {}
+        ids = _http_ids(spec.urls)
         for url in spec.urls:
             try:
                 got = fetch(
@@ -163,9 +169,11 @@ def _raw_documents(
                     headers=headers,
                 )
             except FetchError as e:
-                fail(url, str(e))
+                # Reported under the document's id, so its chunks are kept; the reason (in status) names
+                # the URL as citations do.
+                fail(ids[url], str(e).replace(url, shown_url(url)))
                 continue
-            yield RawDocument(url, url, got.data, content_type=got.content_type)
+            yield RawDocument(ids[url], shown_url(url), got.data, content_type=got.content_type)
     elif source.s3 is not None:
         yield from _s3_documents(source, fail)
 
@@ -227,7 +235,47 @@ def _directory_documents(
         except OSError as e:
             fail(rel, f"cannot read {rel}: {_why(e)}")
             continue
-        yield RawDocument(rel, path.resolve().as_uri(), data)
+        yield RawDocument(rel, _directory_uri(source.name, rel, path), data)
+
+
+def _directory_uri(source: str, rel: str, path: Path) -> str:
+    """Where a directory document is, as citations show it: the source and the path within its
+    directory, never the absolute path (a home folder in local mode, a mount point in a pod). `path`
+    (the file) is unused here; it is a parameter so tests can put back the old absolute form."""
+    del path
+    # Bytes as the file system has them (a name that is not UTF-8 is kept, percent-encoded).
+    return f"directory://{source}/{quote(os.fsencode(rel), safe='/')}"
+
+
+def shown_url(url: str) -> str:
+    """`url` as a citation may show it: scheme, host, port and path. User-info (`user:password@`), the
+    query (`?token=`, `sig=`, `X-Amz-Signature=`...: presigned and tokenised URLs carry their secret
+    there) and the fragment are dropped. Which query parameters are secret cannot be known, so none is
+    shown; the path keeps naming the document."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def _http_ids(urls: Iterable[str]) -> dict[str, str]:
+    """Each URL's id within its source. A URL that holds nothing shown_url drops is its own id, as it
+    always was (so re-indexing matches it). Any other is known by its shown form, and when several URLs
+    of the source share that form (the same path with different queries, or beside the plain URL) by that
+    form and "#<n>", n counting those URLs in the order listed: no secret goes into an id, not even
+    hashed (a short token or password could be guessed from its digest)."""
+    ids: dict[str, str] = {}
+    secretive: dict[str, list[str]] = {}
+    for url in dict.fromkeys(urls):
+        shown = shown_url(url)
+        if shown == url:
+            ids[url] = url
+        else:
+            secretive.setdefault(shown, []).append(url)
+    for shown, group in secretive.items():
+        if len(group) == 1 and shown not in ids:
+            ids[group[0]] = shown
+        else:
+            ids.update((url, f"{shown}#{n}") for n, url in enumerate(group, 1))
+    return ids
 
 
 def _why(error: BaseException) -> str:
