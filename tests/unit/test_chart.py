@@ -30,6 +30,7 @@ from tandem.api.kinds import ALL_KINDS, RECONCILED_KINDS
 from tandem.platform.kubernetes.api import RESOURCES, KubeApi, resource_of
 from tandem.platform.kubernetes.children import CHILD_KINDS
 from tandem.platform.kubernetes.ownership import Owner
+from tandem.platform.kubernetes.planners.hybridendpoint import GATEWAY_PORT
 from tandem.platform.kubernetes.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,6 +261,15 @@ def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator
         if r.get("to", [{}])[0].get("podSelector", {}).get("matchLabels") == vllm_pods
     ]
     assert [p["port"] for p in vllm["ports"]] == [vllm_port]
+    gateway_pods = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "gateway"}
+    [gateway] = [
+        r
+        for r in policy["spec"]["egress"]
+        if r.get("to", [{}])[0].get("podSelector", {}).get("matchLabels") == gateway_pods
+    ]
+    assert [p["port"] for p in gateway["ports"]] == [GATEWAY_PORT]
+    (container,) = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["TANDEM_GATEWAY_PORT"] == str(GATEWAY_PORT)
 
 
 # -- RBAC against the code ---------------------------------------------------------------------------------
