@@ -113,6 +113,10 @@ def forbidden(message: str, name: str = "", group: str = "", kind: str = "") -> 
     return ApiError(403, "Forbidden", message, _details(name, group, kind) if kind else None)
 
 
+def request_entity_too_large(limit: int) -> ApiError:
+    return ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+
+
 def method_not_allowed() -> ApiError:
     return ApiError(
         405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {}

@@ -32,6 +32,8 @@ from tests.emulator.store import Store, WatchEvent
 logger = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The apiserver's limit on a request body (its MaxRequestBodyBytes, 3 MiB by default).
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -234,7 +236,13 @@ class Emulator(kmock.KubernetesEmulator):
     # ---------------------------------------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        body = await raw_request.read()
+        # The API server reads request bodies of up to 3 MiB (aiohttp's default is 1 MiB: bodies a cluster
+        # takes were refused here, without a Status).
+        raw_request = raw_request.clone(client_max_size=MAX_REQUEST_BODY_BYTES)
+        try:
+            body = await raw_request.read()
+        except aiohttp.web.HTTPRequestEntityTooLarge:
+            return self._error_response(errors.request_entity_too_large(MAX_REQUEST_BODY_BYTES))
         try:
             request = self._parse_request(raw_request, body)
         except errors.ApiError as e:
