@@ -19,6 +19,8 @@ emulator runs no admission policies at all (tests/emulator/README.md).
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
 from tandem.api.admission.cel import compile_rule
+from tandem.api.crd import file_name
 from tandem.api.kinds import ALL_KINDS
 
 from .test_chart import HELM, KUBE_VERSION, helm, objects, render
@@ -387,3 +390,61 @@ def test_metadata_writes_to_an_object_from_before_the_policy_pass() -> None:
     fixed = copy.deepcopy(old)
     fixed["spec"]["image"] = "ghcr.io/tandem-dev/tandem-worker:1"
     assert refusals(policies(*ON), fixed, old=old) == []
+
+
+# -- coverage of the API -----------------------------------------------------------------------------------
+
+# Secret references whose value goes nowhere a manifest chooses: the gateway compares tenants' keys with
+# what callers send (README, "Who may do what"), so no host check applies.
+SECRETS_SENT_NOWHERE = {("HybridEndpoint", "spec.tenants[].apiKeySecretRef")}
+
+
+def _fields(schema: Doc, path: str) -> Iterator[tuple[str, Doc]]:
+    for name, node in (schema.get("properties") or {}).items():
+        yield f"{path}.{name}", node
+        yield from _fields(node, f"{path}.{name}")
+    if "items" in schema:
+        yield from _fields(schema["items"], f"{path}[]")
+
+
+def crd_fields() -> Iterator[tuple[str, str, Doc]]:
+    for kind in ALL_KINDS:
+        crd = yaml.safe_load((ROOT / "charts" / "tandem" / "crds" / file_name(kind)).read_text())
+        for version in crd["spec"]["versions"]:
+            spec = version["schema"]["openAPIV3Schema"]["properties"].get("spec", {})
+            for path, node in _fields(spec, "spec"):
+                yield kind.kind, path, node
+
+
+def _checked(kind: str) -> str:
+    """Every expression of the policy for `kind`, in one string."""
+    [policy] = [
+        p
+        for p in policies(*ON)
+        if p["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [PLURALS[kind]]
+    ]
+    return " ".join(v["expression"] for v in policy["spec"]["validations"])
+
+
+def test_every_image_field_of_every_kind_is_checked() -> None:
+    """A kind that gains an image field fails here until the policy checks it."""
+    images = [(kind, path) for kind, path, _ in crd_fields() if path.rpartition(".")[2] == "image"]
+    assert len(images) >= 3
+    for kind, path in images:
+        used = re.search(rf"object\.{re.escape(path)}\b", _checked(kind))
+        assert used, f"{kind} {path} is not checked by the admission policy"
+
+
+def test_every_secret_reference_is_checked_or_known_to_go_nowhere() -> None:
+    """A Secret a pod sends to a host the manifest names must be held to allowedSecretHosts: a new
+    *SecretRef field fails here until the policy checks it (or it is shown to go nowhere)."""
+    refs = [(kind, path) for kind, path, _ in crd_fields() if path.endswith("SecretRef")]
+    assert len(refs) >= 5
+    for kind, path in refs:
+        if (kind, path) in SECRETS_SENT_NOWHERE:
+            continue
+        # Inside the sources list the expressions name a source `s`: s.http.headersSecretRef.
+        field = path.replace("[]", "").removeprefix("spec.sources.")
+        expressions = _checked(kind)
+        assert "secretHostPattern" in expressions, f"{kind} {path} is not held to allowedSecretHosts"
+        assert re.search(rf"\b{re.escape(field)}\b", expressions), f"{kind} {path}"
