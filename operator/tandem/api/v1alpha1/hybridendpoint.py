@@ -213,7 +213,12 @@ class HybridEndpointSpec(TandemModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     knowledge_bases: list[CrossNamespaceReference] = Field(
-        default_factory=list, max_length=32, description="KnowledgeBases the gateway retrieves from."
+        default_factory=list,
+        max_length=32,
+        description="KnowledgeBases the gateway retrieves from, each name once.",
+        # Keyed by name alone: the gateway's config, routes and Milvus token mounts know a KnowledgeBase
+        # by its name, so two of one name (in two namespaces) would collide there.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     routes: list[Route] | None = Field(
         default=None,
