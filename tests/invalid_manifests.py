@@ -443,6 +443,13 @@ CORPUS: list[Case] = [
         'adapters[1]: Duplicate value: {"name":"house-style"}',
     ),
     Case(
+        "duplicate-knowledge-base",
+        HE,
+        _spec("knowledgeBases", [{"name": "handbook"}, {"name": "handbook", "namespace": "shared"}]),
+        "spec.knowledgeBases[1]",
+        'knowledgeBases[1]: Duplicate value: {"name":"handbook"}',
+    ),
+    Case(
         "route-to-unknown-adapter",
         HE,
         _spec("routes", [{"name": "x", "adapter": "nope"}]),
