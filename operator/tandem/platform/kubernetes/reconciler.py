@@ -36,6 +36,7 @@ from tandem.api.v1alpha1 import (
     KnowledgeBaseSpec,
 )
 from tandem.core.errors import PlanError
+from tandem.core.references import ResolvedKnowledgeBase
 
 from . import metrics
 from .adapters import loaded_per_pod
@@ -44,7 +45,7 @@ from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
 from .conditions import READY, Outcome, condition, conditions_for
 from .gateway_health import dependencies_per_pod
-from .observe import termination_report, work_outcome
+from .observe import missing_secrets, secret_not_found, termination_report, work_outcome
 from .ownership import RECONCILE_TOKEN, Owner
 from .phases import summary
 from .planners import Plan
@@ -271,6 +272,10 @@ class Reconciler:
         gateways = await self.api.list("v1", "Pod", owner.namespace, owner.labels("gateway"))
         dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)
         outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched, dependencies)
+        missing = missing_secrets([*pods, *gateways])
+        if missing and outcome.state == "Progressing":
+            # Pods that wait for a Secret would leave the endpoint Deploying forever (see observe.py).
+            outcome = secret_not_found(missing, owner.namespace, _secret_uses(spec, kbs))
         return outcome, figures, writes
 
     async def _evaluation(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
@@ -359,3 +364,16 @@ class Reconciler:
             event_type = "Warning" if outcome.state == "Stalled" else "Normal"
             self.events(body, event_type, outcome.reason, outcome.message)
         return 1
+
+
+def _secret_uses(
+    spec: HybridEndpointSpec, kbs: list[ResolvedKnowledgeBase]
+) -> dict[tuple[str, str | None], str]:
+    """(Secret, key) and (Secret, None) -> what of the endpoint needs it, for a SecretNotFound message."""
+    uses: dict[tuple[str, str | None], list[str]] = {}
+    refs = [(t.api_key_secret_ref, f"the API key of tenant {t.name}") for t in spec.tenants]
+    refs += [(kb.credentials, f"the Milvus token of KnowledgeBase {kb.name}") for kb in kbs if kb.credentials]
+    for ref, what in refs:
+        uses.setdefault((ref.name, ref.key), []).append(what)
+        uses.setdefault((ref.name, None), []).append(what)
+    return {at: ", ".join(what) for at, what in uses.items()}
