@@ -170,6 +170,10 @@ def main() -> int:
         )
         print("$ kubectl apply -f bad.yaml   # examples/basic's KnowledgeBase with chunking.overlap: 300")
         kubectl("apply", "-f", str(bad), check=False)
+        print(
+            "$ kubectl scale he assistant --replicas=2   # its vLLM pods are autoscaled (serving.autoscaling)"
+        )
+        kubectl("scale", "he", "assistant", "-n", NAMESPACE, "--replicas=2", check=False)
         refused_child(kubectl, workdir)
         time.sleep(4)
         banner("what the operator created (kubectl get ... -l app.kubernetes.io/managed-by=tandem)")
