@@ -57,12 +57,14 @@ def gateway_config(
     adapters: list[AdapterConfig],
     knowledge_bases: list[KnowledgeBaseConfig],
     api_key_files: dict[str, str],
+    vllm_api_key_file: str | None = None,
 ) -> GatewayConfig:
     """The gateway's configuration (`tandem.workloads.gateway.config`); the platform says where things are
     (vLLM's URL, adapter folders, key files), the spec says everything else."""
     return GatewayConfig(
         endpoint=EndpointId(namespace=namespace, name=name),
         vllm_url=vllm_url,
+        vllm_api_key_file=vllm_api_key_file,
         base_model=BASE_MODEL_NAME,
         routes=routes(spec),
         adapters=adapters,

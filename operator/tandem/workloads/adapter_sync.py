@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import httpx
 
+from tandem.core.vllm import VLLM_API_KEY_ENV
 from tandem.workloads.reporting import emit
 
 Report = Callable[[dict[str, Any]], None]
@@ -178,11 +179,21 @@ class VllmAdmin:
     """vLLM's model endpoints: list, load and unload LoRA adapters (synchronous, with timeouts)."""
 
     def __init__(
-        self, url: str, timeout: float = 120.0, transport: httpx.BaseTransport | None = None
+        self,
+        url: str,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
+        # vLLM's /v1 routes take its API key (issue 15, item 1): given, or the VLLM_API_KEY vLLM itself
+        # reads, which the sidecar gets from the same Secret as the vLLM container (never an argument).
+        key = api_key if api_key is not None else os.environ.get(VLLM_API_KEY_ENV)
         # Loading reads and checks the adapter's weights in the engine: seconds, more on a busy machine.
         self.client = httpx.Client(
-            base_url=url.rstrip("/"), timeout=httpx.Timeout(timeout, connect=5), transport=transport
+            base_url=url.rstrip("/"),
+            timeout=httpx.Timeout(timeout, connect=5),
+            transport=transport,
+            headers={"Authorization": f"Bearer {key}"} if key else None,
         )
 
     def models(self) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets as random_secrets
 import shutil
 import sys
 import threading
@@ -40,7 +41,7 @@ from tandem.core.digests import FINGERPRINT_DIGEST, digest
 from tandem.core.gateway import gateway_config, knowledge_base_config
 from tandem.core.jobs import adapter_folder, ingest_job, knowledge_base_target, training_job
 from tandem.core.references import ResolvedAdapter, resolve_knowledge_base, trained_adapter, uri_adapter
-from tandem.core.vllm import vllm_arguments
+from tandem.core.vllm import VLLM_API_KEY_ENV, vllm_arguments
 from tandem.workloads.gateway.config import AdapterConfig
 from tandem.workloads.jobs import KnowledgeBaseTarget
 
@@ -520,10 +521,12 @@ class LocalPlatform:
             )
         except ModelError as e:
             raise WorkFailed(e.reason, str(e)) from None
-        vllm = self._ensure_vllm(he, str(model.path), adapters)
-        loaded = self._sync_adapters(vllm, served)
-
         directory = self.dir / "endpoints" / f"{he.namespace}-{he.name}"
+        vllm_key_file = self._vllm_key(directory)
+        vllm_key = vllm_key_file.read_text().strip()
+        vllm = self._ensure_vllm(he, str(model.path), adapters, vllm_key)
+        loaded = self._sync_adapters(vllm, served, vllm_key)
+
         key_files = {}
         for tenant, key in secrets.items():
             key_file = directory / "keys" / tenant
@@ -537,6 +540,7 @@ class LocalPlatform:
             adapters=served,
             knowledge_bases=knowledge,
             api_key_files=key_files,
+            vllm_api_key_file=str(vllm_key_file),
         )
         wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
         config_file = directory / "gateway.json"
@@ -544,7 +548,8 @@ class LocalPlatform:
         config_file.write_text(json.dumps(wire, indent=2, sort_keys=True))
         gateway = self.servers.ensure(
             f"gateway:{he.namespace}/{he.name}",
-            digest({"config": wire, "keys": secrets}, FINGERPRINT_DIGEST),
+            # The vLLM key's digest too: the gateway reads it at start, so a new key restarts it.
+            digest({"config": wire, "keys": secrets, "vllm": digest(vllm_key)}, FINGERPRINT_DIGEST),
             lambda port: [
                 sys.executable,
                 "-m",
@@ -596,16 +601,33 @@ class LocalPlatform:
 
     # --- servers -----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _vllm_key(directory: Path) -> Path:
+        """The endpoint's key between gateway and vLLM (issue 15, item 1), as a cluster's generated Secret:
+        random, made once, kept in a 0600 file in the endpoint's 0700 folder. vLLM refuses every route
+        but /health and /metrics to any local process without it (tandem.core.vllm_guard)."""
+        path = directory / "vllm-key"
+        if not path.is_file() or not path.read_text().strip():
+            write_private(path, random_secrets.token_urlsafe(32))
+        return path
+
     def _ensure_vllm(
-        self, he: Resource[HybridEndpointSpec], model_path: str, adapters: list[ResolvedAdapter]
+        self,
+        he: Resource[HybridEndpointSpec],
+        model_path: str,
+        adapters: list[ResolvedAdapter],
+        api_key: str,
     ) -> Server:
-        from .vllm import vllm_env, vllm_python
+        from .vllm import key_guard, vllm_env, vllm_python
 
         serving = he.spec.serving
         python = self.vllm_python or vllm_python()
 
+        # vLLM's own key check leaves /invocations open: the guard requires the key on every route.
+        guard_arguments, guard_env = key_guard(self.dir / "vllm-guard")
+
         def argv(port: int) -> list[str]:
-            return vllm_arguments(
+            return guard_arguments + vllm_arguments(
                 serving,
                 model=model_path,
                 host="127.0.0.1",
@@ -619,19 +641,20 @@ class LocalPlatform:
         self.progress(he.key, {"stage": "vllm", "message": "starting vLLM (CPU build): about a minute"})
         return self.servers.ensure(
             f"vllm:{he.namespace}/{he.name}",
-            _fingerprint({"model": model_path, "argv": argv(0)}),
+            # The key's digest: a vLLM started without this key (an older `tandem up`) is restarted.
+            _fingerprint({"model": model_path, "argv": argv(0), "key": digest(api_key, FINGERPRINT_DIGEST)}),
             lambda port: [python, "-m", "vllm.entrypoints.openai.api_server", *argv(port)],
             ready="/health",
             timeout=600,
-            env=vllm_env(),
+            env={**vllm_env(), **guard_env, VLLM_API_KEY_ENV: api_key},
         )
 
-    def _sync_adapters(self, vllm: Server, adapters: list[AdapterConfig]) -> set[str]:
+    def _sync_adapters(self, vllm: Server, adapters: list[AdapterConfig], api_key: str) -> set[str]:
         """Load the adapters into vLLM; the names its /v1/models lists afterwards."""
         from tandem.workloads.adapter_sync import VllmAdmin, sync_once
 
-        sync_once(vllm.url, [a.model_dump() for a in adapters])
-        with VllmAdmin(vllm.url) as admin:
+        with VllmAdmin(vllm.url, api_key=api_key) as admin:
+            sync_once(vllm.url, [a.model_dump() for a in adapters], admin=admin)
             return {a.name for a in admin.loaded_adapters()}
 
     # --- workloads ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,10 @@ from typing import Any
 import httpx
 
 from tandem.api.v1alpha1.hybridendpoint import Serving
+from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
 from tandem.core.references import ResolvedAdapter
-from tandem.core.vllm import ENTRYPOINT, vllm_arguments
+from tandem.core.vllm import ENTRYPOINT, VLLM_API_KEY_ENV, vllm_arguments
 
 from . import processes
 from .processes import free_port, log_tail
@@ -96,6 +98,18 @@ def vllm_argv(
     ]
 
 
+GUARD_MODULE = "tandem_vllm_guard"
+
+
+def key_guard(directory: Path) -> tuple[list[str], dict[str, str]]:
+    """vLLM's arguments and environment to require its key on every route but /health and /metrics
+    (`tandem.core.vllm_guard`, copied into `directory` as a module vLLM's own Python imports)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(vllm_guard.__file__, directory / f"{GUARD_MODULE}.py")
+    path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH", "")) if p)
+    return [f"--middleware={GUARD_MODULE}.RequireKey"], {"PYTHONPATH": path}
+
+
 def vllm_env() -> dict[str, str]:
     """What vLLM's CPU build needs in its environment, on top of the caller's."""
     return {
@@ -134,8 +148,11 @@ class VllmServer:
         max_loras: int = 2,
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """`api_key`: required by vLLM on its /v1 routes (through VLLM_API_KEY, never an argument)."""
         self.model = Path(model)
+        self.api_key = api_key
         self.log = log
         self.port = port if port is not None else free_port()
         self.python = python
@@ -149,6 +166,10 @@ class VllmServer:
             extra=extra,
         )
         self.env = dict(env or {})
+        if api_key:
+            arguments, guard_env = key_guard(log.parent / "guard")
+            self.argv_tail += arguments
+            self.env.update({**guard_env, VLLM_API_KEY_ENV: api_key})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -218,7 +239,7 @@ class VllmServer:
 
     def models(self) -> list[dict[str, Any]]:
         """The entries of /v1/models: the base model, then the LoRA adapters loaded (with `parent` set)."""
-        response = httpx.get(f"{self.url}/v1/models", timeout=10)
+        response = httpx.get(f"{self.url}/v1/models", timeout=10, headers=self.headers())
         response.raise_for_status()
         data: list[dict[str, Any]] = response.json()["data"]
         return data
@@ -227,7 +248,7 @@ class VllmServer:
         """Serve the LoRA adapter in `path` as model `name` from now on (replacing another path)."""
         from tandem.workloads.adapter_sync import ConfiguredAdapter, VllmAdmin, execute, plan_sync
 
-        with VllmAdmin(self.url) as admin:
+        with VllmAdmin(self.url, api_key=self.api_key or "") as admin:
             loaded = {a.name: a for a in admin.loaded_adapters() if a.name == name}
             for result in execute(admin, plan_sync([ConfiguredAdapter(name, str(path))], loaded)):
                 if result.error:
@@ -236,8 +257,12 @@ class VllmServer:
     def unload_adapter(self, name: str) -> None:
         from tandem.workloads.adapter_sync import VllmAdmin
 
-        with VllmAdmin(self.url) as admin:
+        with VllmAdmin(self.url, api_key=self.api_key or "") as admin:
             admin.unload(name)
+
+    def headers(self) -> dict[str, str]:
+        """What a client of its /v1 routes sends: the key, when it has one."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def __enter__(self) -> VllmServer:
         return self.start()

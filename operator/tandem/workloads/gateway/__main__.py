@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import Gateway
-from .config import METRICS_PORT, ConfigError, KeyRing, load_api_keys, load_config
+from .config import METRICS_PORT, ConfigError, KeyRing, load_api_keys, load_config, load_vllm_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         load_api_keys(config)  # a broken key file at start is a configuration error, said at once
+        vllm_key = load_vllm_key(config)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Read again while serving: a rotated or revoked key takes effect within KEY_RELOAD_SECONDS.
     keys = KeyRing(config.tenants)
-    asyncio.run(serve(Gateway(config, keys), args.host, args.port, args.metrics_port))
+    asyncio.run(serve(Gateway(config, keys, vllm_key=vllm_key), args.host, args.port, args.metrics_port))
     return 0
 
 

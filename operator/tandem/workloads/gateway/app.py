@@ -116,7 +116,9 @@ class Gateway:
         config: GatewayConfig,
         api_keys: dict[str, TenantConfig] | KeyRing,
         knowledge: KnowledgeSearch | None = None,
+        vllm_key: str | None = None,
     ) -> None:
+        """`vllm_key`: the key vLLM requires on its /v1 routes (see `load_vllm_key`), sent on every call."""
         self.config = config
         # A KeyRing re-reads the key files (revocation, rotation); a dict is fixed (tests, embedding).
         self.keys = api_keys if isinstance(api_keys, KeyRing) else KeyRing.static(api_keys)
@@ -128,7 +130,9 @@ class Gateway:
         )
         self.metrics = GatewayMetrics()
         self.vllm = httpx.AsyncClient(
-            base_url=config.vllm_url, timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0)
+            base_url=config.vllm_url,
+            timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0),
+            headers={"Authorization": f"Bearer {vllm_key}"} if vllm_key else None,
         )
         # /healthz/dependencies: the search of each KnowledgeBase in flight, so that checks of a hung Milvus
         # wait on one search instead of each leaving another thread behind.

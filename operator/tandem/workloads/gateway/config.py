@@ -75,6 +75,9 @@ class Limits(TandemModel):
 class GatewayConfig(TandemModel):
     endpoint: EndpointId
     vllm_url: str
+    # The key vLLM requires on its /v1 routes (a mounted Secret key, or local mode's 0600 file); none: vLLM
+    # was started without one.
+    vllm_api_key_file: str | None = None
     base_model: str = "base"
     routes: list[Route]
     adapters: list[AdapterConfig] = Field(default_factory=list)
@@ -98,6 +101,20 @@ def load_config(path: Path) -> GatewayConfig:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors(include_url=False)
         )
         raise ConfigError(f"{path}: {problems}") from None
+
+
+def load_vllm_key(config: GatewayConfig) -> str | None:
+    """The key the gateway sends vLLM, read from its file; None when vLLM takes none."""
+    if config.vllm_api_key_file is None:
+        return None
+    try:
+        key = Path(config.vllm_api_key_file).read_text().strip()
+    except OSError as e:
+        where = config.vllm_api_key_file
+        raise ConfigError(f"cannot read vLLM's API key from {where}: {e.strerror}") from None
+    if not key:
+        raise ConfigError(f"vLLM's API key in {config.vllm_api_key_file} is empty")
+    return key
 
 
 def load_api_keys(config: GatewayConfig) -> dict[str, TenantConfig]:
