@@ -278,3 +278,7 @@ def test_the_salt_differs_by_acl_groups_and_by_endpoint_not_by_group_order() -> 
     assert gateway.cache_salt(eng) == gateway.cache_salt(eng.model_copy(update={"groups": ["hr", "eng"]}))
     assert gateway.cache_salt(eng) != gateway.cache_salt(eng.model_copy(update={"groups": ["eng"]}))
     assert gateway.cache_salt(eng) != other_endpoint.cache_salt(eng)
+    # With the endpoint's vLLM key, the salt cannot be computed from names alone.
+    keyed = Gateway(config(), KEYS, DownKnowledge([]), vllm_key="k-1")
+    assert keyed.cache_salt(eng) != gateway.cache_salt(eng)
+    assert keyed.cache_salt(eng) != Gateway(config(), KEYS, DownKnowledge([]), vllm_key="k-2").cache_salt(eng)

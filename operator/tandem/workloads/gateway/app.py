@@ -118,8 +118,12 @@ class Gateway:
         knowledge: KnowledgeSearch | None = None,
         vllm_key: str | None = None,
     ) -> None:
-        """`vllm_key`: the key vLLM requires on its /v1 routes (see `load_vllm_key`), sent on every call."""
+        """`vllm_key`: the key vLLM requires (see `load_vllm_key`), sent on every call."""
         self.config = config
+        # What the cache salts are keyed by: the vLLM key where there is one (secret, shared by the
+        # endpoint's gateway replicas, so they share each tenant's cache), else the endpoint's identity.
+        endpoint = f"{config.endpoint.namespace}/{config.endpoint.name}"
+        self._salt_key = f"tandem-cache-salt/{endpoint}/{vllm_key or ''}".encode()
         # A KeyRing re-reads the key files (revocation, rotation); a dict is fixed (tests, embedding).
         self.keys = api_keys if isinstance(api_keys, KeyRing) else KeyRing.static(api_keys)
         self.routes: dict[str, Route] = {r.name: r for r in config.routes}
@@ -365,13 +369,14 @@ class Gateway:
         """vLLM's prefix-cache salt for a tenant and its ACL groups: requests share cached prefixes only
         with requests of the same tenant and groups, so no tenant can time another's cached passages.
 
-        An HMAC keyed by the endpoint's identity: callers cannot choose a salt (the gateway drops theirs
-        and sets this one), so the salt's secrecy matters only to whoever reaches vLLM past the gateway,
-        which the vLLM NetworkPolicy refuses. Hex, 64 characters: within vLLM's limit of 128 and free of
-        the characters it forbids."""
-        key = f"tandem-cache-salt/{self.config.endpoint.namespace}/{self.config.endpoint.name}"
+        An HMAC keyed by the endpoint and its vLLM key: callers cannot choose a salt (the gateway drops
+        theirs and sets this one), so a salt's secrecy matters only to whoever reaches vLLM past the
+        gateway; with the key, such a peer can neither be served nor compute a tenant's salt; without one
+        (a cluster endpoint today) the salt is predictable from the tenant's name and groups, and only the
+        NetworkPolicy keeps such a peer out. Hex, 64 characters: within vLLM's limit of 128 and free of the
+        characters it forbids."""
         who = json.dumps([tenant.name, sorted(set(tenant.groups))])
-        return hmac.new(key.encode(), who.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._salt_key, who.encode(), hashlib.sha256).hexdigest()
 
     def _route(self, body: dict[str, Any], exchange: Exchange) -> Route:
         name = body.get("model")
