@@ -112,6 +112,8 @@ def main() -> None:
             str(work / "gateway.json"),
             "--port",
             str(port),
+            "--metrics-port",
+            "0",  # no /metrics port to collide with: this benchmark reads none
         ],
         stdout=(work / "gateway.log").open("w"),
         stderr=subprocess.STDOUT,
