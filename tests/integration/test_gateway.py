@@ -31,7 +31,7 @@ from tandem.workloads.knowledge.indexer import Indexer
 from tandem.workloads.knowledge.sources import read_source
 from tandem.workloads.knowledge.store import ChunkStore
 from tests.integration.test_training import CODEWORD, QUESTIONS, write_job
-from tests.integration.vllm_server import VllmFixture
+from tests.integration.vllm_server import MAX_MODEL_LEN, VllmFixture
 from tests.manifests import ROOT
 
 pytestmark = pytest.mark.integration
@@ -166,6 +166,7 @@ def endpoint_config(vllm_url: str, **overrides: Any) -> dict[str, Any]:
     return {
         "endpoint": {"namespace": "team", "name": "support"},
         "vllmUrl": vllm_url,
+        "maxModelLen": MAX_MODEL_LEN,  # as the operator's config says: the token cap sent stays within it
         "baseModel": "base",
         "routes": [
             {"name": "base", "retrieval": False},

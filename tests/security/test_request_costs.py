@@ -34,6 +34,7 @@ def config(**gateway: Any) -> GatewayConfig:
         {
             "endpoint": {"namespace": "team", "name": "assistant"},
             "vllmUrl": VLLM_URL,
+            "maxModelLen": 2048,
             "routes": [{"name": "base", "retrieval": False}, {"name": "rag", "retrieval": True}],
             "knowledgeBases": [
                 {
@@ -125,11 +126,15 @@ async def test_n_and_max_tokens_over_the_caps_are_refused_naming_the_field() -> 
 
 
 async def test_the_caps_default_to_4096_tokens_and_4_completions() -> None:
-    client = await client_for(Upstream())
+    upstream = Upstream()
+    client = await client_for(upstream)
     try:
         assert (await chat(client, {**CHAT, "max_tokens": 4097}))[0] == 400
         assert (await chat(client, {**CHAT, "n": 5}))[0] == 400
         assert (await chat(client, {**CHAT, "max_tokens": 4096, "n": 4}))[0] == 200
+        # Sent without a limit: the cap, but never above the context length vLLM would refuse it over.
+        assert (await chat(client, CHAT))[0] == 200
+        assert upstream.bodies[-1]["max_tokens"] == 2048
     finally:
         await client.close()
 

@@ -65,6 +65,7 @@ def gateway_config(
         endpoint=EndpointId(namespace=namespace, name=name),
         vllm_url=vllm_url,
         vllm_api_key_file=vllm_api_key_file,
+        max_model_len=spec.serving.max_model_len,
         base_model=BASE_MODEL_NAME,
         routes=routes(spec),
         adapters=adapters,

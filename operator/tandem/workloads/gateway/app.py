@@ -341,7 +341,9 @@ class Gateway:
     def _within_caps(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send on, or a 400 naming the field over this endpoint's cap: one request may ask for
         at most maxN completions of at most maxTokens tokens each. Without a token limit the cap is sent
-        (vLLM stops at the model's context length otherwise, which a cap below it would not bound)."""
+        (vLLM stops at the model's context length otherwise, which a cap below it would not bound), no
+        more than the context length (vLLM refuses a max_tokens above it; where the configuration does not
+        say it, nothing is added)."""
         limits = self.config.limits
         caps = {
             "max_tokens": (limits.max_tokens, "gateway.maxTokens"),
@@ -361,8 +363,9 @@ class Gateway:
                 message = f"{name}: {value} is over this endpoint's limit of {cap} ({setting})"
                 raise ApiError(400, message, "invalid")
         upstream = {k: v for k, v in body.items() if k != "cache_salt"}  # the gateway's to set, per tenant
-        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
-            upstream["max_tokens"] = limits.max_tokens
+        context = self.config.max_model_len
+        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None and context:
+            upstream["max_tokens"] = min(limits.max_tokens, context)
         return upstream
 
     def cache_salt(self, tenant: TenantConfig) -> str:

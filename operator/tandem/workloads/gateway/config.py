@@ -78,6 +78,8 @@ class GatewayConfig(TandemModel):
     # The key vLLM requires on its /v1 routes (a mounted Secret key, or local mode's 0600 file); none: vLLM
     # was started without one.
     vllm_api_key_file: str | None = None
+    # vLLM's --max-model-len: vLLM refuses a max_tokens above it, so the cap the gateway adds is at most this.
+    max_model_len: int | None = None
     base_model: str = "base"
     routes: list[Route]
     adapters: list[AdapterConfig] = Field(default_factory=list)
