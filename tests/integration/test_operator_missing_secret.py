@@ -3,10 +3,9 @@ Secret and the tenant, instead of Deploying forever (issue 14, around the CRDs).
 Secrets; it reads the gateway pods' status.
 
 The emulator runs no kubelet: the pod status a kubelet writes for a container whose env needs a missing
-Secret (CreateContainerConfigError, `secret "x" not found`) is written here. Not covered: the gateway
-mounts the API keys as a secret volume, for which a kubelet reports the missing Secret only in a
-FailedMount Event; reading Events needs `list` on events, which the chart does not grant yet, so the
-reconciler does not read them (observe.missing_secrets does, tests/unit/test_missing_secrets.py).
+Secret (CreateContainerConfigError, `secret "x" not found`) is written here, and so is the FailedMount
+Event a kubelet posts for a secret volume whose Secret is missing (how the gateway gets its API keys).
+Not covered: which Event fields a real API server lets a fieldSelector name (the emulator takes any).
 """
 
 from __future__ import annotations
@@ -105,3 +104,45 @@ async def test_a_missing_tenant_secret_stalls_the_endpoint(
     result = await reconciler.reconcile(current())
     assert result.outcome.reason != "SecretNotFound"
     assert condition(current(), "Stalled")["status"] == "False"
+
+
+async def test_a_missing_secret_volume_shows_in_the_pods_failedmount_event(
+    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient
+) -> None:
+    """The gateway mounts the tenants' keys as a secret volume: the kubelet leaves the pod
+    ContainerCreating and says why only in a FailedMount Event, which the operator lists."""
+    he = copy.deepcopy(example("HybridEndpoint"))
+    he["metadata"].update(namespace=NS, name="assistant")
+    he["spec"].update(adapters=[], knowledgeBases=[])
+    emulator.create(he)
+    reconciler = Reconciler(kube, OperatorSettings())
+
+    def current() -> dict[str, Any]:
+        return emulator.get("hybridendpoints", NS, "assistant") or {}
+
+    await reconciler.reconcile(current())
+    owner = Owner.from_body(current())
+    secret = he["spec"]["tenants"][0]["apiKeySecretRef"]["name"]
+    creating = gateway_pod(owner, {"reason": "ContainerCreating"})
+    creating["spec"]["volumes"] = [{"name": "api-key-0", "secret": {"secretName": secret}}]
+    created = await api.post(PODS, json={**creating, "status": {}})
+    assert created.status_code == 201, created.text
+    await write_status(api, creating)
+    result = await reconciler.reconcile(current())
+    assert result.outcome.reason == "Deploying"  # nothing says why yet
+
+    pod_name = creating["metadata"]["name"]
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod_name}.1", "namespace": NS},
+        "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": NS},
+        "reason": "FailedMount",
+        "type": "Warning",
+        "message": f'MountVolume.SetUp failed for volume "api-key-0" : secret "{secret}" not found',
+    }
+    posted = await api.post(f"/api/v1/namespaces/{NS}/events", json=event)
+    assert posted.status_code == 201, posted.text
+    result = await reconciler.reconcile(current())
+    assert (result.outcome.state, result.outcome.reason) == ("Stalled", "SecretNotFound")
+    assert f"Secret {secret} (" in result.outcome.message and pod_name in result.outcome.message

@@ -111,10 +111,11 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# kopf posts Events about the resources it handles.
+# kopf posts Events about the resources it handles; the operator lists the pods' FailedMount Events to
+# name a missing Secret (it cannot read Secrets).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{/* kopf's runtime discovery of CRDs (resources appearing and disappearing). */}}

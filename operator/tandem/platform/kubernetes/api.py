@@ -46,6 +46,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "ConfigMap", "configmaps"),
         Resource("v1", "Service", "services"),
         Resource("v1", "Pod", "pods"),  # read only: workload results in termination messages
+        Resource("v1", "Event", "events"),  # read only: pods' FailedMount (a missing Secret)
         Resource("batch/v1", "Job", "jobs"),
         Resource("batch/v1", "CronJob", "cronjobs"),
         Resource("apps/v1", "Deployment", "deployments"),
@@ -137,9 +138,16 @@ class KubeApi:
             raise
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, labels: dict[str, str] | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        labels: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))] if labels else []
+        if fields:  # only the fields the API server indexes for the kind (e.g. an Event's reason)
+            query.append(("fieldSelector", ",".join(f"{k}={v}" for k, v in sorted(fields.items()))))
         try:
             data = await self._call("GET", resource_of(api_version, kind).path(namespace), query=query)
         except ApiError as e:

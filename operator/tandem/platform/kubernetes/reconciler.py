@@ -39,7 +39,7 @@ from tandem.core.errors import PlanError
 from tandem.core.references import ResolvedKnowledgeBase
 
 from . import metrics
-from .adapters import loaded_per_pod
+from .adapters import loaded_per_pod, pod_ready
 from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
@@ -273,6 +273,12 @@ class Reconciler:
         dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)
         outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched, dependencies)
         missing = missing_secrets([*pods, *gateways])
+        if not missing and outcome.state == "Progressing" and not all(map(pod_ready, [*pods, *gateways])):
+            # A secret volume's missing Secret (the gateway's API keys) shows only in the pod's FailedMount
+            # Events: read them only while a pod is not ready, not at every resync.
+            failed_mounts = {"involvedObject.kind": "Pod", "reason": "FailedMount"}
+            events = await self.api.list("v1", "Event", owner.namespace, fields=failed_mounts)
+            missing = missing_secrets([*pods, *gateways], events)
         if missing and outcome.state == "Progressing":
             # Pods that wait for a Secret would leave the endpoint Deploying forever (see observe.py).
             outcome = secret_not_found(missing, owner.namespace, _secret_uses(spec, kbs))
