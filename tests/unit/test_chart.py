@@ -203,6 +203,7 @@ def test_environment_defaults_equal_the_operators_settings() -> None:
     assert float(env["TANDEM_RESYNC_SECONDS"]) == defaults.resync_seconds
     assert env["TANDEM_NAMESPACES"] == ""
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["TANDEM_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def test_full_values_reach_the_environment() -> None:

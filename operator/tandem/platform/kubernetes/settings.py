@@ -33,6 +33,8 @@ class OperatorSettings:
     # Port of the gateway in its pods (planners.hybridendpoint.GATEWAY_PORT), where the operator reads
     # /healthz/dependencies to report a KnowledgeBase its routes cannot reach.
     gateway_port: int = 8080
+    # The operator's own namespace: the only one whose operator pods a vLLM NetworkPolicy admits.
+    operator_namespace: str = "tandem-system"
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -49,4 +51,5 @@ class OperatorSettings:
             namespaces=namespaces,
             vllm_port=int(_env("TANDEM_VLLM_PORT", str(d.vllm_port))),
             gateway_port=int(_env("TANDEM_GATEWAY_PORT", str(d.gateway_port))),
+            operator_namespace=_env("TANDEM_OPERATOR_NAMESPACE", d.operator_namespace),
         )

@@ -36,6 +36,8 @@ METRICS_ANNOTATIONS = {
 }
 # How the chart labels the operator's pods (tandem.selectorLabels, unless nameOverride is set).
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
+# Every namespace carries its own name under this label (the API server sets it, since Kubernetes 1.21).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
 MODEL_DIR = "/models"
 FETCH_CONTAINER = "fetch-model"
@@ -294,12 +296,19 @@ def _vllm_network_policy(owner: Owner, settings: OperatorSettings, names: Names)
             # cannot be bypassed by calling vLLM directly.
             "podSelector": {"matchLabels": names.vllm_labels},
             "policyTypes": ["Ingress"],
-            # The operator reads each pod's /v1/models to report which adapters are loaded.
+            # The operator reads each pod's /v1/models to report which adapters are loaded: its pods, in its
+            # own namespace only (kubernetes.io/metadata.name is set by the API server and cannot be
+            # forged), not any pod anywhere that carries the operator's labels.
             "ingress": [
                 {
                     "from": [
                         {"podSelector": {"matchLabels": names.gateway_labels}},
-                        {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}},
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {NAMESPACE_NAME_LABEL: settings.operator_namespace}
+                            },
+                            "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
+                        },
                     ],
                     "ports": [{"protocol": "TCP", "port": settings.vllm_port}],
                 }

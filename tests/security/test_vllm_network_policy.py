@@ -1,0 +1,88 @@
+"""Who the vLLM NetworkPolicy admits (issue 15, item 1): this endpoint's gateway pods and the operator's
+pods in the operator's namespace; not a pod in another namespace that labels itself as the operator
+(`app.kubernetes.io/name: tandem` anywhere got in before).
+
+The policy's peers are evaluated here by the NetworkPolicy rules for `from` peers (a podSelector alone:
+pods of the policy's namespace; with a namespaceSelector: pods of the matching namespaces); matchLabels
+only, which is all the planner writes. Not covered: a network plugin enforcing it (the vLLM key is
+the second barrier, tests/security/test_vllm_peers.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tandem.platform.kubernetes.ownership import Owner
+from tandem.platform.kubernetes.settings import OperatorSettings
+from tests.unit.test_planners import he_plan
+
+OPERATOR_NS = OperatorSettings().operator_namespace
+GATEWAY = Owner("tandem.dev/v1alpha1", "HybridEndpoint", "team", "assistant", "u").labels("gateway")
+
+
+@dataclass(frozen=True)
+class Peer:
+    namespace: str
+    labels: dict[str, str]
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels is evaluated here: {selector}"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def admitted(policy: dict[str, Any], peer: Peer) -> bool:
+    namespace_labels = {"kubernetes.io/metadata.name": peer.namespace}
+    for rule in policy["spec"]["ingress"]:
+        for source in rule["from"]:
+            assert set(source) <= {"podSelector", "namespaceSelector"}, source
+            if "namespaceSelector" in source:
+                in_namespace = _matches(source["namespaceSelector"], namespace_labels)
+            else:
+                in_namespace = peer.namespace == policy["metadata"]["namespace"]
+            if in_namespace and _matches(source.get("podSelector") or {}, peer.labels):
+                return True
+    return False
+
+
+def vllm_policy() -> dict[str, Any]:
+    plan = he_plan()
+    [policy] = [c for c in plan.children if c["kind"] == "NetworkPolicy"]
+    assert policy["metadata"]["namespace"] == "team"
+    return policy
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        Peer("team", GATEWAY),
+        Peer(OPERATOR_NS, {"app.kubernetes.io/name": "tandem", "app.kubernetes.io/instance": "tandem"}),
+    ],
+    ids=["the-endpoints-gateway", "the-operator"],
+)
+def test_the_gateway_and_the_operator_get_in(peer: Peer) -> None:
+    assert admitted(vllm_policy(), peer)
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        Peer("attacker", {"app.kubernetes.io/name": "tandem"}),  # the operator's label, another namespace
+        Peer("attacker", GATEWAY),  # the gateway's labels, another namespace
+        Peer("team", {"app.kubernetes.io/name": "tandem"}),  # the operator's label in the tenant's namespace
+        Peer("team", {**GATEWAY, "tandem.dev/name": "other-endpoint"}),  # another endpoint's gateway
+        Peer(OPERATOR_NS, {"app.kubernetes.io/name": "other"}),
+    ],
+    ids=[
+        "operator-label-elsewhere",
+        "gateway-labels-elsewhere",
+        "operator-label-in-team",
+        "other-gateway",
+        "other-pod",
+    ],
+)
+def test_a_pod_labelled_like_a_peer_elsewhere_does_not(peer: Peer) -> None:
+    assert not admitted(vllm_policy(), peer)
