@@ -30,8 +30,8 @@ from tandem.api.kinds import ALL_KINDS, RECONCILED_KINDS
 from tandem.platform.kubernetes.api import RESOURCES, KubeApi, resource_of
 from tandem.platform.kubernetes.children import CHILD_KINDS
 from tandem.platform.kubernetes.ownership import Owner
-from tandem.platform.kubernetes.planners.hybridendpoint import GATEWAY_PORT
 from tandem.platform.kubernetes.settings import OperatorSettings
+from tandem.workloads.gateway.config import METRICS_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tandem"
@@ -268,9 +268,11 @@ def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator
         for r in policy["spec"]["egress"]
         if r.get("to", [{}])[0].get("podSelector", {}).get("matchLabels") == gateway_pods
     ]
-    assert [p["port"] for p in gateway["ports"]] == [GATEWAY_PORT]
+    assert [p["port"] for p in gateway["ports"]] == [METRICS_PORT]  # its internal port: dependencies
     (container,) = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert env_of(container)["TANDEM_GATEWAY_PORT"] == str(GATEWAY_PORT)
+    assert (
+        env_of(container)["TANDEM_GATEWAY_PORT"] == str(METRICS_PORT) == str(OperatorSettings().gateway_port)
+    )
 
 
 # -- RBAC against the code ---------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = field(default=())  # empty: the whole cluster
     # Port of vLLM in its pods, where the operator reads /v1/models to report adapters loaded.
     vllm_port: int = 8000
-    # Port of the gateway in its pods (planners.hybridendpoint.GATEWAY_PORT), where the operator reads
-    # /healthz/dependencies to report a KnowledgeBase its routes cannot reach.
-    gateway_port: int = 8080
+    # The gateway pods' internal port (gateway.config.METRICS_PORT, which the clients' Service does not
+    # expose), where the operator reads /healthz/dependencies to report a KnowledgeBase its routes cannot
+    # reach.
+    gateway_port: int = 9090
     # The operator's own namespace: the only one whose operator pods a vLLM NetworkPolicy admits.
     operator_namespace: str = "tandem-system"
 

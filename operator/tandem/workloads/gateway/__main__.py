@@ -1,7 +1,8 @@
 """`python -m tandem.workloads.gateway --config gateway.json --host H --port P [--metrics-port M]`.
 
-Clients are served on --port; Prometheus's /metrics on --metrics-port only (0: not served), a port the
-clients' Service does not expose."""
+Clients are served on --port; Prometheus's /metrics and the operator's /healthz/dependencies on
+--metrics-port only, a port the clients' Service does not expose (0: no /metrics, and
+/healthz/dependencies on --port, as local mode runs it on loopback)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(gateway: Gateway, host: str, port: int, metrics_port: int) -> None:
-    """The clients' application on `port`, /metrics on `metrics_port`, until the process is stopped."""
-    runners = [web.AppRunner(gateway.app(), access_log=None)]
+    """The clients' application on `port`, /metrics and /healthz/dependencies on `metrics_port`, until the
+    process is stopped."""
+    runners = [web.AppRunner(gateway.app(dependencies=not metrics_port), access_log=None)]
     if metrics_port:
         runners.append(web.AppRunner(gateway.metrics_app(), access_log=None))
     stop = asyncio.Event()

@@ -144,22 +144,28 @@ class Gateway:
 
     # --- the application -------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
+    def app(self, *, dependencies: bool = True) -> web.Application:
+        """The clients' application. `dependencies=False` where an internal port serves
+        /healthz/dependencies (a pod): its answer names vLLM's address and Milvus's errors, which are not
+        for callers; local mode (loopback only, no internal port) keeps it here."""
         app = web.Application(client_max_size=self.config.limits.max_request_bytes)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/healthz/dependencies", self.dependencies)
+        if dependencies:
+            app.router.add_get("/healthz/dependencies", self.dependencies)
         app.on_startup.append(self._warm_up)
         app.on_cleanup.append(self._close)
         return app
 
     def metrics_app(self) -> web.Application:
-        """/metrics alone, served on a port of its own (9090 in a pod) that the clients' Service does not
-        expose: request counts by route and tenant-visible errors are for Prometheus, not for callers."""
+        """/metrics and /healthz/dependencies, served on a port of their own (9090 in a pod) that the
+        clients' Service does not expose: request counts, internal addresses and dependency errors are for
+        Prometheus and the operator, not for callers."""
         app = web.Application()
         app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/healthz/dependencies", self.dependencies)
         return app
 
     async def _warm_up(self, _: web.Application) -> None:
