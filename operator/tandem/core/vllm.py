@@ -12,9 +12,6 @@ from .references import ResolvedAdapter
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 # /v1/load_lora_adapter and /v1/unload_lora_adapter: adapters change without a restart.
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
-# vLLM requires this key on every /v1 route when the variable is set (its --api-key, kept off the command
-# line where `ps` and the pod spec would show it): only the gateway and the adapter sync hold it.
-VLLM_API_KEY_ENV = "VLLM_API_KEY"
 
 
 def vllm_arguments(

@@ -35,8 +35,11 @@ from typing import Any, Literal
 
 import httpx
 
-from tandem.core.vllm import VLLM_API_KEY_ENV
 from tandem.workloads.reporting import emit
+
+# vLLM requires this key on every /v1 route when the variable is set (its --api-key, kept off the command
+# line where `ps` and the pod spec would show it): only the gateway and the adapter sync hold it.
+VLLM_API_KEY_ENV = "VLLM_API_KEY"
 
 Report = Callable[[dict[str, Any]], None]
 MAX_BACKOFF = 30.0  # seconds between attempts while vLLM is down (or longer, if the interval is)

@@ -41,7 +41,8 @@ from tandem.core.digests import FINGERPRINT_DIGEST, digest
 from tandem.core.gateway import gateway_config, knowledge_base_config
 from tandem.core.jobs import adapter_folder, ingest_job, knowledge_base_target, training_job
 from tandem.core.references import ResolvedAdapter, resolve_knowledge_base, trained_adapter, uri_adapter
-from tandem.core.vllm import VLLM_API_KEY_ENV, vllm_arguments
+from tandem.core.vllm import vllm_arguments
+from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV
 from tandem.workloads.gateway.config import AdapterConfig
 from tandem.workloads.jobs import KnowledgeBaseTarget
 

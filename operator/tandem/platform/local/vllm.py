@@ -25,7 +25,8 @@ from tandem.api.v1alpha1.hybridendpoint import Serving
 from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
 from tandem.core.references import ResolvedAdapter
-from tandem.core.vllm import ENTRYPOINT, VLLM_API_KEY_ENV, vllm_arguments
+from tandem.core.vllm import ENTRYPOINT, vllm_arguments
+from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV
 
 from . import processes
 from .processes import free_port, log_tail
