@@ -24,6 +24,7 @@ os.environ.setdefault("TANDEM_RESYNC_SECONDS", "2")
 
 import kopf
 
+from tandem.platform.kubernetes.api import KubeApi
 from tests.emulator.runner import run_emulator
 from tests.emulator.server import Emulator, load_manifests
 from tests.integration.vllm_server import (  # noqa: F401  (session fixtures: one vLLM for the whole suite)
@@ -62,6 +63,16 @@ async def emulator() -> AsyncIterator[Emulator]:
 async def api(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=emulator.url, timeout=10) as client:
         yield client
+
+
+@pytest_asyncio.fixture()
+async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
+    """The operator's own API client against the emulator, for tests that drive the Reconciler directly."""
+    client = await KubeApi.connect(emulator.url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest_asyncio.fixture()

@@ -16,12 +16,10 @@ import asyncio
 import copy
 import os
 import pathlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from tandem.platform.kubernetes.api import KubeApi
 from tandem.platform.kubernetes.reconciler import Reconciler
@@ -34,15 +32,6 @@ NS = "team"
 HE = f"/apis/tandem.dev/v1alpha1/namespaces/{NS}/hybridendpoints"
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
-
-
-@pytest_asyncio.fixture()
-async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
-    api = await KubeApi.connect(emulator.url)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 def endpoint(name: str, **serving: Any) -> dict[str, Any]:

@@ -11,12 +11,10 @@ Not covered: which Event fields a real API server lets a fieldSelector name (the
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from tandem.platform.kubernetes.api import KubeApi
 from tandem.platform.kubernetes.ownership import Owner
@@ -29,15 +27,6 @@ from tests.manifests import example
 pytestmark = pytest.mark.integration
 NS = "team"
 PODS = f"/api/v1/namespaces/{NS}/pods"
-
-
-@pytest_asyncio.fixture()
-async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
-    api = await KubeApi.connect(emulator.url)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 def gateway_pod(owner: Owner, waiting: dict[str, str] | None) -> dict[str, Any]:

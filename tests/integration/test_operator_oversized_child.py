@@ -8,11 +8,8 @@ The refusal is the emulator's own (built-in validation of the ConfigMap), not an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-import pytest_asyncio
 
 from tandem.platform.kubernetes.api import KubeApi
 from tandem.platform.kubernetes.reconciler import Reconciler
@@ -22,15 +19,6 @@ from tests.integration.conftest import condition
 
 pytestmark = pytest.mark.integration
 NS = "team"
-
-
-@pytest_asyncio.fixture()
-async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
-    api = await KubeApi.connect(emulator.url)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 async def test_inline_documents_over_a_config_maps_size_stall_the_knowledge_base(

@@ -9,12 +9,10 @@ Job controller (tests.cluster_controllers finishes the cleanup Job as failed).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from tandem.platform.kubernetes.api import KubeApi
 from tandem.platform.kubernetes.conditions import Outcome
@@ -27,15 +25,6 @@ from tests.integration.conftest import condition
 from tests.integration.test_operator_refused_children import CASES, NS, RefusingApi, resource
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture()
-async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
-    api = await KubeApi.connect(emulator.url)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 @pytest.mark.parametrize("child", sorted(CASES))

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from tandem.platform.kubernetes.api import ApiError, KubeApi
 from tandem.platform.kubernetes.reconciler import Reconciler
@@ -41,15 +39,6 @@ class RefusingApi(KubeApi):
             reason = "Invalid" if self.status == 422 else "Forbidden"
             raise ApiError(self.status, reason, self.message)
         return await super().apply(obj)
-
-
-@pytest_asyncio.fixture()
-async def kube(emulator: Emulator) -> AsyncIterator[KubeApi]:
-    api = await KubeApi.connect(emulator.url)
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 def resource(kind: str, name: str, **spec: Any) -> dict[str, Any]:
