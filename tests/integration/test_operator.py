@@ -70,7 +70,14 @@ async def test_knowledge_base_children_status_and_events(
     uid = kb["metadata"]["uid"]
     assert kb["spec"]["embedding"]["model"] == "all-MiniLM-L6-v2"  # CRD defaults applied on create
 
-    jobs = await eventually(lambda: children(emulator, "jobs", "handbook"), what="the ingest Job")
+    # The children are applied one after another: wait for all three, not only the Job (a loaded machine
+    # showed the Job before the refresh CronJob, and the unpacking below failed).
+    await eventually(
+        lambda: all(children(emulator, r, "handbook") for r in ("configmaps", "jobs", "cronjobs")),
+        what="the ingest ConfigMap, Job and refresh CronJob",
+        timeout=60,
+    )
+    jobs = children(emulator, "jobs", "handbook")
     for resource in ("configmaps", "jobs", "cronjobs"):
         [child] = children(emulator, resource, "handbook")
         [ref] = child["metadata"]["ownerReferences"]
@@ -86,7 +93,7 @@ async def test_knowledge_base_children_status_and_events(
         obj = emulator.get("knowledgebases", NS, "handbook")
         return obj if condition(obj, "Reconciling").get("status") == "True" else None
 
-    obj = await eventually(reconciling, what="Reconciling=True")
+    obj = await eventually(reconciling, what="Reconciling=True", timeout=60)
     assert condition(obj, "Ready")["status"] == "False"
     assert obj["status"]["observedGeneration"] == 1
     assert obj["status"]["ingestJob"] == jobs[0]["metadata"]["name"]
@@ -97,7 +104,7 @@ async def test_knowledge_base_children_status_and_events(
         obj = emulator.get("knowledgebases", NS, "handbook")
         return obj if condition(obj, "Ready").get("status") == "True" else None
 
-    obj = await eventually(ready, what="Ready=True")
+    obj = await eventually(ready, what="Ready=True", timeout=60)
     assert obj["status"]["phase"] == "Ready"
     assert (
         obj["status"]["ingestJob"] == jobs[0]["metadata"]["name"]
