@@ -55,13 +55,19 @@ async def write_status(api: httpx.AsyncClient, pod: dict[str, Any]) -> None:
     assert response.status_code == 200, response.text
 
 
-async def test_a_missing_tenant_secret_stalls_the_endpoint(
-    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient
-) -> None:
+def endpoint(emulator: Emulator) -> dict[str, Any]:
+    """The example endpoint without adapters or knowledge bases, stored as created."""
     he = copy.deepcopy(example("HybridEndpoint"))
     he["metadata"].update(namespace=NS, name="assistant")
     he["spec"].update(adapters=[], knowledgeBases=[])
     emulator.create(he)
+    return he
+
+
+async def test_a_missing_tenant_secret_stalls_the_endpoint(
+    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient
+) -> None:
+    he = endpoint(emulator)
     reconciler = Reconciler(kube, OperatorSettings())
 
     def current() -> dict[str, Any]:
@@ -100,10 +106,7 @@ async def test_a_missing_secret_volume_shows_in_the_pods_failedmount_event(
 ) -> None:
     """The gateway mounts the tenants' keys as a secret volume: the kubelet leaves the pod
     ContainerCreating and says why only in a FailedMount Event, which the operator lists."""
-    he = copy.deepcopy(example("HybridEndpoint"))
-    he["metadata"].update(namespace=NS, name="assistant")
-    he["spec"].update(adapters=[], knowledgeBases=[])
-    emulator.create(he)
+    he = endpoint(emulator)
     reconciler = Reconciler(kube, OperatorSettings())
 
     def current() -> dict[str, Any]:
