@@ -83,7 +83,9 @@ async def guarded_status(monkeypatch: pytest.MonkeyPatch, key: str, path: str, h
         return {"type": "http.request", "body": b""}
 
     headers = [(b"authorization", header)] if header is not None else []
-    await RequireKey(vllm_app)({"type": "http", "path": path, "headers": headers}, receive, send)
+    # From the pod's loopback, where the adapter sync calls from (load/unload are refused from elsewhere).
+    scope = {"type": "http", "path": path, "headers": headers, "client": ("127.0.0.1", 40000)}
+    await RequireKey(vllm_app)(scope, receive, send)
     return int(sent[0]["status"])
 
 
@@ -99,3 +101,72 @@ async def test_the_guard_requires_the_key_on_every_route_but_health_and_metrics(
         assert await guarded_status(monkeypatch, "k", path, None) == 200, path
     # No key configured: vLLM serves as it would without the guard.
     assert await guarded_status(monkeypatch, "", "/invocations", None) == 200
+
+
+def test_the_adapter_sync_reads_a_rotated_key_file(tmp_path: Path) -> None:
+    """In a pod the sidecar reads the mounted Secret's file, again after KEY_RELOAD_SECONDS: a rotated key
+    is sent without a restart (the guard in vLLM reads the same file as often)."""
+    from tandem.workloads.adapter_sync import KEY_RELOAD_SECONDS, FileBearer
+
+    key_file = tmp_path / "api-key"
+    key_file.write_text("first\n")
+    now = [0.0]
+    seen: list[httpx.Request] = []
+    admin = VllmAdmin("http://127.0.0.1:8000", transport=recorded(seen), api_key_file=key_file)
+    assert isinstance(admin.client.auth, FileBearer)
+    admin.client.auth.clock = lambda: now[0]
+    admin.loaded_adapters()
+    key_file.write_text("second")
+    admin.loaded_adapters()  # within the reload time: the key read before
+    now[0] += KEY_RELOAD_SECONDS
+    admin.loaded_adapters()
+    key_file.unlink()
+    now[0] += KEY_RELOAD_SECONDS
+    admin.loaded_adapters()
+    assert [r.headers.get("Authorization") for r in seen] == [
+        "Bearer first",
+        "Bearer first",
+        "Bearer second",
+        None,
+    ]
+
+
+def test_the_sidecar_status_port_lists_the_adapters_and_serves_nothing_else(tmp_path: Path) -> None:
+    """What the operator reads instead of vLLM's own /v1/models (it holds no vLLM key): the adapters vLLM
+    lists right now, asked with the key; no generation, no loading, and 503 while vLLM is down."""
+    from tandem.workloads.adapter_sync import serve_status
+
+    (tmp_path / "api-key").write_text("pod-key")
+    seen: list[httpx.Request] = []
+    up = [True]
+
+    def vllm(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if not up[0]:
+            raise httpx.ConnectError("refused")
+        models = [{"id": "base"}, {"id": "support", "parent": "base", "root": "/adapters/support/v2"}]
+        return httpx.Response(200, json={"data": models})
+
+    admin = VllmAdmin(
+        "http://127.0.0.1:8000", transport=httpx.MockTransport(vllm), api_key_file=tmp_path / "api-key"
+    )
+    server = serve_status(admin, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        listed = httpx.get(f"{url}/v1/models", timeout=5)
+        assert listed.status_code == 200
+        assert listed.json()["data"] == [{"id": "support", "parent": "base", "root": "/adapters/support/v2"}]
+        assert seen[-1].headers["Authorization"] == "Bearer pod-key"
+        asked = len(seen)
+        for method, path in [
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/load_lora_adapter"),
+            ("GET", "/"),
+        ]:
+            assert httpx.request(method, f"{url}{path}", json={}, timeout=5).status_code in (404, 501), path
+        assert len(seen) == asked  # none of them reached vLLM
+        up[0] = False
+        assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 503
+    finally:
+        server.shutdown()
+        server.server_close()

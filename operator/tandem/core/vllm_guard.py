@@ -3,12 +3,20 @@
 vLLM's own `--api-key`/VLLM_API_KEY guards only the /v1, /v2, /inference and /cohere prefixes; its
 SageMaker route `/invocations` generates without a key (measured with vLLM 0.32's CPU build:
 tests/security/test_vllm_peers.py), as may any route a later version adds. This guard refuses every
-HTTP and WebSocket request without `Authorization: Bearer <VLLM_API_KEY>`, except `/health` (the probes)
-and `/metrics` (Prometheus, the autoscaler's metric), which generate nothing.
+HTTP and WebSocket request without `Authorization: Bearer <key>`, except `/health` (the probes) and
+`/metrics` (Prometheus, the autoscaler's metric), which generate nothing. Loading and unloading adapters
+is further kept to peers on the pod's own loopback (the adapter-sync sidecar): the gateway holds the key
+to generate, not to change what every tenant of the pod is served.
+
+The key comes from VLLM_API_KEY (local mode, read once) and/or the file TANDEM_VLLM_KEY_FILE names (a
+mounted Secret in a pod): the file is read again when its last read is older than RELOAD_SECONDS, so a
+rotated key takes effect within that time without a restart (vLLM's own check, reading its variable
+once, cannot; in a pod, vLLM therefore gets the file only). A named file that cannot be read or is
+empty fails closed: nothing but the open paths is served until it can be.
 
 Standard library only, and copied next to vLLM as a module of its own (`tandem_vllm_guard.py`): vLLM
-runs in its own environment or image, without Tandem installed. Without VLLM_API_KEY it guards nothing,
-as vLLM's own check does.
+runs in its own environment or image, without Tandem installed. With neither variable set it guards
+nothing, as vLLM's own check does.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,22 +35,61 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEY_ENV = "VLLM_API_KEY"
+KEY_FILE_ENV = "TANDEM_VLLM_KEY_FILE"
+RELOAD_SECONDS = 2.0
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
 
 
 class RequireKey:
-    def __init__(self, app: App) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        environ: MutableMapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
-        key = os.environ.get(KEY_ENV, "")
-        self.digest = hashlib.sha256(key.encode()).digest() if key else None
+        env = os.environ if environ is None else environ
+        key = env.get(KEY_ENV, "")
+        self.fixed = _digest(key.encode()) if key else None
+        self.key_file = env.get(KEY_FILE_ENV) or None
+        self.clock = clock
+        self.read_at = float("-inf")
+        self.from_file: bytes | None = None
+
+    def _file_digest(self) -> bytes | None:
+        """The key file's digest, read again once RELOAD_SECONDS have passed; None if unreadable or empty."""
+        assert self.key_file is not None
+        now = self.clock()
+        if now - self.read_at >= RELOAD_SECONDS:
+            self.read_at = now
+            try:
+                with open(self.key_file, "rb") as f:
+                    key = f.read().strip()
+            except OSError:
+                key = b""
+            self.from_file = _digest(key) if key else None
+        return self.from_file
 
     def allowed(self, scope: Scope) -> bool:
-        if self.digest is None or scope.get("path") in OPEN_PATHS:
+        path = scope.get("path")
+        if path in OPEN_PATHS or (self.fixed is None and self.key_file is None):
             return True
+        if path in ADMIN_PATHS and (scope.get("client") or ("",))[0] not in LOOPBACK:
+            return False
+        accepted = [d for d in (self.fixed, self._file_digest() if self.key_file else None) if d is not None]
         headers = dict(scope.get("headers") or [])
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-        presented = hashlib.sha256(token.strip()).digest()
-        return scheme.lower() == b"bearer" and hmac.compare_digest(presented, self.digest)
+        presented = _digest(token.strip())
+        # Every accepted digest is compared, so the time taken does not say which one matched.
+        matches = [hmac.compare_digest(presented, d) for d in accepted]
+        return scheme.lower() == b"bearer" and any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.allowed(scope):

@@ -1,7 +1,7 @@
 """The adapter-sync sidecar: make the LoRA adapters vLLM serves match the endpoint's configuration.
 
     python -m tandem.workloads.adapter_sync --config /etc/tandem/gateway.json \
-        --vllm http://127.0.0.1:8000 [--interval 5] [--once]
+        --vllm http://127.0.0.1:8000 [--api-key-file F] [--status-port P] [--interval 5] [--once]
 
 It runs next to vLLM in every vLLM pod (and in-process for `tandem up`). The configuration is the
 gateway's (`adapters`: a list of {name, path, version}), a mounted ConfigMap that the kubelet rewrites
@@ -16,6 +16,10 @@ for what is loaded: `/v1/models` lists each runtime adapter with `parent` set to
   for a moment; new folders are also what keeps vLLM's prefix cache from reusing the old weights' blocks;
 - unloads each adapter loaded but no longer configured.
 
+With `--status-port`, the sidecar also answers `GET /v1/models` on that port with the adapters vLLM
+lists at that moment (asked live, with the key): the operator reports what is loaded from there, so it
+needs no vLLM key and the vLLM port admits the gateway only.
+
 A round with nothing to do sends nothing but the GET. Every action is one JSON line on stdout. vLLM not
 answering yet (it takes minutes to start) or a configuration being unreadable are retried with backoff;
 an unreadable configuration never unloads anything.
@@ -26,9 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -40,6 +46,9 @@ from tandem.workloads.reporting import emit
 # vLLM requires this key on every /v1 route when the variable is set (its --api-key, kept off the command
 # line where `ps` and the pod spec would show it): only the gateway and the adapter sync hold it.
 VLLM_API_KEY_ENV = "VLLM_API_KEY"
+# A key file (a mounted Secret) is read again after this many seconds: a rotated key is used without a
+# restart, as vLLM's guard (tandem.core.vllm_guard) reads its own copy.
+KEY_RELOAD_SECONDS = 2.0
 
 Report = Callable[[dict[str, Any]], None]
 MAX_BACKOFF = 30.0  # seconds between attempts while vLLM is down (or longer, if the interval is)
@@ -178,6 +187,34 @@ def _error_message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {str(body)[:500]}"
 
 
+class FileBearer(httpx.Auth):
+    """`Authorization: Bearer` with the key in a file, read again once KEY_RELOAD_SECONDS have passed (the
+    kubelet rewrites a mounted Secret in place). An unreadable or empty file sends no key: vLLM refuses,
+    and the round reports vLLM's 401 rather than guessing."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.clock = clock
+        self.read_at = float("-inf")
+        self.key = ""
+
+    def current(self) -> str:
+        now = self.clock()
+        if now - self.read_at >= KEY_RELOAD_SECONDS:
+            self.read_at = now
+            try:
+                self.key = self.path.read_text().strip()
+            except OSError:
+                self.key = ""
+        return self.key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        key = self.current()
+        if key:
+            request.headers["Authorization"] = f"Bearer {key}"
+        yield request
+
+
 class VllmAdmin:
     """vLLM's model endpoints: list, load and unload LoRA adapters (synchronous, with timeouts)."""
 
@@ -187,16 +224,18 @@ class VllmAdmin:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         api_key: str | None = None,
+        api_key_file: Path | None = None,
     ) -> None:
-        # vLLM's /v1 routes take its API key (issue 15, item 1): given, or the VLLM_API_KEY vLLM itself
-        # reads, which the sidecar gets from the same Secret as the vLLM container (never an argument).
+        # vLLM's /v1 routes take its API key (issue 15, item 1): from a file (a pod's mounted Secret, read
+        # again when rotated), given, or the VLLM_API_KEY vLLM itself reads (local mode); never an argument.
         key = api_key if api_key is not None else os.environ.get(VLLM_API_KEY_ENV)
         # Loading reads and checks the adapter's weights in the engine: seconds, more on a busy machine.
         self.client = httpx.Client(
             base_url=url.rstrip("/"),
             timeout=httpx.Timeout(timeout, connect=5),
             transport=transport,
-            headers={"Authorization": f"Bearer {key}"} if key else None,
+            headers={"Authorization": f"Bearer {key}"} if key and api_key_file is None else None,
+            auth=FileBearer(api_key_file) if api_key_file is not None else None,
         )
 
     def models(self) -> list[dict[str, Any]]:
@@ -368,6 +407,7 @@ def run(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     transport: httpx.BaseTransport | None = None,
+    api_key_file: Path | None = None,
 ) -> bool:
     """Sync every `interval` seconds, forever; with `once`, until one round succeeds or `timeout` passes.
 
@@ -377,7 +417,7 @@ def run(
     versions: dict[str, str | None] = {}
     failures = 0
     deadline = clock() + timeout
-    with VllmAdmin(vllm_url, transport=transport) as admin:
+    with VllmAdmin(vllm_url, transport=transport, api_key_file=api_key_file) as admin:
         while True:
             endpoint = str(config)
             try:
@@ -417,6 +457,42 @@ def _problem(error: SyncError, endpoint: str, retry_in: float | None) -> dict[st
     return event
 
 
+def serve_status(admin: VllmAdmin, host: str, port: int) -> ThreadingHTTPServer:
+    """Answer `GET /v1/models` on host:port with the adapters vLLM lists now (its /v1/models entries
+    that have a parent), in vLLM's own shape; 503 while vLLM does not answer. Nothing else is served:
+    whoever reaches this port learns which adapters are loaded, and can neither generate nor load."""
+    lock = threading.Lock()  # one httpx.Client, requests from the server's threads
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/v1/models":
+                self._reply(404, {"error": "only GET /v1/models is served here"})
+                return
+            try:
+                with lock:
+                    models = admin.models()
+            except VllmUnavailable:
+                self._reply(503, {"error": "vLLM does not answer"})
+                return
+            adapters = [m for m in models if isinstance(m, dict) and m.get("parent")]
+            self._reply(200, {"object": "list", "data": adapters})
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the operator polls every reconcile: no line per poll
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="adapter-status", daemon=True).start()
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Keep vLLM's LoRA adapters in line with the endpoint config")
     parser.add_argument("--config", required=True, type=Path, help="the gateway configuration (JSON)")
@@ -426,9 +502,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="with --once: give up after this many seconds"
     )
+    parser.add_argument(
+        "--api-key-file", type=Path, help="vLLM's key (a mounted Secret), read again when it changes"
+    )
+    parser.add_argument("--status-port", type=int, help="serve GET /v1/models (the adapters loaded) here")
+    parser.add_argument("--status-host", default="127.0.0.1", help="where --status-port listens")
     args = parser.parse_args(argv)
+    if args.status_port is not None:
+        serve_status(
+            VllmAdmin(args.vllm, timeout=10, api_key_file=args.api_key_file),
+            args.status_host,
+            args.status_port,
+        )
     try:
-        ok = run(args.config, args.vllm, interval=args.interval, once=args.once, timeout=args.timeout)
+        ok = run(
+            args.config,
+            args.vllm,
+            interval=args.interval,
+            once=args.once,
+            timeout=args.timeout,
+            api_key_file=args.api_key_file,
+        )
     except KeyboardInterrupt:
         return 0
     return 0 if ok else 1
