@@ -18,6 +18,10 @@ Health, and what each probe is for:
   routes use), and from those which routes can answer. 200 when everything answers, else 503; the body
   says which KnowledgeBase fails and why. Local mode (`tandem up`) reads it to report a HybridEndpoint
   `RetrievalUnavailable`; the operator can read it from each gateway pod the same way.
+
+With a shared serving pool (`vllmPool`, issue 16) instead of one vLLM URL, each request goes to a pod that
+has its adapter loaded (see pool.py); vLLM is "up" when any pod answers, and /healthz/dependencies adds a
+`pool` section: the pods seen, what each has loaded, and the requests for adapters placed on none.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .admission import Admission, Busy
 from .config import GatewayConfig, KeyRing, KnowledgeBaseConfig, TenantConfig
 from .knowledge import KnowledgeSearch, KnowledgeUnavailable
 from .metrics import GatewayMetrics
+from .pool import AdapterNotPlaced, Pod, PoolRouter
 from .prompt import Cited, RequestError, attribute, augment, citation, question_of, select, within_budget
 
 log = logging.getLogger("tandem.gateway")
@@ -95,6 +100,9 @@ class Exchange:
     latency: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
     citation_mode: str = "none"
+    pod: str | None = (
+        None  # the pool pod that answered: logged, never returned (the pool is not the caller's)
+    )
 
     def trace(self) -> dict[str, Any]:
         return {
@@ -134,13 +142,19 @@ class Gateway:
         )
         self.metrics = GatewayMetrics()
         self.vllm = httpx.AsyncClient(
-            base_url=config.vllm_url,
+            base_url=config.vllm_url or "",  # a pool: each call names its pod's URL
             timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0),
             headers={"Authorization": f"Bearer {vllm_key}"} if vllm_key else None,
         )
         # /healthz/dependencies: the search of each KnowledgeBase in flight, so that checks of a hung Milvus
         # wait on one search instead of each leaving another thread behind.
         self._knowledge_checks: dict[str, asyncio.Future[None]] = {}
+        # A shared serving pool: which pods have which adapters, polled in the background.
+        self.pool = (
+            PoolRouter(config.vllm_pool, base_model=config.base_model)
+            if config.vllm_pool is not None
+            else None
+        )
 
     # --- the application -------------------------------------------------------------------------
 
@@ -169,9 +183,14 @@ class Gateway:
         return app
 
     async def _warm_up(self, _: web.Application) -> None:
+        if self.pool is not None:
+            self.pool.client = self.vllm  # the key vLLM requires goes with every poll too
+            await self.pool.start()
         await asyncio.to_thread(self.knowledge.warm_up)
 
     async def _close(self, _: web.Application) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         await self.vllm.aclose()
 
     # --- endpoints ---------------------------------------------------------------------------------
@@ -196,16 +215,20 @@ class Gateway:
         }
         retrieval_ok = all(k["ok"] for k in knowledge.values())
         routes = {
-            name: vllm_problem is None and (retrieval_ok or not self._retrieves(route))
+            name: vllm_problem is None
+            and (retrieval_ok or not self._retrieves(route))
+            and (self.pool is None or bool(self.pool.candidates(self.config.served_name(route.adapter))))
             for name, route in self.routes.items()
         }
         ready = vllm_problem is None and retrieval_ok
-        body = {
+        body: dict[str, Any] = {
             "ready": ready,
             "vllm": {"ok": vllm_problem is None, **({"error": vllm_problem} if vllm_problem else {})},
             "knowledgeBases": knowledge,
             "routes": routes,
         }
+        if self.pool is not None:
+            body["pool"] = self.pool.status()
         return web.json_response(body, status=200 if ready else 503)
 
     def _retrieves(self, route: Route) -> bool:
@@ -213,6 +236,11 @@ class Gateway:
         return bool(route.retrieval and self.config.retrieval.mode != "never" and self.config.knowledge_bases)
 
     async def _vllm_problem(self) -> str | None:
+        if self.pool is not None:  # as the last poll found the pods: no request to each on every probe
+            if self.pool.any_up:
+                return None
+            why = f": {self.pool.resolve_error}" if self.pool.resolve_error else ""
+            return f"no pod of the vLLM pool answers ({len(self.pool.pods)} seen){why}"
         try:
             response = await self.vllm.get("/health", timeout=PROBE_TIMEOUT)
         except httpx.HTTPError as e:
@@ -408,29 +436,48 @@ class Gateway:
         tenant: TenantConfig,
         exchange: Exchange,
     ) -> web.StreamResponse:
-        # The time limit covers everything up to vLLM's answer, or up to the first byte of a stream
-        # (a stream then lives as long as vLLM keeps sending, each read bounded by the client timeout).
-        async with asyncio.timeout(self.config.limits.request_timeout_seconds):
-            try:
-                cited = await self._retrieve(body["messages"], route, tenant, exchange)
-                messages = augment(body["messages"], cited) if cited else body["messages"]
-            except RequestError as e:
-                raise ApiError(400, str(e), "invalid") from None
-            upstream = {
-                **body,
-                "model": route.adapter or self.config.base_model,
-                "messages": messages,
-                "cache_salt": self.cache_salt(tenant),
-            }
-            exchange.generation_started = time.perf_counter()
+        served = self.config.served_name(route.adapter)  # the pool's name for it, never shown to callers
+        if self.pool is not None and not self.pool.candidates(served):
+            try:  # placed nowhere: said before the retrieval is paid for (the pods are polled again first)
+                await self.pool.choose(served)
+            except AdapterNotPlaced:
+                raise self._not_placed(route, served) from None
+        pod: Pod | None = None  # a pool's pod holds this request (counted in flight) until it is answered
+        try:
+            # The time limit covers everything up to vLLM's answer, or up to the first byte of a stream
+            # (a stream then lives as long as vLLM keeps sending, each read bounded by the client timeout).
+            async with asyncio.timeout(self.config.limits.request_timeout_seconds):
+                try:
+                    cited = await self._retrieve(body["messages"], route, tenant, exchange)
+                    messages = augment(body["messages"], cited) if cited else body["messages"]
+                except RequestError as e:
+                    raise ApiError(400, str(e), "invalid") from None
+                upstream = {
+                    **body,
+                    "model": served,
+                    "messages": messages,
+                    "cache_salt": self.cache_salt(tenant),
+                }
+                exchange.generation_started = time.perf_counter()
+                if body.get("stream"):
+                    upstream["stream_options"] = {"include_usage": True}
+                if self.pool is not None:
+                    pod, response = await self._pool_send(upstream, route, served, bool(body.get("stream")))
+                    exchange.pod = pod.url
+                    if body.get("stream"):
+                        streamed = response
+                    else:
+                        answer = self._answer(response, route)
+                elif body.get("stream"):
+                    call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
+                    streamed = await self._send(lambda: self.vllm.send(call, stream=True))
+                else:
+                    answer = await self._call_vllm(upstream)
             if body.get("stream"):
-                upstream["stream_options"] = {"include_usage": True}
-                call = self.vllm.build_request("POST", "/v1/chat/completions", json=upstream)
-                streamed = await self._send(lambda: self.vllm.send(call, stream=True))
-            else:
-                answer = await self._call_vllm(upstream)
-        if body.get("stream"):
-            return await self._stream(request, streamed, route, cited, exchange)
+                return await self._stream(request, streamed, route, cited, exchange)
+        finally:
+            if pod is not None and self.pool is not None:
+                self.pool.release(pod)
         exchange.latency["generation"] = time.perf_counter() - exchange.generation_started
         choices = answer.get("choices") or [{}]
         content = str((choices[0].get("message") or {}).get("content") or "")
@@ -487,10 +534,19 @@ class Gateway:
     async def _token_counts(self, texts: list[str]) -> list[int]:
         """Exact counts from vLLM's tokenizer of the served model; an estimate if it cannot say."""
 
+        url = "/tokenize"
+        if self.pool is not None:
+            try:  # every pod has the base model's tokenizer: the least busy one counts
+                url = f"{self.pool.pick(self.config.base_model).url}/tokenize"
+            except AdapterNotPlaced:
+                url = ""
+
         async def count(text: str) -> int:
+            if not url:
+                return len(text) // 3 + 1
             try:
                 response = await self.vllm.post(
-                    "/tokenize",
+                    url,
                     json={"model": self.config.base_model, "prompt": text, "add_special_tokens": False},
                 )
                 if response.status_code == 200:
@@ -503,31 +559,100 @@ class Gateway:
 
     async def _call_vllm(self, upstream: dict[str, Any]) -> dict[str, Any]:
         response = await self._send(lambda: self.vllm.post("/v1/chat/completions", json=upstream))
+        return self._answer(response, None)
+
+    def _answer(self, response: httpx.Response, route: Route | None) -> dict[str, Any]:
         if response.status_code != 200:
-            raise self._upstream_error(response.status_code, response.text)
+            raise self._upstream_error(response.status_code, response.text, route)
         result: dict[str, Any] = response.json()
         return result
 
     async def _send(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         try:
             return await call()
-        except httpx.TimeoutException:
-            raise ApiError(
+        except httpx.HTTPError as e:
+            raise self._send_failed(e, self.config.vllm_url or "") from None
+
+    def _send_failed(self, error: httpx.HTTPError, url: str) -> ApiError:
+        if isinstance(error, httpx.TimeoutException):
+            return ApiError(
                 504,
                 f"vLLM did not answer within {self.config.limits.request_timeout_seconds}s "
                 "(gateway.requestTimeoutSeconds)",
                 "vllm-timeout",
-            ) from None
-        except httpx.HTTPError as e:
-            # Where vLLM is and how the connection failed are the operator's to know: logged, not answered.
-            log.error(json.dumps({"event": "vllm", "url": self.config.vllm_url, "error": repr(e)}))
-            raise ApiError(502, "vLLM is unreachable", "vllm") from None
+            )
+        # Where vLLM is and how the connection failed are the operator's to know: logged, not answered.
+        log.error(json.dumps({"event": "vllm", "url": url, "error": repr(error)}))
+        return ApiError(502, "vLLM is unreachable", "vllm")
 
-    def _upstream_error(self, status: int, text: str) -> ApiError:
+    async def _pool_send(
+        self, upstream: dict[str, Any], route: Route, served: str, stream: bool
+    ) -> tuple[Pod, httpx.Response]:
+        """The chat call, sent to the pool's least busy pod that has `served` loaded, and that pod (counted
+        in flight: the caller releases it once the answer is read or the stream has ended). A pod that
+        refuses the connection is marked down and the next one tried; one that answers 404 (the adapter
+        was unloaded since its last poll) is forgotten for it and the next one tried. None left: 503 (the
+        adapter is placed on no pod that answers) or 502 (the pods that had it refused the connection)."""
+        assert self.pool is not None
+        tried: list[Pod] = []
+        refused = False
+        while True:
+            try:
+                pod = await self.pool.choose(served, tried)
+            except AdapterNotPlaced:
+                if refused:
+                    raise ApiError(502, "vLLM is unreachable", "vllm") from None
+                raise self._not_placed(route, served) from None
+            tried.append(pod)
+            self.pool.acquire(pod)
+            try:
+                call = self.vllm.build_request("POST", f"{pod.url}/v1/chat/completions", json=upstream)
+                response = await self.vllm.send(call, stream=stream)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # the request never reached the pod
+                self.pool.release(pod)
+                self.pool.mark_down(pod, repr(e))
+                log.error(json.dumps({"event": "vllm", "url": pod.url, "error": repr(e), "pod": "down"}))
+                refused = True
+                continue
+            except httpx.HTTPError as e:
+                self.pool.release(pod)
+                raise self._send_failed(e, pod.url) from None
+            except BaseException:
+                self.pool.release(pod)
+                raise
+            if response.status_code == 404 and route.adapter is not None:
+                self.pool.release(pod)
+                self.pool.forget(pod, served)
+                await response.aclose()
+                continue
+            return pod, response
+
+    def _not_placed(self, route: Route, served: str) -> ApiError:
+        """The 503 for a request whose adapter no pod of the pool has loaded now, in the caller's names (its
+        model and the endpoint's adapter name, never the pool's); counted and kept for the operator."""
+        assert self.pool is not None
+        retry = self.pool.pool.retry_after_seconds
+        if route.adapter is None:  # the base model is on every pod: none answers
+            return ApiError(503, "vLLM is unavailable; retry shortly", "vllm", retry_after=retry)
+        self.metrics.adapter_misses.labels(route.adapter).inc()
+        self.pool.record_miss(route.adapter, served)
+        log.warning(json.dumps({"event": "pool-miss", "adapter": route.adapter, "servedName": served}))
+        return ApiError(
+            503,
+            f"model {route.name!r}: adapter {route.adapter!r} is not loaded on any serving pod now; "
+            f"retry in {retry}s",
+            "not-placed",
+            code="adapter_not_placed",
+            retry_after=retry,
+        )
+
+    def _upstream_error(self, status: int, text: str, route: Route | None = None) -> ApiError:
         try:
             message = str(json.loads(text)["error"]["message"])
         except (ValueError, KeyError, TypeError):
             message = text
+        if route is not None and route.adapter is not None:  # vLLM names the pool's name: say the caller's
+            message = message.replace(self.config.served_name(route.adapter), route.adapter)
         message = message[:500]
         if 400 <= status < 500 and status not in (401, 403):
             # The request was wrong for the model (e.g. too long): the caller's to fix, in vLLM's words.
@@ -547,7 +672,7 @@ class Gateway:
         try:
             if response.status_code != 200:
                 raise self._upstream_error(
-                    response.status_code, (await response.aread()).decode(errors="replace")
+                    response.status_code, (await response.aread()).decode(errors="replace"), route
                 )
             out = web.StreamResponse(
                 headers={
@@ -639,6 +764,8 @@ class Gateway:
 
     def _log(self, exchange: Exchange, status: int, error: str | None) -> None:
         record = {"event": "chat", "status": status, **exchange.trace()}
+        if exchange.pod:
+            record["pod"] = exchange.pod
         if error:
             record["error"] = error
         log.info(json.dumps(record))

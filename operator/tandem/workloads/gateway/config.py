@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from tandem.api.v1alpha1.common import TandemModel
 from tandem.api.v1alpha1.hybridendpoint import Gateway, Retrieval, Route
@@ -40,6 +41,37 @@ class AdapterConfig(TandemModel):
     path: str
     version: str | None = None
     digest: str | None = None  # adapterDigest of its training: adapter-sync loads only a folder that matches
+    # The name it is loaded under in a shared serving pool (unique in the pool, so two endpoints may both
+    # have an adapter `support`); None: the name itself. The gateway sends this to vLLM; callers never see it.
+    served_name: str | None = None
+
+    @property
+    def served(self) -> str:
+        return self.served_name or self.name
+
+
+class VllmPool(TandemModel):
+    """A shared serving pool (issue 16): several vLLM pods, each with its share of the adapters loaded.
+
+    Its pods are either `pods`, base URLs (local mode: vLLM processes on loopback ports), or every address
+    of `dns`, a headless Service's name, at `port`, resolved again on each poll."""
+
+    pods: list[str] | None = Field(default=None, min_length=1)
+    dns: str | None = Field(default=None, min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    # How often each pod's /v1/models is read (which adapters it has loaded), and DNS resolved again.
+    poll_seconds: float = Field(default=5.0, gt=0)
+    # The Retry-After (seconds) of the 503 answered when no pod has the request's adapter loaded.
+    retry_after_seconds: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.pods is None) == (self.dns is None):
+            raise ValueError("vllmPool: set exactly one of pods (base URLs) and dns (a headless Service)")
+        for url in self.pods or []:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"vllmPool.pods: {url!r} is not an http(s) base URL")
+        return self
 
 
 class KnowledgeBaseConfig(TandemModel):
@@ -74,7 +106,9 @@ class Limits(TandemModel):
 
 class GatewayConfig(TandemModel):
     endpoint: EndpointId
-    vllm_url: str
+    # Where vLLM is: one URL (a Service, or local mode's process), or a shared pool: exactly one of the two.
+    vllm_url: str | None = None
+    vllm_pool: VllmPool | None = None
     # The key vLLM requires on its /v1 routes (a mounted Secret key, or local mode's 0600 file); none: vLLM
     # was started without one.
     vllm_api_key_file: str | None = None
@@ -87,6 +121,21 @@ class GatewayConfig(TandemModel):
     retrieval: Retrieval = Field(default_factory=Retrieval)
     tenants: list[TenantConfig] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _one_vllm(self) -> Self:
+        if (self.vllm_url is None) == (self.vllm_pool is None):
+            raise ValueError("set exactly one of vllmUrl and vllmPool")
+        return self
+
+    def served_name(self, adapter: str | None) -> str:
+        """What vLLM is asked for: the base model, or the adapter's (pool) served name."""
+        if adapter is None:
+            return self.base_model
+        for a in self.adapters:
+            if a.name == adapter:
+                return a.served
+        return adapter
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -42,8 +42,16 @@ class GatewayMetrics:
         )
         self.errors = Counter(
             "tandem_gateway_errors",
-            "Failed requests by cause (auth, busy, invalid, not-found, vllm, vllm-timeout, milvus, timeout).",
+            "Failed requests by cause (auth, busy, invalid, not-found, not-placed, vllm, vllm-timeout, "
+            "milvus, timeout).",
             ["cause"],
+            registry=r,
+        )
+        self.adapter_misses = Counter(
+            "tandem_gateway_adapter_misses",
+            "Requests for an adapter that no pod of the shared serving pool had loaded (answered 503), by "
+            "the endpoint's adapter name.",
+            ["adapter"],
             registry=r,
         )
         self.in_flight = Gauge("tandem_gateway_in_flight", "Requests being served.", registry=r)
