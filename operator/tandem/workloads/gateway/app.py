@@ -100,9 +100,8 @@ class Exchange:
     latency: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
     citation_mode: str = "none"
-    pod: str | None = (
-        None  # the pool pod that answered: logged, never returned (the pool is not the caller's)
-    )
+    # The pool's pod that answered: logged, never returned (where the pool's pods are is not the caller's).
+    pod: str | None = None
 
     def trace(self) -> dict[str, Any]:
         return {
@@ -150,11 +149,9 @@ class Gateway:
         # wait on one search instead of each leaving another thread behind.
         self._knowledge_checks: dict[str, asyncio.Future[None]] = {}
         # A shared serving pool: which pods have which adapters, polled in the background.
-        self.pool = (
-            PoolRouter(config.vllm_pool, base_model=config.base_model)
-            if config.vllm_pool is not None
-            else None
-        )
+        self.pool: PoolRouter | None = None
+        if config.vllm_pool is not None:
+            self.pool = PoolRouter(config.vllm_pool, base_model=config.base_model)
 
     # --- the application -------------------------------------------------------------------------
 

@@ -120,10 +120,11 @@ class PoolRouter:
         self._task = asyncio.create_task(self._poll_forever())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for running in (self._task, self._refreshing):
+            if running is not None:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        self._task = self._refreshing = None
 
     async def _poll_forever(self) -> None:
         while True:
