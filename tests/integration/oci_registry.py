@@ -13,6 +13,7 @@ and ask for `registry` or `registry_auth` (a Registry: .host, .url, .blob_file(d
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -86,7 +87,7 @@ class Registry:
                 self.process.wait(timeout=10)
 
 
-def start_registry(workdir: Path, *, htpasswd: str | None = None) -> Registry:
+def start_registry(workdir: Path, *, htpasswd: str | None = None, token_auth: str = "") -> Registry:
     binary = shutil.which(BINARY)
     if binary is None:
         _missing(BINARY)
@@ -98,6 +99,7 @@ def start_registry(workdir: Path, *, htpasswd: str | None = None) -> Registry:
     if htpasswd is not None:
         (workdir / "htpasswd").write_text(htpasswd + "\n")
         auth = f"auth:\n  htpasswd:\n    realm: tandem-tests\n    path: {workdir / 'htpasswd'}\n"
+    auth = auth or token_auth
     config = workdir / "config.yml"
     config.write_text(
         "version: 0.1\n"
@@ -160,3 +162,129 @@ def registry_auth_fixture(tmp_path: Path) -> Iterator[Registry]:
         yield started
     finally:
         started.stop()
+
+
+class TokenServer:
+    """The bearer-token half of registry auth (what Docker Hub, GHCR, Harbor... use): a token endpoint on
+    127.0.0.1 that checks basic credentials and issues ES256 JWTs signed by a self-signed certificate the
+    registry trusts (`auth.token.rootcertbundle`), granting whatever the scope asks for."""
+
+    SERVICE, ISSUER = "tandem-test-registry", "tandem-test-issuer"
+
+    def __init__(self, workdir: Path, username: str, password: str) -> None:
+        import base64
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tandem test token issuer")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = workdir / "token-issuer.pem"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.issued: list[str] = []  # the scopes tokens were issued for
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                query = parse_qs(urlsplit(self.path).query)
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                scopes = query.get("scope", [])
+                server.issued.extend(scopes)
+                body = json.dumps({"token": server.token(scopes)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, scopes: list[str]) -> str:
+        import base64
+        import time as clock
+
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64url(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(clock.time())
+        der = self.cert.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {
+            "iss": self.ISSUER,
+            "sub": USERNAME,
+            "aud": self.SERVICE,
+            "exp": now + 300,
+            "nbf": now - 60,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
+        signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing_input + "." + b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def config(self) -> str:
+        return (
+            f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.SERVICE}\n"
+            f"    issuer: {self.ISSUER}\n    rootcertbundle: {self.bundle}\n"
+        )
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(name="registry_token")
+def registry_token_fixture(tmp_path: Path) -> Iterator[tuple[Registry, TokenServer]]:
+    """A registry that wants bearer tokens from TokenServer (which wants USERNAME/PASSWORD)."""
+    if shutil.which(BINARY) is None:
+        _missing(BINARY)
+    pytest.importorskip("cryptography")  # moto's dependency, so the test extra's
+    tokens = TokenServer(tmp_path / "token", USERNAME, PASSWORD)
+    try:
+        started = start_registry(tmp_path / "registry-token", token_auth=tokens.config())
+        started.credentials = (USERNAME, PASSWORD)
+        try:
+            yield started, tokens
+        finally:
+            started.stop()
+    finally:
+        tokens.stop()

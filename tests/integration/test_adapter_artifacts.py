@@ -42,10 +42,12 @@ from tandem.workloads.artifacts.archive import copy_verified, pack
 from tandem.workloads.artifacts.oci import OciStore
 from tandem.workloads.artifacts.s3 import S3Store
 from tandem.workloads.model_common import ADAPTER_MANIFEST, adapter_digest
-from tests.integration.oci_registry import (  # noqa: F401  (the fixtures `registry`, `registry_auth`)
+from tests.integration.oci_registry import (  # noqa: F401  (the fixtures `registry`, `registry_auth`...)
     Registry,
+    TokenServer,
     registry_auth_fixture,
     registry_fixture,
+    registry_token_fixture,
 )
 
 pytestmark = pytest.mark.integration
@@ -317,6 +319,22 @@ def test_basic_auth_with_credentials_from_a_secret_folder(registry_auth: Registr
     assert adapter_digest(folder) == published.adapter_digest
 
 
+def test_bearer_tokens_from_the_registry_s_token_service(
+    registry_token: tuple[Registry, TokenServer], tmp_path: Path
+) -> None:
+    registry, tokens = registry_token
+    adapter = make_adapter(tmp_path / "adapter")
+    uri = f"oci://{registry.host}/tandem/tokens:v1"
+    with pytest.raises(ArtifactAccessDenied):  # the token service wants credentials
+        publish(adapter, uri, None)
+    assert registry.credentials is not None
+    credentials = Credentials(username=registry.credentials[0], password=registry.credentials[1])
+    published = publish(adapter, uri, credentials)
+    assert any(scope.startswith("repository:tandem/tokens:") and "push" in scope for scope in tokens.issued)
+    folder = fetch(published.uri_with_digest, published.adapter_digest, tmp_path / "cache", credentials)
+    assert adapter_digest(folder) == published.adapter_digest
+
+
 def test_plain_http_only_to_loopback_unless_insecure() -> None:
     assert OciStore("oci://registry.example.com/a/b:v1", None).base.startswith("https://")
     assert OciStore("oci://127.0.0.1:5000/a/b:v1", None).base == "http://127.0.0.1:5000/v2/a/b"
@@ -347,7 +365,7 @@ def test_cli_publish_fetch_and_refusals(registry: Registry, tmp_path: Path) -> N
     adapter = make_adapter(tmp_path / "adapter")
     published = _cli("publish", str(adapter), f"oci://{registry.host}/tandem/cli:v1")
     assert published.returncode == 0, published.stderr
-    result = json.loads(published.stdout.strip().splitlines()[-1])["published"]
+    result = json.loads(published.stdout.strip().splitlines()[-1])["result"]
     assert result["adapterDigest"] == adapter_digest(adapter)
     assert result["uri"].endswith("@" + result["manifestDigest"])
 
@@ -356,13 +374,13 @@ def test_cli_publish_fetch_and_refusals(registry: Registry, tmp_path: Path) -> N
         "fetch", result["uri"], "--adapter-digest", result["adapterDigest"], "--cache-dir", str(cache)
     )
     assert fetched.returncode == 0, fetched.stderr
-    line = json.loads(fetched.stdout.strip().splitlines()[-1])["fetched"]
+    line = json.loads(fetched.stdout.strip().splitlines()[-1])["result"]
     assert line["folder"] == str(cache / result["adapterDigest"])
 
     wrong = "f" * 64
     refused = _cli("fetch", result["uri"], "--adapter-digest", wrong, "--cache-dir", str(tmp_path / "c2"))
     assert refused.returncode == 2
-    error = json.loads(refused.stdout.strip().splitlines()[-1])
+    error = json.loads(refused.stdout.strip().splitlines()[-1])["result"]
     assert error["error"] == "ArtifactDigestMismatch"
     assert wrong in refused.stderr and result["adapterDigest"] in refused.stderr
 

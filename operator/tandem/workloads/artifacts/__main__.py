@@ -1,10 +1,12 @@
-"""`python -m tandem.workloads.artifacts publish|fetch ...`: one JSON line on stdout with the result (or
-the error), exit 0 when done, 2 on bad arguments and on errors retrying cannot fix (a digest mismatch, an
-unsafe or oversized artifact, a denied access), 1 when the store could not be reached."""
+"""`python -m tandem.workloads.artifacts publish|fetch ...`: one JSON line on stdout, `{"result": {...}}`
+with what was published or fetched, or `{"result": {"error": REASON, "message": ...}}`; exit 0 when done,
+2 on bad arguments and on errors retrying cannot fix (a digest mismatch, an unsafe or oversized artifact,
+a denied access), 1 when the store could not be reached."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -55,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         parser.error(f"--credentials: {e}")
     if args.endpoint_url:
-        credentials = Credentials(**{**vars(credentials), "endpoint_url": args.endpoint_url})
+        credentials = dataclasses.replace(credentials, endpoint_url=args.endpoint_url)
     try:
         if args.command == "publish":
             published = publish(args.folder, args.uri, credentials)
             emit(
                 {
-                    "published": {
+                    "result": {
+                        "published": str(args.folder),
                         "uri": published.uri_with_digest,
                         "manifestDigest": published.manifest_digest,
                         "adapterDigest": published.adapter_digest,
@@ -74,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             folder = fetch(
                 args.uri, args.adapter_digest, args.cache_dir, credentials, max_bytes=args.max_bytes
             )
-            emit({"fetched": {"uri": args.uri, "adapterDigest": folder.name, "folder": str(folder)}})
+            emit({"result": {"fetched": args.uri, "adapterDigest": folder.name, "folder": str(folder)}})
     except ValueError as e:  # a URI or digest that names nothing
         parser.error(str(e))
     except ArtifactError as e:
-        emit({"error": e.reason, "message": str(e)})
+        emit({"result": {"error": e.reason, "message": str(e)}})
         print(f"error: {e}", file=sys.stderr)
         return EXIT_RETRY if e.transient else EXIT_PERMANENT
     return 0

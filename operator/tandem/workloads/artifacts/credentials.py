@@ -6,8 +6,6 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS
-
 # The Secret keys an OCI registry's credentials use (as `kubectl create secret generic --from-literal`).
 OCI_CREDENTIAL_KEYS = ("username", "password")
 # Optional keys beside them: an S3-compatible endpoint (MinIO...) and its region.
@@ -46,6 +44,10 @@ class Credentials:
         """The credentials in a mounted Secret: files `username`/`password`, or the S3 key names
         (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, as a KnowledgeBase's s3 source names them), and
         optionally `endpoint_url` and `region`. Missing files are None; a missing folder is an error."""
+        # The names a KnowledgeBase's s3 credentials Secret uses; imported here, not at the top: the API
+        # types take seconds to import, and an OCI fetch (an init container) does not need them.
+        from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS
+
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such credentials folder")
 

@@ -110,26 +110,30 @@ def fetch(
     """
     expected = normalize_adapter_digest(expected_adapter_digest)
     target = cache_dir / expected
-    if _cached(target, expected):
-        return target
-    store = open_store(uri, credentials)  # a bad URI fails here, before anything is written
+    with open_store(uri, credentials) as store:  # a bad URI fails here; no request is sent yet
+        if _cached(target, expected):
+            return target
+        return _download(store, uri, expected, cache_dir, max_bytes)
+
+
+def _download(store: Store, uri: str, expected: str, cache_dir: Path, max_bytes: int) -> Path:
+    target = cache_dir / expected
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=cache_dir))
     try:
         blob, folder = staging / "adapter.tar.gz", staging / "adapter"
-        with store:
-            data, manifest_digest = store.manifest()
-            what = f"{uri} ({manifest_digest})"
-            layer = parse_manifest(data, what)
-            if layer.adapter_digest is not None and layer.adapter_digest != expected:
-                # The publisher's own annotation already says it is another adapter: not downloaded.
-                raise ArtifactDigestMismatch(
-                    f"{what}: the adapter it is annotated with", expected, layer.adapter_digest
-                )
-            if layer.size > max_bytes:
-                raise ArtifactTooLarge(f"{what}: blob {layer.digest}", max_bytes, 0)
-            with blob.open("wb") as out:
-                store.download_blob(layer.digest, out, limit=layer.size)
+        data, manifest_digest = store.manifest()
+        what = f"{uri} ({manifest_digest})"
+        layer = parse_manifest(data, what)
+        if layer.adapter_digest is not None and layer.adapter_digest != expected:
+            # The publisher's own annotation already says it is another adapter: not downloaded.
+            raise ArtifactDigestMismatch(
+                f"{what}: the adapter it is annotated with", expected, layer.adapter_digest
+            )
+        if layer.size > max_bytes:
+            raise ArtifactTooLarge(f"{what}: blob {layer.digest}", max_bytes, 0)
+        with blob.open("wb") as out:
+            store.download_blob(layer.digest, out, limit=layer.size)
         folder.mkdir()
         extract(blob, folder, limit=max_bytes, what=f"{what}: blob {layer.digest}")
         found = adapter_digest(folder)
