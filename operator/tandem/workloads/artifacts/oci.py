@@ -91,7 +91,8 @@ class _RegistryAuth(httpx.Auth):
     """Answers a 401 with basic credentials or a bearer token, then sends that header on every request
     (the blob PUT streams its body, so it must not be the request that meets the first 401)."""
 
-    def __init__(self, username: str | None, password: str | None) -> None:
+    def __init__(self, username: str | None, password: str | None, *, insecure: bool = False) -> None:
+        self.insecure = insecure
         self.basic = (
             "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             if username
@@ -111,13 +112,17 @@ class _RegistryAuth(httpx.Auth):
         elif scheme == "bearer" and params.get("realm"):
             query: dict[str, str] = {k: params[k] for k in ("service", "scope") if k in params}
             token_request = httpx.Request("GET", params["realm"], params=query)
-            if self.basic:
-                token_request.headers["Authorization"] = self.basic
+            realm = token_request.url
+            if self.basic and (realm.scheme == "https" or is_loopback(realm.host) or self.insecure):
+                token_request.headers["Authorization"] = self.basic  # never in clear text to elsewhere
             token_response = yield token_request
             token_response.read()
             if token_response.status_code != 200:
+                return  # the token service's answer (401: credentials refused) is what the caller sees
+            try:
+                body: Any = token_response.json()
+            except ValueError:
                 return
-            body: Any = token_response.json()
             token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str):
                 return
@@ -138,7 +143,7 @@ class OciStore:
         scheme = "http" if loopback or credentials.insecure else "https"
         self.base = f"{scheme}://{self.ref.host}/v2/{self.ref.repository}"
         self.client = httpx.Client(
-            auth=_RegistryAuth(credentials.username, credentials.password),
+            auth=_RegistryAuth(credentials.username, credentials.password, insecure=credentials.insecure),
             follow_redirects=True,
             timeout=TIMEOUT,
             trust_env=not loopback,  # no proxy between this process and a registry on loopback
