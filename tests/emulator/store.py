@@ -23,6 +23,7 @@ Semantics emulated here (see README.md for the list of what is not):
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import copy
 import datetime
@@ -62,6 +63,16 @@ class WriteResult:
     object: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     created: bool = False
+
+
+def _fold_string_data(secret: dict[str, Any]) -> None:
+    """A Secret's stringData is write-only: the API server's conversion writes each value into `data`
+    (base64, winning over a `data` key of the same name) and never stores or returns stringData."""
+    string_data = secret.pop("stringData", None) or {}
+    if string_data:
+        data = secret.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
 
 
 class Store:
@@ -273,8 +284,9 @@ class Store:
             obj["status"] = {"phase": "Active"}
             labels = obj["metadata"].setdefault("labels", {})
             labels.setdefault("kubernetes.io/metadata.name", obj["metadata"]["name"])
-        elif rt.storage_key == ("", "secrets") and not obj.get("type"):
-            obj["type"] = "Opaque"
+        elif rt.storage_key == ("", "secrets"):
+            obj.setdefault("type", "Opaque")
+            _fold_string_data(obj)
         elif rt.storage_key == ("", "pods"):
             obj["status"] = {"phase": "Pending"}
         elif rt.storage_key == builtin.CRD_TYPE.storage_key:
@@ -467,6 +479,8 @@ class Store:
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if rt.storage_key == builtin.CRD_TYPE.storage_key and subresource != "status":
             self._validate_crd(new, old)
+        if rt.storage_key == ("", "secrets"):
+            _fold_string_data(new)
 
         with errors.rejections():
             admission.validate_object(rt, new, old, check_metadata=subresource != "status")

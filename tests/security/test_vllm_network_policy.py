@@ -1,6 +1,7 @@
-"""Who the vLLM NetworkPolicy admits (issue 15, item 1): this endpoint's gateway pods and the operator's
-pods in the operator's namespace; not a pod in another namespace that labels itself as the operator
-(`app.kubernetes.io/name: tandem` anywhere got in before).
+"""Who the vLLM NetworkPolicy admits (issue 15, item 1): this endpoint's gateway pods to vLLM's port, and
+the operator's pods in the operator's namespace to the adapter sync's status port only (which adapters
+are loaded); not a pod in another namespace that labels itself as the operator
+(`app.kubernetes.io/name: tandem` anywhere got in before), and not the operator to vLLM itself.
 
 The policy's peers are evaluated here by the NetworkPolicy rules for `from` peers (a podSelector alone:
 pods of the policy's namespace; with a namespaceSelector: pods of the matching namespaces); matchLabels
@@ -34,9 +35,18 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
 
 
-def admitted(policy: dict[str, Any], peer: Peer) -> bool:
+OPERATOR = Peer(OPERATOR_NS, {"app.kubernetes.io/name": "tandem", "app.kubernetes.io/instance": "tandem"})
+SETTINGS = OperatorSettings()
+VLLM_PORT = SETTINGS.vllm_port
+STATUS_PORT = SETTINGS.adapter_status_port
+
+
+def admitted(policy: dict[str, Any], peer: Peer, port: int) -> bool:
     namespace_labels = {"kubernetes.io/metadata.name": peer.namespace}
     for rule in policy["spec"]["ingress"]:
+        assert rule["ports"], "a rule without ports admits every port"
+        if not any(p["port"] == port and p["protocol"] == "TCP" for p in rule["ports"]):
+            continue
         for source in rule["from"]:
             assert set(source) <= {"podSelector", "namespaceSelector"}, source
             if "namespaceSelector" in source:
@@ -55,16 +65,13 @@ def vllm_policy() -> dict[str, Any]:
     return policy
 
 
-@pytest.mark.parametrize(
-    "peer",
-    [
-        Peer("team", GATEWAY),
-        Peer(OPERATOR_NS, {"app.kubernetes.io/name": "tandem", "app.kubernetes.io/instance": "tandem"}),
-    ],
-    ids=["the-endpoints-gateway", "the-operator"],
-)
-def test_the_gateway_and_the_operator_get_in(peer: Peer) -> None:
-    assert admitted(vllm_policy(), peer)
+def test_the_gateway_reaches_vllm_and_the_operator_only_the_adapter_status() -> None:
+    policy = vllm_policy()
+    assert admitted(policy, Peer("team", GATEWAY), VLLM_PORT)
+    assert admitted(policy, OPERATOR, STATUS_PORT)
+    # The operator holds no vLLM key and needs none of vLLM's routes; the gateway needs no adapter status.
+    assert not admitted(policy, OPERATOR, VLLM_PORT)
+    assert not admitted(policy, Peer("team", GATEWAY), STATUS_PORT)
 
 
 @pytest.mark.parametrize(
@@ -85,4 +92,5 @@ def test_the_gateway_and_the_operator_get_in(peer: Peer) -> None:
     ],
 )
 def test_a_pod_labelled_like_a_peer_elsewhere_does_not(peer: Peer) -> None:
-    assert not admitted(vllm_policy(), peer)
+    for port in (VLLM_PORT, STATUS_PORT):
+        assert not admitted(vllm_policy(), peer, port)

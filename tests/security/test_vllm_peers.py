@@ -1,11 +1,13 @@
 """Hostile network peers of vLLM (issue 15, item 1): nothing but the gateway and the adapter sync gets in.
 
-vLLM (the real CPU build) runs with the endpoint's key in VLLM_API_KEY, as the vLLM pod does from its
-generated Secret and `tandem up` does from a 0600 file. A peer without the key (the situation of any pod
-that slips past the NetworkPolicy, or of a cluster whose network plugin ignores NetworkPolicy) is
-refused 401 on generation (also vLLM's /invocations, which its own key check leaves open: Tandem's guard
-middleware closes it), on the model list and on loading or unloading adapters; a wrong key too.
-The gateway, given the key file, answers its tenant; the adapter sync, given the key, loads and unloads.
+vLLM (the real CPU build) runs as a vLLM pod does: Tandem's guard middleware reads the key from a file
+(the pod's mounted Secret; `tandem up` gives it in VLLM_API_KEY from a 0600 file, the same guard), and re-
+reads it when it changes: a rotated key is refused within the guard's RELOAD_SECONDS. A peer without the
+key (the situation of any pod that slips past the NetworkPolicy, or of a cluster whose network plugin
+ignores NetworkPolicy) is refused 401 on generation (also vLLM's /invocations, which its own key check
+leaves open: Tandem's guard middleware closes it), on the model list and on loading or unloading adapters;
+a wrong key too. The gateway, given the key file, answers its tenant; the adapter sync, given the key,
+loads and unloads.
 
 Slow: starts one vLLM for the module (about a minute on two cores, more on a busy machine).
 """
@@ -13,6 +15,7 @@ Slow: starts one vLLM for the module (about a minute on two cores, more on a bus
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tandem.core.vllm_guard import RELOAD_SECONDS
 from tandem.platform.local.vllm import VllmServer
 from tandem.workloads.gateway.app import Gateway
 from tandem.workloads.gateway.config import GatewayConfig, KeyRing, load_vllm_key
@@ -41,7 +45,16 @@ CHAT = {"model": "base", "messages": [{"role": "user", "content": "Say hi."}], "
 
 
 @pytest.fixture(scope="module")
-def keyed_vllm(tmp_path_factory: pytest.TempPathFactory, served_model_dir: Path) -> Iterator[VllmServer]:
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("vllm-key") / "api-key"
+    path.write_text(VLLM_KEY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyed_vllm(
+    tmp_path_factory: pytest.TempPathFactory, served_model_dir: Path, key_file: Path
+) -> Iterator[VllmServer]:
     server = VllmServer(
         served_model_dir,
         log=tmp_path_factory.mktemp("keyed-vllm") / "vllm.log",
@@ -49,7 +62,7 @@ def keyed_vllm(tmp_path_factory: pytest.TempPathFactory, served_model_dir: Path)
         max_model_len=MAX_MODEL_LEN,
         max_lora_rank=MAX_LORA_RANK,
         max_loras=MAX_LORAS,
-        api_key=VLLM_KEY,
+        api_key_file=key_file,
     )
     server.start(timeout=STARTUP_TIMEOUT)
     try:
@@ -125,3 +138,22 @@ async def test_the_gateway_with_the_key_file_answers_its_tenant(
             await keyless_client.close()
     finally:
         await client.close()
+
+
+def test_a_rotated_key_is_refused_within_the_reload_time(keyed_vllm: VllmServer, key_file: Path) -> None:
+    """The Secret is replaced (the kubelet rewrites the file): the old key stops working and the new one
+    works within RELOAD_SECONDS, without restarting vLLM. Runs last in the module: it restores the key."""
+    url = f"{keyed_vllm.url}/v1/models"
+    old = {"Authorization": f"Bearer {VLLM_KEY}"}
+    new = {"Authorization": "Bearer rotated-key-9c41"}
+    assert httpx.get(url, headers=old, timeout=10).status_code == 200
+    try:
+        key_file.write_text("rotated-key-9c41\n")
+        rotated_at = time.monotonic()
+        while httpx.get(url, headers=old, timeout=10).status_code == 200:
+            assert time.monotonic() - rotated_at < RELOAD_SECONDS + 1.0, "the old key still works"
+            time.sleep(0.1)
+        assert httpx.get(url, headers=new, timeout=10).status_code == 200
+        assert httpx.get(url, headers=old, timeout=10).status_code == 401
+    finally:
+        key_file.write_text(VLLM_KEY)

@@ -245,7 +245,7 @@ def test_metrics_off_means_no_port_and_no_service() -> None:
 
 def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator_calls() -> None:
     """In: probes and scrapes. Out: DNS, the API server, Ray dashboards (training progress) and vLLM
-    pods' /v1/models (adapter load state), each to the pods that serve it."""
+    pods' adapter-sync status port (adapter load state), each to the pods that serve it."""
     docs = render(*FULL)
     policy = the(docs, "NetworkPolicy")
     pod_labels = the(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -254,14 +254,16 @@ def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["health", "metrics"]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
     vllm_port = yaml.safe_load(FULL_VALUES.read_text())["workloads"]["vllmPort"]
-    assert {53, 443, 8265, vllm_port} <= egress_ports
+    status_port = OperatorSettings().adapter_status_port
+    # The adapter sync's status port, not vLLM's own (which requires a key the operator does not hold).
+    assert {53, 443, 8265, status_port} <= egress_ports and vllm_port not in egress_ports
     vllm_pods = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "vllm"}
     [vllm] = [
         r
         for r in policy["spec"]["egress"]
         if r.get("to", [{}])[0].get("podSelector", {}).get("matchLabels") == vllm_pods
     ]
-    assert [p["port"] for p in vllm["ports"]] == [vllm_port]
+    assert [p["port"] for p in vllm["ports"]] == [status_port]
     gateway_pods = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "gateway"}
     [gateway] = [
         r
@@ -273,6 +275,7 @@ def test_network_policy_admits_probes_and_scrapes_and_lets_out_what_the_operator
     assert (
         env_of(container)["TANDEM_GATEWAY_PORT"] == str(METRICS_PORT) == str(OperatorSettings().gateway_port)
     )
+    assert env_of(container)["TANDEM_ADAPTER_STATUS_PORT"] == str(status_port)
 
 
 # -- RBAC against the code ---------------------------------------------------------------------------------
@@ -383,6 +386,8 @@ def expected_rules(*, namespaced: bool, peering: bool = True) -> set[Rule]:
         for kind_name in CHILD_KINDS:
             k = next(k for k in ALL_KINDS if k.kind == kind_name)
             rules.add((k.group, f"{k.plural}/finalizers", "update"))
+    # api.create(vllm_key_secret(...)): the one Secret call (test_the_operator_only_ever_creates_secrets).
+    rules.add(("", "secrets", "create"))
     for api_version, kind in RESOURCES:
         group, plural = _plural(api_version, kind)
         assert any(r[:2] == (group, plural) for r in rules), (
@@ -418,8 +423,12 @@ def test_rbac_has_no_wildcards_secrets_or_pods(values: tuple[str, ...]) -> None:
     assert rules
     for group, resource, verb in rules:
         assert "*" not in (group, resource, verb)
-        assert resource not in ("secrets", "pods/exec", "pods/attach", "pods/portforward"), resource
-        assert resource != "serviceaccounts/token" and not resource.startswith("secrets"), resource
+        assert resource not in ("pods/exec", "pods/attach", "pods/portforward"), resource
+        assert resource != "serviceaccounts/token" and not resource.startswith("secrets/"), resource
+        if resource == "secrets":
+            # An endpoint's vLLM key is created and never read: any reading verb (get, list, watch; patch
+            # and update answer with the object) would open every Secret the operator can name.
+            assert verb == "create", f"secrets: {verb}"
         if resource == "pods":
             assert verb in ("get", "list", "watch"), "the operator may read pods, never change them"
         assert verb not in ("escalate", "bind", "impersonate"), verb
@@ -607,3 +616,23 @@ def test_readme_carries_the_argocd_health_check_for_each_kind() -> None:
     indented = "".join(f"    {line}" if line.strip() else line for line in lua.splitlines(keepends=True))
     for kind in RECONCILED_KINDS:
         assert f"  resource.customizations.health.tandem.dev_{kind.kind}: |\n{indented}" in readme, kind.kind
+
+
+def test_the_operator_only_ever_creates_secrets() -> None:
+    """The one call site that touches Secrets passes a Secret to api.create and nothing else: the reason
+    the chart may grant `create` on secrets and no other verb."""
+    calls = []
+    for path in sorted(OPERATOR.rglob("*.py")):
+        text = path.read_text()
+        if '"Secret"' in text and "api." in text and path.name != "api.py":  # api.py: the resource table
+            calls.append(path.relative_to(OPERATOR).as_posix())
+    assert calls == ["vllm_key.py"]
+    source = (OPERATOR / "vllm_key.py").read_text()
+    used = {
+        n.func.attr
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and getattr(n.func.value, "id", "") == "api"
+    }
+    assert used == {"create"}

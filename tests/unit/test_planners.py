@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -296,8 +297,46 @@ def test_hybrid_endpoint_isolates_vllm_and_mounts_tenant_keys() -> None:
     secrets = [
         v["secret"]["secretName"] for v in gateway["spec"]["template"]["spec"]["volumes"] if "secret" in v
     ]
-    assert secrets == ["assistant-keys", "assistant-keys"]
+    assert secrets == ["assistant-vllm-key", "assistant-keys", "assistant-keys"]
     assert plan.facts.url == "http://assistant.team.svc/v1"
+
+
+def test_the_vllm_pod_and_the_gateway_share_the_generated_key_and_the_guard() -> None:
+    """Issue 15, item 1 in a cluster: vLLM runs behind Tandem's guard with the key from the Secret the
+    operator creates (vllm_key.py); the sidecar and the gateway read the same Secret; vLLM's own
+    VLLM_API_KEY is not used (it is read once: a rotated key would lock the gateway out)."""
+    from tandem.core import vllm_guard
+    from tandem.platform.kubernetes.vllm_key import vllm_key_secret
+
+    plan = he_plan()
+    by_name = {c["metadata"]["name"]: c for c in plan.children if c["kind"] in ("Deployment", "ConfigMap")}
+    secret = vllm_key_secret(owner("HybridEndpoint", "assistant"))
+    vllm_pod = by_name["assistant-vllm"]["spec"]["template"]["spec"]
+    server, sync = vllm_pod["containers"]
+
+    def key_file(pod: dict[str, Any], container: dict[str, Any]) -> str:
+        [volume] = [
+            v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
+        ]
+        [item] = volume["secret"]["items"]
+        assert item["key"] in secret["stringData"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        return f"{mount['mountPath']}/{item['path']}"
+
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert "VLLM_API_KEY" not in env and "--api-key" not in " ".join(server["command"])
+    assert env[vllm_guard.KEY_FILE_ENV] == key_file(vllm_pod, server)
+    assert "--middleware=tandem_vllm_guard.RequireKey" in server["command"]
+    # The guard module vLLM imports is the ConfigMap's key, on its PYTHONPATH: vLLM's image has no Tandem.
+    config_map = by_name["assistant-config"]
+    [config_dir] = [m["mountPath"] for m in server["volumeMounts"] if m["name"] == "spec"]
+    assert env["PYTHONPATH"] == config_dir
+    assert config_map["data"]["tandem_vllm_guard.py"] == Path(vllm_guard.__file__).read_text()
+    assert f"--api-key-file={key_file(vllm_pod, sync)}" in sync["command"]
+    assert "--vllm" in sync["command"] and "http://127.0.0.1:8000" in sync["command"]  # loopback: may load
+    gateway_pod = by_name["assistant-gateway"]["spec"]["template"]["spec"]
+    config = json.loads(config_map["data"]["gateway.json"])
+    assert config["vllmApiKeyFile"] == key_file(gateway_pod, gateway_pod["containers"][0])
 
 
 def test_cleanup_job_only_when_state_is_not_retained() -> None:

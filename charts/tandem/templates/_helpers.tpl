@@ -116,6 +116,11 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
+# Each HybridEndpoint's vLLM key: created once with a random value and never read back. Create only:
+# get, list, watch or patch would let the operator read every Secret of every namespace it serves.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* kopf's runtime discovery of CRDs (resources appearing and disappearing). */}}

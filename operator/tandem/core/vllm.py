@@ -12,6 +12,10 @@ from .references import ResolvedAdapter
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 # /v1/load_lora_adapter and /v1/unload_lora_adapter: adapters change without a restart.
 RUNTIME_LORA_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true"}
+# tandem.core.vllm_guard as vLLM imports it: a module of its own beside vLLM (copied next to a local vLLM,
+# a ConfigMap key in a pod), loaded as ASGI middleware by this flag.
+GUARD_MODULE = "tandem_vllm_guard"
+GUARD_ARGUMENT = f"--middleware={GUARD_MODULE}.RequireKey"
 
 
 def vllm_arguments(

@@ -47,6 +47,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "Service", "services"),
         Resource("v1", "Pod", "pods"),  # read only: workload results in termination messages
         Resource("v1", "Event", "events"),  # read only: pods' FailedMount (a missing Secret)
+        Resource("v1", "Secret", "secrets"),  # create only: an endpoint's vLLM key (vllm_key.py)
         Resource("batch/v1", "Job", "jobs"),
         Resource("batch/v1", "CronJob", "cronjobs"),
         Resource("apps/v1", "Deployment", "deployments"),

@@ -65,6 +65,7 @@ from .status import (
     knowledge_base_status,
     recorded_outcome,
 )
+from .vllm_key import ensure_vllm_key
 
 log = logging.getLogger("tandem.operator")
 
@@ -265,9 +266,12 @@ class Reconciler:
             for ref in spec.knowledge_bases
         ]
         plan = plan_hybrid_endpoint(owner, spec, self.settings, adapters, kbs)
-        live, writes = await sync_children(self.api, owner, plan, self.refusals)
+        # Before the pods that mount it: created once, never read (see vllm_key.py).
+        writes = int(await ensure_vllm_key(self.api, owner))
+        live, applied = await sync_children(self.api, owner, plan, self.refusals)
+        writes += applied
         pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
-        observed = await loaded_per_pod(pods, self.settings.vllm_port)
+        observed = await loaded_per_pod(pods, self.settings.adapter_status_port)
         fetched = termination_report(pods, FETCH_CONTAINER)
         gateways = await self.api.list("v1", "Pod", owner.namespace, owner.labels("gateway"))
         dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)

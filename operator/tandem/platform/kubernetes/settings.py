@@ -28,12 +28,15 @@ class OperatorSettings:
     # How often every resource is re-reconciled even without events (drift repair).
     resync_seconds: float = 60.0
     namespaces: tuple[str, ...] = field(default=())  # empty: the whole cluster
-    # Port of vLLM in its pods, where the operator reads /v1/models to report adapters loaded.
+    # Port of vLLM in its pods (its Service, the gateway's peer).
     vllm_port: int = 8000
     # The gateway pods' internal port (gateway.config.METRICS_PORT, which the clients' Service does not
     # expose), where the operator reads /healthz/dependencies to report a KnowledgeBase its routes cannot
     # reach.
     gateway_port: int = 9090
+    # The adapter-sync sidecar's status port in vLLM pods (GET /v1/models: the adapters vLLM has loaded),
+    # where the operator reads them: vLLM's own port requires its key, which the operator does not hold.
+    adapter_status_port: int = 9091
     # The operator's own namespace: the only one whose operator pods a vLLM NetworkPolicy admits.
     operator_namespace: str = "tandem-system"
 
@@ -52,5 +55,6 @@ class OperatorSettings:
             namespaces=namespaces,
             vllm_port=int(_env("TANDEM_VLLM_PORT", str(d.vllm_port))),
             gateway_port=int(_env("TANDEM_GATEWAY_PORT", str(d.gateway_port))),
+            adapter_status_port=int(_env("TANDEM_ADAPTER_STATUS_PORT", str(d.adapter_status_port))),
             operator_namespace=_env("TANDEM_OPERATOR_NAMESPACE", d.operator_namespace),
         )

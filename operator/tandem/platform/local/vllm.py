@@ -25,7 +25,7 @@ from tandem.api.v1alpha1.hybridendpoint import Serving
 from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
 from tandem.core.references import ResolvedAdapter
-from tandem.core.vllm import ENTRYPOINT, vllm_arguments
+from tandem.core.vllm import ENTRYPOINT, GUARD_ARGUMENT, GUARD_MODULE, vllm_arguments
 from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV
 
 from . import processes
@@ -99,16 +99,13 @@ def vllm_argv(
     ]
 
 
-GUARD_MODULE = "tandem_vllm_guard"
-
-
 def key_guard(directory: Path) -> tuple[list[str], dict[str, str]]:
     """vLLM's arguments and environment to require its key on every route but /health and /metrics
     (`tandem.core.vllm_guard`, copied into `directory` as a module vLLM's own Python imports)."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vllm_guard.__file__, directory / f"{GUARD_MODULE}.py")
     path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH", "")) if p)
-    return [f"--middleware={GUARD_MODULE}.RequireKey"], {"PYTHONPATH": path}
+    return [GUARD_ARGUMENT], {"PYTHONPATH": path}
 
 
 def vllm_env() -> dict[str, str]:
@@ -150,10 +147,14 @@ class VllmServer:
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         api_key: str | None = None,
+        api_key_file: Path | None = None,
     ) -> None:
-        """`api_key`: required by vLLM on its /v1 routes (through VLLM_API_KEY, never an argument)."""
+        """`api_key`: required by vLLM on every route but /health and /metrics (through VLLM_API_KEY and
+        the guard, never an argument), as `tandem up` runs it. `api_key_file`: the key read by the guard
+        alone from that file, again when it changes, as a vLLM pod runs it (tandem.core.vllm_guard)."""
         self.model = Path(model)
         self.api_key = api_key
+        self.api_key_file = api_key_file
         self.log = log
         self.port = port if port is not None else free_port()
         self.python = python
@@ -167,10 +168,14 @@ class VllmServer:
             extra=extra,
         )
         self.env = dict(env or {})
-        if api_key:
+        if api_key or api_key_file:
             arguments, guard_env = key_guard(log.parent / "guard")
             self.argv_tail += arguments
-            self.env.update({**guard_env, VLLM_API_KEY_ENV: api_key})
+            self.env.update(guard_env)
+        if api_key:
+            self.env[VLLM_API_KEY_ENV] = api_key
+        if api_key_file:
+            self.env[vllm_guard.KEY_FILE_ENV] = str(api_key_file)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -249,7 +254,7 @@ class VllmServer:
         """Serve the LoRA adapter in `path` as model `name` from now on (replacing another path)."""
         from tandem.workloads.adapter_sync import ConfiguredAdapter, VllmAdmin, execute, plan_sync
 
-        with VllmAdmin(self.url, api_key=self.api_key or "") as admin:
+        with VllmAdmin(self.url, api_key=self.api_key or "", api_key_file=self.api_key_file) as admin:
             loaded = {a.name: a for a in admin.loaded_adapters() if a.name == name}
             for result in execute(admin, plan_sync([ConfiguredAdapter(name, str(path))], loaded)):
                 if result.error:
@@ -258,12 +263,13 @@ class VllmServer:
     def unload_adapter(self, name: str) -> None:
         from tandem.workloads.adapter_sync import VllmAdmin
 
-        with VllmAdmin(self.url, api_key=self.api_key or "") as admin:
+        with VllmAdmin(self.url, api_key=self.api_key or "", api_key_file=self.api_key_file) as admin:
             admin.unload(name)
 
     def headers(self) -> dict[str, str]:
         """What a client of its /v1 routes sends: the key, when it has one."""
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        key = self.api_key or (self.api_key_file.read_text().strip() if self.api_key_file else "")
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def __enter__(self) -> VllmServer:
         return self.start()

@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
 from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
 from tandem.api.v1alpha1.hybridendpoint import Tenant
+from tandem.core import vllm_guard
 from tandem.core.errors import PlanError
 from tandem.core.gateway import gateway_config, knowledge_base_config
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
-from tandem.core.vllm import ENTRYPOINT, RUNTIME_LORA_ENV, vllm_arguments
+from tandem.core.vllm import ENTRYPOINT, GUARD_ARGUMENT, GUARD_MODULE, RUNTIME_LORA_ENV, vllm_arguments
 from tandem.workloads.gateway.config import METRICS_PORT, AdapterConfig, KnowledgeBaseConfig
 
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, resources
 from ..settings import OperatorSettings
+from ..vllm_key import VLLM_KEY_SECRET_KEY, vllm_key_secret_name
 from ..volumes import Mounts, mount_milvus_token
 from . import EndpointFacts, Plan
 
 CONFIG_DIR = "/etc/tandem"
 KEYS_DIR = "/var/run/tandem/keys"
+# vLLM's key (the endpoint's generated Secret, see platform/kubernetes/vllm_key.py), in the vLLM pod's two
+# containers and in the gateway: read from the file, which the kubelet rewrites when the Secret changes.
+VLLM_KEY_DIR = "/var/run/tandem/vllm-key"
+VLLM_KEY_FILE = f"{VLLM_KEY_DIR}/{VLLM_KEY_SECRET_KEY}"
 GATEWAY_PORT = 8080
 # The scrape annotations Prometheus's kubernetes-pods job (and most agents) read: the metrics port only.
 METRICS_ANNOTATIONS = {
@@ -41,6 +48,7 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
 MODEL_DIR = "/models"
 FETCH_CONTAINER = "fetch-model"
+GUARD_SOURCE = Path(vllm_guard.__file__).read_text()
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class Names:
     vllm: str
     gateway: str
     config: str
+    vllm_key: str  # the Secret holding vLLM's key
     vllm_labels: dict[str, str]
     gateway_labels: dict[str, str]
 
@@ -59,6 +68,7 @@ class Names:
             vllm=child_name(owner.name, "vllm"),
             gateway=child_name(owner.name, "gateway"),
             config=child_name(owner.name, "config"),
+            vllm_key=vllm_key_secret_name(owner),
             vllm_labels=owner.labels("vllm"),
             gateway_labels=owner.labels("gateway"),
         )
@@ -162,12 +172,17 @@ def _vllm_deployment(
     env = [
         *({"name": k, "value": v} for k, v in RUNTIME_LORA_ENV.items()),
         {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
+        # The guard (a key on every route, adapter changes from the pod's loopback only) is a module of
+        # the endpoint's ConfigMap, mounted at CONFIG_DIR: vLLM's image needs nothing of Tandem's. vLLM
+        # gets no VLLM_API_KEY: its own check reads the key once and would refuse a rotated one.
+        {"name": "PYTHONPATH", "value": CONFIG_DIR},
+        {"name": vllm_guard.KEY_FILE_ENV, "value": VLLM_KEY_FILE},
     ]
     probe = {"httpGet": {"path": "/health", "port": port}}
     vllm = container(
         "vllm",
         serving.image or settings.vllm_image,
-        command=["python3", "-m", ENTRYPOINT, *args],
+        command=["python3", "-m", ENTRYPOINT, GUARD_ARGUMENT, *args],
         mounts=mounts,
         pull_policy=settings.image_pull_policy,
         env=env,
@@ -190,11 +205,16 @@ def _vllm_deployment(
             "--config",
             f"{CONFIG_DIR}/gateway.json",
             "--vllm",
-            f"http://127.0.0.1:{port}",
+            f"http://127.0.0.1:{port}",  # loopback: the guard lets only this peer load and unload
+            f"--api-key-file={VLLM_KEY_FILE}",
+            # What the operator reads to report adapters loaded (it holds no vLLM key).
+            f"--status-port={settings.adapter_status_port}",
+            "--status-host=0.0.0.0",
         ],
         mounts=mounts,
         pull_policy=settings.image_pull_policy,
         resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        ports=[{"name": "adapters", "containerPort": settings.adapter_status_port}],
     )
     pod = pod_spec([vllm, sync], mounts, **({"initContainers": init} if init else {}))
     deployment: dict[str, Any] = {
@@ -228,13 +248,17 @@ def _gateway_config_map(
         adapters=adapters,
         knowledge_bases=knowledge_bases,
         api_key_files=api_key_files,
+        vllm_api_key_file=VLLM_KEY_FILE,
     )
     wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": owner.metadata(names.config, "gateway"),
-        "data": {"gateway.json": json.dumps(wire, indent=2, sort_keys=True)},
+        "data": {
+            "gateway.json": json.dumps(wire, indent=2, sort_keys=True),
+            f"{GUARD_MODULE}.py": GUARD_SOURCE,
+        },
     }
 
 
@@ -287,31 +311,31 @@ def _gateway_deployment(
 
 
 def _vllm_network_policy(owner: Owner, settings: OperatorSettings, names: Names) -> dict[str, Any]:
+    operator_pods = {
+        # Its pods in its own namespace only (kubernetes.io/metadata.name is set by the API server and
+        # cannot be forged), not any pod anywhere that carries the operator's labels.
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.operator_namespace}},
+        "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
+    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": owner.metadata(names.vllm, "vllm"),
         "spec": {
-            # Only this endpoint's gateway may talk to its vLLM pods: retrieval and tenant checks
-            # cannot be bypassed by calling vLLM directly.
             "podSelector": {"matchLabels": names.vllm_labels},
             "policyTypes": ["Ingress"],
-            # The operator reads each pod's /v1/models to report which adapters are loaded: its pods, in its
-            # own namespace only (kubernetes.io/metadata.name is set by the API server and cannot be
-            # forged), not any pod anywhere that carries the operator's labels.
             "ingress": [
+                # vLLM itself: only this endpoint's gateway, so retrieval and tenant checks cannot be
+                # bypassed (the key is the second barrier, for plugins that ignore NetworkPolicy).
                 {
-                    "from": [
-                        {"podSelector": {"matchLabels": names.gateway_labels}},
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {NAMESPACE_NAME_LABEL: settings.operator_namespace}
-                            },
-                            "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
-                        },
-                    ],
+                    "from": [{"podSelector": {"matchLabels": names.gateway_labels}}],
                     "ports": [{"protocol": "TCP", "port": settings.vllm_port}],
-                }
+                },
+                # The adapter sync's status port (which adapters are loaded, nothing else): the operator.
+                {
+                    "from": [operator_pods],
+                    "ports": [{"protocol": "TCP", "port": settings.adapter_status_port}],
+                },
             ],
         },
     }
@@ -369,11 +393,13 @@ def plan_hybrid_endpoint(
         for a in adapters
     ]
     vllm_mounts.add_config_map(names.config, CONFIG_DIR)
+    mount_vllm_key(vllm_mounts, names)
     vllm_mounts.volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     vllm_mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
 
     gateway_mounts = Mounts()
     gateway_mounts.add_config_map(names.config, CONFIG_DIR)
+    mount_vllm_key(gateway_mounts, names)
     kb_configs = [_knowledge_base_config(owner, kb, gateway_mounts) for kb in knowledge_bases]
     api_key_files = mount_api_keys(gateway_mounts, spec.tenants)
     port = settings.vllm_port
@@ -403,6 +429,12 @@ def gateway_url(namespace: str, name: str) -> str:
     """The endpoint's OpenAI-compatible base URL inside the cluster: its gateway Service (named after the
     endpoint, port 80)."""
     return f"http://{name}.{namespace}.svc/v1"
+
+
+def mount_vllm_key(mounts: Mounts, names: Names) -> None:
+    """vLLM's key at VLLM_KEY_FILE. Until the operator has created the Secret the pod waits for it (the
+    kubelet retries the mount), which never happens for long: it is created before the children."""
+    mounts.add_secret_key("vllm-key", names.vllm_key, VLLM_KEY_SECRET_KEY, VLLM_KEY_DIR, VLLM_KEY_SECRET_KEY)
 
 
 def mount_api_keys(mounts: Mounts, tenants: list[Tenant]) -> dict[str, str]:
