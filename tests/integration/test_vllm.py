@@ -124,6 +124,7 @@ def events(stdout: str) -> list[dict[str, Any]]:
 def test_local_vllm_gets_the_flags_the_operator_gives_its_pods() -> None:
     from tandem.api.v1alpha1 import HybridEndpointSpec
     from tandem.core.references import ResolvedAdapter
+    from tandem.core.vllm import GUARD_ARGUMENT
     from tandem.platform.kubernetes.ownership import Owner
     from tandem.platform.kubernetes.planners.hybridendpoint import plan_hybrid_endpoint
     from tandem.platform.kubernetes.settings import OperatorSettings
@@ -153,7 +154,8 @@ def test_local_vllm_gets_the_flags_the_operator_gives_its_pods() -> None:
         max_loras=max_loras,
         extra=spec.serving.extra_args,
     )
-    assert command[1:] == local
+    # The same flags, then the guard, as a local vLLM started with a key gets it (VllmServer, key_guard).
+    assert command[1:] == [*local, GUARD_ARGUMENT]
     assert "--max-lora-rank=16" in local
     assert "--enable-lora" not in vllm_argv("/m", port=1, max_model_len=2048, max_lora_rank=None)
 

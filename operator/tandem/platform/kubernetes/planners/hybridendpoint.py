@@ -182,7 +182,7 @@ def _vllm_deployment(
     vllm = container(
         "vllm",
         serving.image or settings.vllm_image,
-        command=["python3", "-m", ENTRYPOINT, GUARD_ARGUMENT, *args],
+        command=["python3", "-m", ENTRYPOINT, *args, GUARD_ARGUMENT],
         mounts=mounts,
         pull_policy=settings.image_pull_policy,
         env=env,
