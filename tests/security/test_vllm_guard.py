@@ -96,3 +96,39 @@ async def test_the_variable_and_the_file_are_both_accepted_and_nothing_else(tmp_
     assert await status_of(guard, "/invocations", "from-filex", GATEWAY_PEER) == 401
     open_guard = RequireKey(unused, environ={})
     assert await status_of(open_guard, "/invocations", None, GATEWAY_PEER) == 200
+
+
+async def test_a_pool_accepts_the_listed_digests_and_drops_a_detached_endpoints_key(tmp_path: Path) -> None:
+    """A ServingPool's pods accept each attached endpoint's own key by its digest (the keys are Secrets of
+    other namespaces); an endpoint removed from the list is refused within the reload time."""
+    import hashlib
+    import json
+
+    from tandem.core.vllm_guard import DIGESTS_FILE_ENV
+
+    listed = tmp_path / "keys.json"
+    listed.write_text(
+        json.dumps([hashlib.sha256(k.encode()).hexdigest() for k in ("team-a-key", "team-b-key")])
+    )
+    (tmp_path / "pool-key").write_text("pool-sidecar-key")
+    clock = Clock()
+
+    async def unused(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError
+
+    environ = {DIGESTS_FILE_ENV: str(listed), KEY_FILE_ENV: str(tmp_path / "pool-key")}
+    guard = RequireKey(unused, environ=environ, clock=clock)
+    for key in ("team-a-key", "team-b-key", "pool-sidecar-key"):
+        assert await status_of(guard, "/v1/chat/completions", key, GATEWAY_PEER) == 200, key
+    assert await status_of(guard, "/v1/chat/completions", "team-c-key", GATEWAY_PEER) == 401
+    # The digest itself is not a key.
+    digest = hashlib.sha256(b"team-a-key").hexdigest()
+    assert await status_of(guard, "/v1/chat/completions", digest, GATEWAY_PEER) == 401
+    listed.write_text(json.dumps([hashlib.sha256(b"team-b-key").hexdigest()]))  # team-a detached
+    clock.now += RELOAD_SECONDS
+    assert await status_of(guard, "/v1/chat/completions", "team-a-key", GATEWAY_PEER) == 401
+    assert await status_of(guard, "/v1/chat/completions", "team-b-key", GATEWAY_PEER) == 200
+    listed.write_text("{not json")
+    clock.now += RELOAD_SECONDS
+    assert await status_of(guard, "/v1/chat/completions", "team-b-key", GATEWAY_PEER) == 401  # fails closed
+    assert await status_of(guard, "/v1/chat/completions", "pool-sidecar-key", GATEWAY_PEER) == 200

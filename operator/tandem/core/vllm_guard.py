@@ -14,6 +14,13 @@ rotated key takes effect within that time without a restart (vLLM's own check, r
 once, cannot; in a pod, vLLM therefore gets the file only). A named file that cannot be read or is
 empty fails closed: nothing but the open paths is served until it can be.
 
+A ServingPool's pods are shared by the gateways of many endpoints, each with a key of its own that the
+pool's pods cannot mount (it is a Secret of the endpoint's namespace): TANDEM_VLLM_KEY_DIGESTS_FILE names
+a JSON list of the SHA-256 hex digests of the keys accepted besides (the pool's ConfigMap, written by the
+operator, which knows each digest from when it created the key), re-read like the key file. An endpoint
+detached from the pool loses its digest there, and with it access, within RELOAD_SECONDS of the kubelet's
+update.
+
 Standard library only, and copied next to vLLM as a module of its own (`tandem_vllm_guard.py`): vLLM
 runs in its own environment or image, without Tandem installed. With neither variable set it guards
 nothing, as vLLM's own check does.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -36,6 +44,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEY_ENV = "VLLM_API_KEY"
 KEY_FILE_ENV = "TANDEM_VLLM_KEY_FILE"
+DIGESTS_FILE_ENV = "TANDEM_VLLM_KEY_DIGESTS_FILE"
 RELOAD_SECONDS = 2.0
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 ADMIN_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
@@ -59,31 +68,42 @@ class RequireKey:
         key = env.get(KEY_ENV, "")
         self.fixed = _digest(key.encode()) if key else None
         self.key_file = env.get(KEY_FILE_ENV) or None
+        self.digests_file = env.get(DIGESTS_FILE_ENV) or None
         self.clock = clock
         self.read_at = float("-inf")
         self.from_file: bytes | None = None
+        self.listed: list[bytes] = []
 
-    def _file_digest(self) -> bytes | None:
-        """The key file's digest, read again once RELOAD_SECONDS have passed; None if unreadable or empty."""
-        assert self.key_file is not None
+    def _read_files(self) -> None:
+        """Read the key file and the digests file again once RELOAD_SECONDS have passed. Unreadable,
+        empty or malformed files accept nothing (fail closed)."""
         now = self.clock()
-        if now - self.read_at >= RELOAD_SECONDS:
-            self.read_at = now
+        if now - self.read_at < RELOAD_SECONDS:
+            return
+        self.read_at = now
+        if self.key_file is not None:
             try:
                 with open(self.key_file, "rb") as f:
                     key = f.read().strip()
             except OSError:
                 key = b""
             self.from_file = _digest(key) if key else None
-        return self.from_file
+        if self.digests_file is not None:
+            try:
+                with open(self.digests_file, "rb") as f:
+                    listed = json.load(f)
+                self.listed = [bytes.fromhex(d) for d in listed if isinstance(d, str) and len(d) == 64]
+            except (OSError, ValueError, TypeError):
+                self.listed = []
 
     def allowed(self, scope: Scope) -> bool:
         path = scope.get("path")
-        if path in OPEN_PATHS or (self.fixed is None and self.key_file is None):
+        if path in OPEN_PATHS or (self.fixed is None and self.key_file is None and self.digests_file is None):
             return True
         if path in ADMIN_PATHS and (scope.get("client") or ("",))[0] not in LOOPBACK:
             return False
-        accepted = [d for d in (self.fixed, self._file_digest() if self.key_file else None) if d is not None]
+        self._read_files()
+        accepted = [d for d in (self.fixed, self.from_file, *self.listed) if d is not None]
         headers = dict(scope.get("headers") or [])
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
         presented = _digest(token.strip())
