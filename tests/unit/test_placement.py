@@ -119,6 +119,9 @@ def test_adding_a_pod_moves_adapters_only_onto_it(
     after = place(adapters, ample(grown, adapters), copies, previous=before if with_previous else None)
     for adapter in adapters:
         old, now = set(before.by_adapter[adapter]), set(after.by_adapter[adapter])
+        # With room everywhere the placement is the hash's choice whatever came before: the new pod
+        # gets exactly the adapters that now rank it in their top k (it does not sit idle).
+        assert now == set(rank(adapter, grown)[:copies])
         if old == now:
             continue
         assert new in now, f"{adapter} moved between old pods: {old} -> {now}"
@@ -160,6 +163,7 @@ def test_removing_a_pod_moves_only_its_adapters(
     after = place(adapters, ample(rest, adapters), copies, previous=before if with_previous else None)
     for adapter in adapters:
         old, now = set(before.by_adapter[adapter]), set(after.by_adapter[adapter])
+        assert now == set(rank(adapter, rest)[:copies])
         if gone not in old:
             assert now == old, f"{adapter} was not on {gone} but moved: {old} -> {now}"
         else:
