@@ -13,6 +13,8 @@ from .common import (
     CelRule,
     CommonStatus,
     CrossNamespaceReference,
+    LocalObjectReference,
+    StatusModel,
     TandemModel,
     nested,
     uri_pattern,
@@ -23,6 +25,11 @@ from .common import (
 MODEL_URI = uri_pattern("pvc", "file", "s3", "https?", "hf", "pypi")
 DATA_URI = uri_pattern("pvc", "file", "s3", "https?")
 STORE_URI = uri_pattern("pvc", "file", "s3")
+# Where an adapter is published for endpoints in any namespace to fetch by digest
+# (tandem.workloads.artifacts): an OCI registry repository (a tag optional) or an S3 prefix.
+ARTIFACT_URI = r"^(oci://[A-Za-z0-9\[][^/]*/[a-z0-9][^@]*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^@]*)?)$"
+# The secret keys of a store's credentials: an OCI registry's (S3's are the KnowledgeBase source's).
+REGISTRY_CREDENTIAL_KEYS = ("username", "password")
 
 
 # Base model URI schemes fetched over the network into a cache (tandem.workloads.model_download).
@@ -169,6 +176,32 @@ class TrainingResources(TandemModel):
     gpu_type: str | None = Field(default=None, description="Node label value for nvidia.com/gpu.product.")
 
 
+class Publish(TandemModel):
+    """Also publish the adapter as one artifact to a store, where endpoints of any namespace fetch it by
+    digest (nothing is mounted): `status.artifact` then names it pinned to its manifest digest."""
+
+    uri: str = Field(
+        pattern=ARTIFACT_URI,
+        max_length=1024,
+        description=(
+            "oci://HOST[:PORT]/REPOSITORY[:TAG] (an OCI registry; the tag defaults to the adapter version) "
+            "or s3://BUCKET/PREFIX (its manifest and blob are written under PREFIX)."
+        ),
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret of this namespace with the store's credentials: keys username and password (a "
+            "registry), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (S3), optionally endpoint_url and "
+            "region; anonymous (or ambient S3 credentials) if omitted."
+        ),
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Allow plain HTTP to a store that is not on loopback (an in-cluster registry).",
+    )
+
+
 class Output(TandemModel):
     """Where the adapter is written, as `<name>-<version>/`."""
 
@@ -176,8 +209,13 @@ class Output(TandemModel):
         pattern=STORE_URI,
         description=(
             "pvc://CLAIM/PATH in a cluster, file:///PATH locally. s3://BUCKET/PREFIX is reserved: not "
-            "written yet, refused with reason OutputUnsupported."
+            "written yet, refused with reason OutputUnsupported (to share an adapter through a store, "
+            "write it to a claim and set publish)."
         ),
+    )
+    publish: Publish | None = Field(
+        default=None,
+        description="Also publish the adapter to an OCI registry or S3, for endpoints in other namespaces.",
     )
     version: str | None = Field(
         default=None,
@@ -237,6 +275,13 @@ class AdapterTrainingSpec(TandemModel):
         )
 
 
+class Artifact(StatusModel):
+    """The adapter as published (spec.output.publish)."""
+
+    uri: str = Field(description="Where it is, pinned to its manifest: oci://HOST/REPO@sha256:... or s3://...")
+    manifest_digest: str = Field(description="sha256:... of the artifact's manifest.")
+
+
 class AdapterTrainingStatus(CommonStatus):
     """Training progress and the produced adapter, as observed."""
 
@@ -256,6 +301,9 @@ class AdapterTrainingStatus(CommonStatus):
     adapter_uri: str | None = Field(default=None, description="Where the adapter folder is.")
     adapter_digest: str | None = Field(default=None, description="sha256 of the adapter's files.")
     adapter_version: str | None = Field(default=None, description="Version of the adapter.")
+    artifact: Artifact | None = Field(
+        default=None, description="The adapter as published to a store (spec.output.publish)."
+    )
     ray_job: str | None = Field(default=None, description="The RayJob running the training.")
     start_time: str | None = Field(default=None, description="When the current run started.")
     completion_time: str | None = Field(default=None, description="When the last run finished.")

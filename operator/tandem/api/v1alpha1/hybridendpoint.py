@@ -13,6 +13,7 @@ from .common import (
     CommonStatus,
     ComputeResources,
     CrossNamespaceReference,
+    LocalObjectReference,
     SecretKeyReference,
     StatusModel,
     TandemModel,
@@ -20,7 +21,11 @@ from .common import (
     uri_pattern,
 )
 
-ADAPTER_URI = uri_pattern("pvc", "file", "s3", "https?", "hf")
+ADAPTER_URI = uri_pattern("pvc", "file", "s3", "oci", "https?", "hf")
+# An adapter's digest as its training records it (`adapterDigest`, tandem.workloads.model_common).
+ADAPTER_DIGEST = r"^[0-9a-f]{64}$"
+# Adapter URIs of stores the vLLM pods fetch from: served only once the artifact has the declared digest.
+REMOTE_ADAPTER_SCHEMES = ("oci", "s3")
 
 
 class Adapter(TandemModel):
@@ -35,6 +40,22 @@ class Adapter(TandemModel):
                 "(has(self.uri) ? 'not both' : 'found neither')"
             ),
         ),
+        CelRule(
+            # Checked only when the rule above holds: one mistake, one message.
+            "has(self.adapterTrainingRef) || !has(self.uri) || has(self.digest) || "
+            "!(self.uri.startsWith('oci://') || self.uri.startsWith('s3://'))",
+            "digest is required for an oci:// or s3:// adapter: it is loaded only once verified",
+            ".digest",
+            message_expression=(
+                "'adapter ' + self.name + ': digest is required for an oci:// or s3:// uri (the "
+                "adapterDigest of its training): a remote adapter is loaded only once verified'"
+            ),
+        ),
+        CelRule(
+            "!has(self.digest) || has(self.uri) || !has(self.adapterTrainingRef)",
+            "digest is for uri adapters: an AdapterTraining's comes from its status",
+            ".digest",
+        ),
     )
 
     name: str = Field(
@@ -46,7 +67,35 @@ class Adapter(TandemModel):
     adapter_training_ref: CrossNamespaceReference | None = Field(
         default=None, description="Serve the latest adapter an AdapterTraining produced."
     )
-    uri: str | None = Field(default=None, pattern=ADAPTER_URI, description="A PEFT adapter folder.")
+    uri: str | None = Field(
+        default=None,
+        pattern=ADAPTER_URI,
+        max_length=1024,
+        description=(
+            "A PEFT adapter folder (pvc://CLAIM/PATH), or an artifact an AdapterTraining published: "
+            "oci://HOST[:PORT]/REPO@sha256:... (or :TAG) or s3://BUCKET/PREFIX[@sha256:...]."
+        ),
+    )
+    digest: str | None = Field(
+        default=None,
+        pattern=ADAPTER_DIGEST,
+        description=(
+            "The adapter's digest (its training's status.adapterDigest, 64 hex): required for oci:// and "
+            "s3:// adapters, which are fetched, verified and only then loaded; checked for a folder too."
+        ),
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret of the endpoint's namespace with the store's credentials (keys username and password, "
+            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optionally endpoint_url and region), for an "
+            "adapter fetched from oci:// or s3:// (a published AdapterTraining's too); one per endpoint."
+        ),
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Fetch over plain HTTP from a store that is not on loopback (an in-cluster registry).",
+    )
     rank: int | None = Field(
         default=None,
         ge=1,
