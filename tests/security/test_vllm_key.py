@@ -170,3 +170,32 @@ def test_the_sidecar_status_port_lists_the_adapters_and_serves_nothing_else(tmp_
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_the_gateway_sends_a_rotated_vllm_key_without_a_restart(tmp_path: Path) -> None:
+    """The gateway reads vLLM's key file again (as vLLM's guard does): after the Secret is replaced, its
+    calls carry the new key within KEY_RELOAD_SECONDS, instead of 401s until the pod restarts."""
+    from tandem.workloads.key_file import KEY_RELOAD_SECONDS, FileBearer
+
+    key_file = tmp_path / "vllm-key"
+    key_file.write_text("before")
+    config = GatewayConfig.model_validate(
+        {
+            "endpoint": {"namespace": "team", "name": "a"},
+            "vllmUrl": "http://127.0.0.1:8000",
+            "vllmApiKeyFile": str(key_file),
+            "routes": [{"name": "base", "retrieval": False}],
+        }
+    )
+    gateway = Gateway(config, {}, vllm_key=load_vllm_key(config), vllm_key_file=key_file)
+    seen: list[httpx.Request] = []
+    gateway.vllm._transport = recorded(seen)  # the client's own transport: keeps its auth
+    assert isinstance(gateway.vllm.auth, FileBearer)
+    now = [0.0]
+    gateway.vllm.auth.clock = lambda: now[0]
+    await gateway.vllm.get("/v1/models")
+    key_file.write_text("after")
+    now[0] += KEY_RELOAD_SECONDS
+    await gateway.vllm.get("/v1/models")
+    await gateway.vllm.aclose()
+    assert [r.headers["Authorization"] for r in seen] == ["Bearer before", "Bearer after"]

@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Read again while serving: a rotated or revoked key takes effect within KEY_RELOAD_SECONDS.
     keys = KeyRing(config.tenants)
-    asyncio.run(serve(Gateway(config, keys, vllm_key=vllm_key), args.host, args.port, args.metrics_port))
+    # vLLM's key too (a rotated <endpoint>-vllm-key Secret), with the same period as vLLM's guard.
+    key_file = Path(config.vllm_api_key_file) if config.vllm_api_key_file else None
+    gateway = Gateway(config, keys, vllm_key=vllm_key, vllm_key_file=key_file)
+    asyncio.run(serve(gateway, args.host, args.port, args.metrics_port))
     return 0
 
 

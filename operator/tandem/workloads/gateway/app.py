@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,6 +46,7 @@ from tandem.api.v1alpha1.hybridendpoint import Route
 from tandem.workloads.knowledge.retrieval import Principal
 from tandem.workloads.prompting import passage_block
 
+from ..key_file import FileBearer
 from .admission import Admission, Busy
 from .config import GatewayConfig, KeyRing, KnowledgeBaseConfig, TenantConfig
 from .knowledge import KnowledgeSearch, KnowledgeUnavailable
@@ -124,8 +126,10 @@ class Gateway:
         api_keys: dict[str, TenantConfig] | KeyRing,
         knowledge: KnowledgeSearch | None = None,
         vllm_key: str | None = None,
+        vllm_key_file: Path | None = None,
     ) -> None:
-        """`vllm_key`: the key vLLM requires (see `load_vllm_key`), sent on every call."""
+        """`vllm_key`: the key vLLM requires (see `load_vllm_key`), sent on every call; `vllm_key_file`:
+        the file it was read from, read again while serving (a rotated Secret needs no restart)."""
         self.config = config
         # What the cache salts are keyed by: the vLLM key where there is one (secret, shared by the
         # endpoint's gateway replicas, so they share each tenant's cache), else the endpoint's identity.
@@ -143,7 +147,8 @@ class Gateway:
         self.vllm = httpx.AsyncClient(
             base_url=config.vllm_url or "",  # a pool: each call names its pod's URL
             timeout=httpx.Timeout(limits.request_timeout_seconds, connect=5.0),
-            headers={"Authorization": f"Bearer {vllm_key}"} if vllm_key else None,
+            headers={"Authorization": f"Bearer {vllm_key}"} if vllm_key and not vllm_key_file else None,
+            auth=FileBearer(vllm_key_file) if vllm_key_file else None,
         )
         # /healthz/dependencies: the search of each KnowledgeBase in flight, so that checks of a hung Milvus
         # wait on one search instead of each leaving another thread behind.
