@@ -28,9 +28,8 @@ def endpoint(adapter: dict[str, Any]) -> HybridEndpointSpec:
     return HybridEndpointSpec.model_validate(raw)
 
 
-@pytest.mark.parametrize(
-    "uri", ["s3://bucket/adapters/style", "https://example.com/style.tar", "hf://someone/style"]
-)
+# s3:// and oci:// adapters are fetched by digest (tests/unit/test_adapter_artifact_wiring.py).
+@pytest.mark.parametrize("uri", ["https://example.com/style.tar", "hf://someone/style"])
 def test_an_adapter_uri_nothing_fetches_is_refused_with_the_fix(uri: str) -> None:
     """Before: these passed the schema and reached vLLM as --lora paths it cannot read (Deploying forever)."""
     spec = endpoint({"name": "style", "uri": uri, "rank": 8})

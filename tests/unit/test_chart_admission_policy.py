@@ -443,8 +443,9 @@ def test_every_secret_reference_is_checked_or_known_to_go_nowhere() -> None:
     for kind, path in refs:
         if (kind, path) in SECRETS_SENT_NOWHERE:
             continue
-        # Inside the sources list the expressions name a source `s`: s.http.headersSecretRef.
-        field = path.replace("[]", "").removeprefix("spec.sources.")
+        # Inside the sources list the expressions name a source `s`: s.http.headersSecretRef; inside the
+        # adapters list an adapter `a`: a.credentialsSecretRef.
+        field = path.replace("[]", "").removeprefix("spec.sources.").removeprefix("spec.adapters.")
         expressions = _checked(kind)
         assert "secretHostPattern" in expressions, f"{kind} {path} is not held to allowedSecretHosts"
         assert re.search(rf"\b{re.escape(field)}\b", expressions), f"{kind} {path}"

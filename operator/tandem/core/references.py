@@ -7,12 +7,13 @@ must not make the resource that refers to it fail.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.api.v1alpha1 import KnowledgeBaseSpec
 from tandem.api.v1alpha1.common import SecretKeyReference
-from tandem.api.v1alpha1.hybridendpoint import Adapter
+from tandem.api.v1alpha1.hybridendpoint import REMOTE_ADAPTER_SCHEMES, Adapter
 
 from .naming import collection_name
 
@@ -72,14 +73,43 @@ class ResolvedAdapter:
     uri: str
     rank: int
     version: str | None
-    digest: str | None = None  # what its training recorded (adapterDigest); None for a URI adapter
+    # What its training recorded (adapterDigest), or the digest a URI adapter declares: the folder vLLM
+    # loads must have it (a fetched artifact is refused otherwise).
+    digest: str | None = None
     namespace: str | None = None  # where its AdapterTraining is; None for a URI adapter
+    # Fetching it from an oci:// or s3:// store: a Secret of the endpoint's namespace, plain HTTP allowed.
+    credentials: str | None = None
+    insecure: bool = False
+
+    @property
+    def remote(self) -> bool:
+        """Whether it is fetched from a store (by digest) rather than read from a folder."""
+        return self.uri.partition("://")[0] in REMOTE_ADAPTER_SCHEMES
 
 
 def uri_adapter(adapter: Adapter, uri: str | None = None) -> ResolvedAdapter:
     """An adapter the endpoint names by URI (`uri` overrides where the platform found it)."""
     assert adapter.uri is not None
-    return ResolvedAdapter(adapter.name, uri or adapter.uri, adapter.rank or DEFAULT_URI_ADAPTER_RANK, None)
+    return ResolvedAdapter(
+        adapter.name,
+        uri or adapter.uri,
+        adapter.rank or DEFAULT_URI_ADAPTER_RANK,
+        None,
+        adapter.digest,
+        credentials=adapter.credentials_secret_ref.name if adapter.credentials_secret_ref else None,
+        insecure=adapter.insecure,
+    )
+
+
+def trained_location(figures: Mapping[str, Any]) -> str | None:
+    """Where an AdapterTraining's adapter is served from, by its status (`figures`): the artifact it
+    published when it has one (fetched by digest, so an endpoint of any namespace can serve it), else the
+    folder it wrote; None before it wrote one."""
+    artifact = figures.get("artifact")
+    if isinstance(artifact, Mapping) and artifact.get("uri") and figures.get("adapterDigest"):
+        return str(artifact["uri"])
+    uri = figures.get("adapterUri")
+    return str(uri) if uri else None
 
 
 def trained_adapter(
@@ -92,4 +122,13 @@ def trained_adapter(
     namespace: str | None = None,
 ) -> ResolvedAdapter:
     """An adapter an AdapterTraining in `namespace` produced (its rank unless the endpoint overrides it)."""
-    return ResolvedAdapter(adapter.name, uri, adapter.rank or trained_rank, version, digest, namespace)
+    return ResolvedAdapter(
+        adapter.name,
+        uri,
+        adapter.rank or trained_rank,
+        version,
+        digest,
+        namespace,
+        credentials=adapter.credentials_secret_ref.name if adapter.credentials_secret_ref else None,
+        insecure=adapter.insecure,
+    )

@@ -54,6 +54,15 @@ def trained(report: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if isinstance(report.get("adapterDigest"), str):
         figures["adapterDigest"] = report["adapterDigest"]
+    # Where the run published the adapter (spec.output.publish). A platform clears an artifact an earlier
+    # run published when this one has none: a status names only what this run made.
+    artifact = report.get("artifact")
+    if (
+        isinstance(artifact, dict)
+        and isinstance(artifact.get("uri"), str)
+        and isinstance(artifact.get("manifestDigest"), str)
+    ):
+        figures["artifact"] = {"uri": artifact["uri"], "manifestDigest": artifact["manifestDigest"]}
     metrics = report.get("metrics")
     if isinstance(metrics, dict) and not report.get("skipped"):
         named = {

@@ -1,7 +1,8 @@
 """The adapter-sync sidecar: make the LoRA adapters vLLM serves match the endpoint's configuration.
 
     python -m tandem.workloads.adapter_sync --config /etc/tandem/gateway.json \
-        --vllm http://127.0.0.1:8000 [--api-key-file F] [--status-port P] [--interval 5] [--once]
+        --vllm http://127.0.0.1:8000 [--api-key-file F] [--status-port P] [--interval 5] [--once] \
+        [--cache-dir /var/cache/tandem/adapters [--credentials DIR] [--insecure]]
 
 It runs next to vLLM in every vLLM pod (and in-process for `tandem up`). The configuration is the
 gateway's (`adapters`: a list of {name, path, version}), a mounted ConfigMap that the kubelet rewrites
@@ -15,6 +16,11 @@ for what is loaded: `/v1/models` lists each runtime adapter with `parent` set to
   then load, since vLLM refuses a name it already serves. Requests for that adapter in between fail
   for a moment; new folders are also what keeps vLLM's prefix cache from reusing the old weights' blocks;
 - unloads each adapter loaded but no longer configured.
+
+An adapter with a `uri` (oci:// or s3://, an artifact an AdapterTraining published) is fetched into the
+cache (`--cache-dir`, shared with vLLM) as `<cache>/<digest>`, its configured path, before vLLM is asked
+to load it: an artifact whose files do not have the adapter's digest is deleted and never loaded (that
+adapter's error; the others load), a store that does not answer is retried with the rounds' backoff.
 
 With `--status-port`, the sidecar also answers `GET /v1/models` on that port with the adapters vLLM
 lists at that moment (asked live, with the key): the operator reports what is loaded from there, so it
@@ -72,6 +78,7 @@ class ConfiguredAdapter:
     path: str
     version: str | None = None
     digest: str | None = None  # what training recorded (adapterDigest): checked before vLLM loads it
+    uri: str | None = None  # oci:// or s3://: fetched into `path` (the cache's folder for `digest`) first
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Action:
     path: str | None = None
     version: str | None = None
     digest: str | None = None
+    uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,15 @@ def plan_sync(
             continue
         op: Literal["load", "reload"] = "load" if current is None else "reload"
         actions.append(
-            Action(op, name, reason, path=adapter.path, version=adapter.version, digest=adapter.digest)
+            Action(
+                op,
+                name,
+                reason,
+                path=adapter.path,
+                version=adapter.version,
+                digest=adapter.digest,
+                uri=adapter.uri,
+            )
         )
     return actions
 
@@ -143,12 +159,16 @@ def parse_adapters(entries: Iterable[Any]) -> list[ConfiguredAdapter]:
         if not isinstance(entry, Mapping):
             raise ConfigError(f"adapters[{i}] is not an object")
         name, path, version = entry.get("name"), entry.get("path"), entry.get("version")
-        digest = entry.get("digest")
+        digest, uri = entry.get("digest"), entry.get("uri")
         if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
             raise ConfigError(f"adapters[{i}] needs a non-empty name and path, got {dict(entry)!r}")
         if digest is not None and not isinstance(digest, str):
             raise ConfigError(f"adapters[{i}].digest is not a string")
-        adapters.append(ConfiguredAdapter(name, path, None if version is None else str(version), digest))
+        if uri is not None and not isinstance(uri, str):
+            raise ConfigError(f"adapters[{i}].uri is not a string")
+        adapters.append(
+            ConfiguredAdapter(name, path, None if version is None else str(version), digest, uri or None)
+        )
     names = [a.name for a in adapters]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError(f"adapter names appear twice: {', '.join(duplicates)}")
@@ -310,8 +330,71 @@ def _check_folder(path: str, digest: str | None = None) -> str | None:
     return None
 
 
+class StoreUnavailable(SyncError):
+    """An adapter's store did not answer (or answered with a server error): the round is tried again."""
+
+
+class Fetcher:
+    """Fetches adapters from oci:// and s3:// stores into the cache vLLM reads (`cache_dir/<digest>`),
+    each verified against its digest (`tandem.workloads.artifacts.fetch`). The credentials folder (a
+    mounted Secret) is read on each fetch, so a rotated Secret is used without a restart. An artifact
+    pinned by its manifest digest that was refused (another adapter, unsafe, too large) is not downloaded
+    again: its content cannot change; a tag may be moved to another artifact, so it is."""
+
+    def __init__(self, cache_dir: Path, credentials: Path | None = None, *, insecure: bool = False) -> None:
+        self.cache_dir, self.credentials, self.insecure = cache_dir, credentials, insecure
+        self.refused: dict[tuple[str, str], str] = {}
+
+    def fetch(self, uri: str, digest: str) -> Path:
+        """The adapter's folder in the cache; SyncError saying why not (StoreUnavailable: try again)."""
+        from .artifacts import ArtifactError, Credentials, fetch
+
+        if (uri, digest) in self.refused:
+            raise SyncError(self.refused[(uri, digest)])
+        try:
+            credentials = (
+                Credentials.from_folder(self.credentials, insecure=self.insecure)
+                if self.credentials is not None
+                else Credentials(insecure=self.insecure)
+            )
+        except (OSError, ValueError) as e:
+            raise SyncError(f"store credentials: {e}") from None
+        try:
+            return fetch(uri, digest, self.cache_dir, credentials)
+        except ValueError as e:  # a URI or digest that names nothing
+            raise SyncError(f"{uri}: {e}") from None
+        except ArtifactError as e:
+            if e.transient:
+                raise StoreUnavailable(f"{uri}: {e.reason}: {e}") from None
+            error = f"{uri}: {e.reason}: {e}; not loaded"
+            if "@sha256:" in uri:
+                self.refused[(uri, digest)] = error
+            raise SyncError(error) from None
+
+
+def _fetched(action: Action, fetcher: Fetcher | None) -> str | None:
+    """Why the adapter of `action` cannot be loaded from its store into its path, or None once it is
+    there: fetched into the cache, its digest checked. Raises SyncError when the fetch failed
+    (StoreUnavailable: the store did not answer)."""
+    if action.uri is None:
+        return None
+    if action.digest is None:
+        return f"{action.uri}: no digest to verify it against; not fetched, not loaded"
+    if fetcher is None:
+        return f"{action.uri}: this adapter sync has no adapter cache (--cache-dir); not fetched"
+    assert action.path is not None
+    folder = fetcher.fetch(action.uri, action.digest)  # SyncError: this adapter's error
+    if not _same_path(str(folder), action.path):
+        return f"{action.uri} was fetched to {folder}, not to its configured path {action.path}; not loaded"
+    return None
+
+
 def execute(
-    admin: VllmAdmin, actions: Sequence[Action], report: Report | None = None, endpoint: str = ""
+    admin: VllmAdmin,
+    actions: Sequence[Action],
+    report: Report | None = None,
+    endpoint: str = "",
+    fetcher: Fetcher | None = None,
 ) -> list[Outcome]:
     """Carry out `actions` in order, each one reported; a failed action does not stop the others.
 
@@ -327,14 +410,14 @@ def execute(
                 admin.unload(action.name)
             else:
                 assert action.path is not None
-                error = _check_folder(action.path, action.digest)
+                error = _fetched(action, fetcher) or _check_folder(action.path, action.digest)
                 if error is None:
                     if action.op == "reload":
                         admin.unload(action.name)
                     admin.load(action.name, action.path)
         except VllmUnavailable:
             raise
-        except SyncError as e:
+        except SyncError as e:  # StoreUnavailable too: this adapter waits for the next round
             error = str(e)
         outcomes.append(Outcome(action, error))
         if report is not None:
@@ -363,14 +446,16 @@ def sync_once(
     report: Report | None = None,
     endpoint: str = "",
     admin: VllmAdmin | None = None,
+    fetcher: Fetcher | None = None,
 ) -> list[Outcome]:
     """One round: read what vLLM serves, plan, act. Raises SyncError if any action failed.
 
     `report` receives one event per action (the sidecar prints them as JSON lines). `versions` (kept
-    by the caller between rounds) is updated with the version now serving per name.
+    by the caller between rounds) is updated with the version now serving per name. `fetcher` brings
+    adapters with a `uri` into the cache first (without one, such an adapter is not loaded).
     """
     wanted = parse_adapters(
-        {"name": a.name, "path": a.path, "version": a.version, "digest": a.digest}
+        {"name": a.name, "path": a.path, "version": a.version, "digest": a.digest, "uri": a.uri}
         if isinstance(a, ConfiguredAdapter)
         else a
         for a in adapters
@@ -380,7 +465,7 @@ def sync_once(
     client = admin or VllmAdmin(vllm_url)
     try:
         loaded = {a.name: a for a in client.loaded_adapters()}
-        outcomes = execute(client, plan_sync(wanted, loaded, seen), report, endpoint)
+        outcomes = execute(client, plan_sync(wanted, loaded, seen), report, endpoint, fetcher)
     finally:
         if own:
             client.close()
@@ -408,6 +493,7 @@ def run(
     clock: Callable[[], float] = time.monotonic,
     transport: httpx.BaseTransport | None = None,
     api_key_file: Path | None = None,
+    fetcher: Fetcher | None = None,
 ) -> bool:
     """Sync every `interval` seconds, forever; with `once`, until one round succeeds or `timeout` passes.
 
@@ -423,7 +509,13 @@ def run(
             try:
                 endpoint, adapters = read_config(config)
                 sync_once(
-                    vllm_url, adapters, versions=versions, report=report, endpoint=endpoint, admin=admin
+                    vllm_url,
+                    adapters,
+                    versions=versions,
+                    report=report,
+                    endpoint=endpoint,
+                    admin=admin,
+                    fetcher=fetcher,
                 )
             except SyncError as e:
                 failures += 1
@@ -507,7 +599,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--status-port", type=int, help="serve GET /v1/models (the adapters loaded) here")
     parser.add_argument("--status-host", default="127.0.0.1", help="where --status-port listens")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="where adapters with a uri are fetched to (vLLM reads them there)"
+    )
+    parser.add_argument(
+        "--credentials", type=Path, help="the adapter store's credentials (a mounted Secret folder)"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="fetch over plain HTTP from a store not on loopback"
+    )
     args = parser.parse_args(argv)
+    if (args.credentials or args.insecure) and args.cache_dir is None:
+        parser.error("--credentials and --insecure are for fetching adapters: give --cache-dir")
+    fetcher = Fetcher(args.cache_dir, args.credentials, insecure=args.insecure) if args.cache_dir else None
     if args.status_port is not None:
         serve_status(
             VllmAdmin(args.vllm, timeout=10, api_key_file=args.api_key_file),
@@ -522,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             once=args.once,
             timeout=args.timeout,
             api_key_file=args.api_key_file,
+            fetcher=fetcher,
         )
     except KeyboardInterrupt:
         return 0

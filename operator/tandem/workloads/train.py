@@ -33,6 +33,7 @@ from .models import ModelError, prepare
 from .reporting import EXIT_PERMANENT, EXIT_RETRY, emit, finish, shrink_lists
 from .training import raft
 from .training.dataset import DatasetError, Message, parse_jsonl, split
+from .training.publish import PublishError, publish_adapter
 from .training.raft import RaftExample
 from .training.trainer import TrainingError, TrainingOutcome, train
 
@@ -288,12 +289,37 @@ def run(job: TrainingJob, *, use_ray: bool = True) -> dict[str, Any]:
     return {**manifest, "adapterPath": str(adapter_dir), "skipped": False}
 
 
+def published(job: TrainingJob, outcome: dict[str, Any], credentials: Path | None) -> dict[str, Any]:
+    """The run's result with `artifact` ({uri, manifestDigest}) once the adapter is published, when the
+    spec asks for it (`spec.output.publish`); a run that found its adapter already trained publishes too
+    (a publish that failed last time, or a store added since)."""
+    publish = job.spec.output.publish
+    if publish is None:
+        return outcome
+    recorded = outcome.get("adapterDigest")
+    if recorded is not None and (found := adapter_digest(Path(job.output))) != recorded:
+        raise PublishError(
+            "AdapterChanged",
+            f"{job.output} has digest {found}, not the {recorded} training recorded: its files changed "
+            "since; not published",
+        )
+    artifact = publish_adapter(Path(job.output), publish, job.version, credentials)
+    artifact.pop("adapterDigest")
+    emit({"stage": "published", **artifact})
+    return {**outcome, "artifact": artifact}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a LoRA adapter")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--result", help="also write the result JSON here")
     parser.add_argument("--no-ray", action="store_true", help="train in this process instead of Ray Train")
     parser.add_argument("--delete-artifacts", action="store_true", help="delete the adapter folder and exit")
+    parser.add_argument(
+        "--publish-credentials",
+        type=Path,
+        help="the mounted Secret folder of spec.output.publish.credentialsSecretRef",
+    )
     args = parser.parse_args(argv)
     code = 0
     try:
@@ -303,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             outcome: dict[str, Any] = {"deleted": job.output}
         else:
             outcome = run(job, use_ray=not args.no_ray)
+            outcome = published(job, outcome, args.publish_credentials)
+    except PublishError as e:
+        # The adapter is written (a retry finds it trained and only publishes); the store may answer then.
+        outcome = {"error": e.reason, "message": str(e)}
+        code = EXIT_RETRY if e.transient else EXIT_PERMANENT
     except ModelError as e:
         # A model store that did not answer may answer the retry; a missing or refused model will not.
         outcome = {"error": e.reason, "message": str(e)}

@@ -29,6 +29,7 @@ from tandem.core.references import (
     ResolvedKnowledgeBase,
     resolve_knowledge_base,
     trained_adapter,
+    trained_location,
     uri_adapter,
 )
 
@@ -158,14 +159,15 @@ class Resolver:
                 HYBRID_ENDPOINT, owner, ADAPTER_TRAINING, adapter.adapter_training_ref
             )
             status = training.get("status") or {}
-            if not status.get("adapterUri"):
+            location = trained_location(status)  # its published artifact, when it has one
+            if location is None:
                 waiting.append(adapter.name)
                 continue
             rank = AdapterTrainingSpec.model_validate(training["spec"]).lora.r
             resolved.append(
                 trained_adapter(
                     adapter,
-                    status["adapterUri"],
+                    location,
                     rank,
                     status.get("adapterVersion"),
                     digest=status.get("adapterDigest"),

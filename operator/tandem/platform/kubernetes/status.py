@@ -93,6 +93,8 @@ def adapter_training_status(
         if ray_status.get("endTime"):
             figures["completionTime"] = ray_status["endTime"]
         figures.update(core_status.trained(report))
+        if old.get("artifact") and "artifact" not in figures:
+            figures["artifact"] = None  # published by an earlier run; this one published nothing
     figures["phase"] = {"Ready": "Succeeded", "Stalled": "Failed"}.get(
         outcome.state, "Running" if outcome.reason == "Running" else "Pending"
     )

@@ -49,7 +49,7 @@ from tandem.workloads.jobs import KnowledgeBaseTarget
 from .evaluation import evaluation_job
 from .health import SERVING, endpoint_condition
 from .manifests import Manifests, Resource, local_path
-from .references import knowledge_base, secret_token_file, write_private
+from .references import knowledge_base, secret_folder, secret_token_file, write_private
 from .runner import Progress, WorkFailed, WorkloadRunner
 from .servers import Supervisor
 from .state import ResourceState, Server, State
@@ -376,8 +376,21 @@ class LocalPlatform:
         output_root = local_path(spec.output.uri, at.file.parent, self.dir)
         output = Path(adapter_folder(str(output_root), at.name, version))
         done = (output / "tandem-manifest.json").exists() and "rank" in status.local
-        if status.ready and status.fingerprint == version and done:
+        publish = spec.output.publish
+        # A store set, changed or removed since runs again: the adapter is found trained, only published.
+        wanted = publish.model_dump(mode="json") if publish is not None else None
+        if status.ready and status.fingerprint == version and done and status.local.get("publish") == wanted:
             return
+        extra = [] if self.use_ray else ["--no-ray"]
+        if publish is not None and publish.credentials_secret_ref is not None:
+            folder = secret_folder(
+                self.dir,
+                manifests,
+                at.namespace,
+                publish.credentials_secret_ref.name,
+                f"AdapterTraining {at.namespace}/{at.name}: spec.output.publish.credentialsSecretRef",
+            )
+            extra.append(f"--publish-credentials={folder}")
         job = training_job(
             at.namespace,
             at.name,
@@ -392,9 +405,7 @@ class LocalPlatform:
             model_cache=str(self.model_cache),
         )
         self.state.set(status, ready=False, reason="Training", message=f"training version {version}")
-        result = self.runner.run(
-            at.key, "tandem.workloads.train", job, *([] if self.use_ray else ["--no-ray"])
-        )
+        result = self.runner.run(at.key, "tandem.workloads.train", job, *extra)
         skipped = bool(result.get("skipped"))
         metrics = result.get("metrics") or {}
         self.state.set(
@@ -406,9 +417,10 @@ class LocalPlatform:
             phase="Succeeded",
             adapterUri=str(output),
             adapterVersion=version,
-            **core_status.trained(result),
+            **{"artifact": None, **core_status.trained(result)},  # None: no earlier run's artifact
             local={
                 "rank": spec.lora.r,
+                "publish": wanted,
                 # What retraining costs (the evaluation's update-cost figure); a skipped run keeps the last.
                 "trainingSeconds": metrics.get("seconds")
                 if not skipped
@@ -436,6 +448,7 @@ class LocalPlatform:
             adapters.append(
                 trained_adapter(
                     adapter,
+                    # The folder it wrote, on this machine, even when it also published an artifact.
                     f["adapterUri"],
                     trained.local["rank"],
                     f["adapterVersion"],

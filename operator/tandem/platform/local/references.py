@@ -59,3 +59,17 @@ def secret_token_file(directory: Path, manifests: Manifests, kb: ResolvedKnowled
     path = directory / "secrets" / f"milvus-{kb.namespace}-{kb.name}" / "token"
     write_private(path, data[ref.key])
     return str(path)
+
+
+def secret_folder(directory: Path, manifests: Manifests, namespace: str, name: str, where: str) -> Path:
+    """A Secret among the manifests as a folder of one private file per key, as a pod gets it mounted
+    (a store's credentials: `tandem.workloads.artifacts.Credentials.from_folder` reads it)."""
+    data = manifests.secrets.get((namespace, name))
+    if data is None:
+        raise WorkFailed("SecretNotFound", f"{where}: no Secret {namespace}/{name} among the manifests")
+    folder = directory / "secrets" / f"store-{namespace}-{name}"
+    for old in folder.glob("*") if folder.is_dir() else []:
+        old.unlink()  # a key removed from the Secret is gone from the folder too
+    for key, value in data.items():
+        write_private(folder / key, value)
+    return folder

@@ -41,6 +41,7 @@ class AdapterConfig(TandemModel):
     path: str
     version: str | None = None
     digest: str | None = None  # adapterDigest of its training: adapter-sync loads only a folder that matches
+    uri: str | None = None  # oci:// or s3://: adapter-sync fetches it into `path` (a cache folder), verified
     # The name it is loaded under in a shared serving pool (unique in the pool, so two endpoints may both
     # have an adapter `support`); None: the name itself. The gateway sends this to vLLM; callers never see it.
     served_name: str | None = None

@@ -19,6 +19,8 @@ from ..volumes import Mounts, mount_milvus_token
 from . import POD_SCHEMA, Plan, TrainingFacts
 
 SPEC_DIR = "/etc/tandem"
+# Where the Secret of spec.output.publish.credentialsSecretRef is mounted (one file per key).
+PUBLISH_CREDENTIALS_DIR = "/var/run/tandem/publish-credentials"
 # How long a training RayJob may run before KubeRay stops it: bounds a run that hangs (a worker waiting
 # on a collective forever), with room for long trainings. A stopped run resumes from its last checkpoint
 # when started again. The spec has no field for it.
@@ -101,10 +103,18 @@ def plan_adapter_training(
             "run": run_token,
             "image": spec.image or settings.worker_image,
             "schema": POD_SCHEMA,
+            # A store set (or changed) later runs again: the adapter is found trained and only published.
+            **({"publish": spec.output.publish.model_dump(mode="json")} if spec.output.publish else {}),
         }
     )
     name = child_name(owner.name, f"train-{revision}")
     job_input, mounts = training_input(owner, spec, name, version, raft_kb)
+    entrypoint = ["python", "-m", "tandem.workloads.train", "--spec", f"{SPEC_DIR}/spec.json"]
+    publish = spec.output.publish
+    if publish is not None and publish.credentials_secret_ref is not None:
+        secret = publish.credentials_secret_ref.name
+        mounts.add_secret("publish-credentials", secret, PUBLISH_CREDENTIALS_DIR)
+        entrypoint.append(f"--publish-credentials={PUBLISH_CREDENTIALS_DIR}")
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -121,7 +131,7 @@ def plan_adapter_training(
         worker_resources["limits"]["nvidia.com/gpu"] = res.gpus_per_worker
     job = ray_job(
         owner.metadata(name, "training"),
-        entrypoint=["python", "-m", "tandem.workloads.train", "--spec", f"{SPEC_DIR}/spec.json"],
+        entrypoint=entrypoint,
         report_as="training",
         image=spec.image or settings.worker_image,
         ray_version=settings.ray_version,

@@ -48,6 +48,12 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Where a base model fetched from an object store or URL lives in the vLLM pod (an emptyDir).
 MODEL_DIR = "/models"
 FETCH_CONTAINER = "fetch-model"
+# Where the adapter sync fetches oci:// and s3:// adapters to, one folder per adapter digest (an emptyDir
+# of the vLLM pod), and the store credentials it fetches with (adapters[].credentialsSecretRef).
+ADAPTER_CACHE_DIR = "/var/cache/tandem/adapters"
+ADAPTER_CACHE_VOLUME = "adapter-cache"
+ADAPTER_CREDENTIALS_DIR = "/var/run/tandem/adapter-store"
+ADAPTER_CREDENTIALS_VOLUME = "adapter-store"
 GUARD_SOURCE = Path(vllm_guard.__file__).read_text()
 
 
@@ -126,15 +132,27 @@ def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
 
 
 def _servable(owner: Owner, adapter: ResolvedAdapter) -> str:
-    """The adapter's URI if the vLLM pods can read it: a claim of the endpoint's own namespace. vLLM loads
-    adapters from folders, and nothing fetches them from object stores or the hub into the pod yet."""
+    """Where the vLLM pods read the adapter: fetched by the adapter sync from an oci:// or s3:// store into
+    the pod's cache (`<cache>/<digest>`, any namespace's artifact: nothing is mounted), or the URI of a
+    claim of the endpoint's own namespace (mounted). The hub and https:// are not fetched."""
     where = f"spec.adapters[{adapter.name}]"
     scheme = adapter.uri.partition("://")[0]
+    if adapter.remote:
+        if not adapter.digest:
+            raise PlanError(
+                "AdapterDigestMissing",
+                f"{where}: {adapter.uri}: a fetched adapter is loaded only once its files have the digest "
+                "its training recorded, and none is known: set the adapter's digest (its training's "
+                "status.adapterDigest)",
+            )
+        return adapter_cache_folder(adapter.digest)
     if scheme != "pvc":
         raise PlanError(
             "AdapterSourceNotSupported",
-            f"{where}: {adapter.uri}: vLLM pods load adapters from a PersistentVolumeClaim only ({scheme}:// "
-            "adapters are not fetched); copy the adapter folder to a claim and use pvc://CLAIM/PATH",
+            f"{where}: {adapter.uri}: vLLM pods load adapters from a PersistentVolumeClaim or fetch them "
+            f"from oci:// and s3:// stores by digest ({scheme}:// adapters are not fetched); publish the "
+            "adapter (an AdapterTraining's spec.output.publish) or copy its folder to a claim and use "
+            "pvc://CLAIM/PATH",
         )
     if adapter.namespace is not None and adapter.namespace != owner.namespace:
         raise PlanError(
@@ -146,6 +164,51 @@ def _servable(owner: Owner, adapter: ResolvedAdapter) -> str:
     return adapter.uri
 
 
+def adapter_cache_folder(digest: str) -> str:
+    """The folder of the vLLM pod's adapter cache a fetched adapter is loaded from (the adapter sync's
+    `tandem.workloads.artifacts.fetch` writes it there, named by the adapter's digest)."""
+    return f"{ADAPTER_CACHE_DIR}/{digest}"
+
+
+def _adapter_store(adapters: list[ResolvedAdapter]) -> tuple[str | None, bool]:
+    """The credentials Secret and plain-HTTP setting the adapter sync fetches with: one per endpoint
+    (the sync holds one set: another store must not receive this one's credentials)."""
+    stores = {(a.credentials, a.insecure) for a in adapters if a.remote}
+    if len(stores) > 1:
+        raise PlanError(
+            "AdapterStoresConflict",
+            "spec.adapters: the oci:// and s3:// adapters name different credentialsSecretRef or insecure "
+            "settings; an endpoint's adapters are fetched with one (give them the same)",
+        )
+    return next(iter(stores), (None, False))
+
+
+def _mount_adapter_cache(
+    mounts: Mounts, adapters: list[ResolvedAdapter], secret: str | None, insecure: bool
+) -> tuple[Mounts, list[str]]:
+    """The pod's adapter cache (an emptyDir: read-only in vLLM, written by the adapter sync) and the store
+    credentials (the sync's only); the sync's mounts and its extra arguments. Nothing without fetched
+    adapters."""
+    if not any(a.remote for a in adapters):
+        return mounts, []
+    mounts.volumes.append({"name": ADAPTER_CACHE_VOLUME, "emptyDir": {}})
+    mounts.mounts.append({"name": ADAPTER_CACHE_VOLUME, "mountPath": ADAPTER_CACHE_DIR, "readOnly": True})
+    sync = Mounts(
+        volumes=mounts.volumes,
+        mounts=[
+            *(m for m in mounts.mounts if m["name"] != ADAPTER_CACHE_VOLUME),
+            {"name": ADAPTER_CACHE_VOLUME, "mountPath": ADAPTER_CACHE_DIR},
+        ],
+    )
+    args = [f"--cache-dir={ADAPTER_CACHE_DIR}"]
+    if secret is not None:
+        sync.add_secret(ADAPTER_CREDENTIALS_VOLUME, secret, ADAPTER_CREDENTIALS_DIR)  # volume: the pod's too
+        args.append(f"--credentials={ADAPTER_CREDENTIALS_DIR}")
+    if insecure:
+        args.append("--insecure")
+    return sync, args
+
+
 def _vllm_deployment(
     owner: Owner,
     spec: HybridEndpointSpec,
@@ -155,6 +218,8 @@ def _vllm_deployment(
     mounts: Mounts,
     model_path: str,
     init: list[dict[str, Any]],
+    sync_mounts: Mounts | None = None,
+    sync_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """vLLM pods: the base model and adapter folders mounted read-only. The adapter list itself comes from
     the mounted ConfigMap, which the kubelet refreshes in place: new adapter versions load without a pod
@@ -210,8 +275,9 @@ def _vllm_deployment(
             # What the operator reads to report adapters loaded (it holds no vLLM key).
             f"--status-port={settings.adapter_status_port}",
             "--status-host=0.0.0.0",
+            *(sync_args or []),  # the adapter cache and store, when adapters are fetched
         ],
-        mounts=mounts,
+        mounts=sync_mounts or mounts,
         pull_policy=settings.image_pull_policy,
         resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         ports=[{"name": "adapters", "containerPort": settings.adapter_status_port}],
@@ -262,7 +328,7 @@ def _gateway_config_map(
     }
 
 
-def _gateway_deployment(
+def gateway_deployment(
     owner: Owner, spec: HybridEndpointSpec, settings: OperatorSettings, names: Names, mounts: Mounts
 ) -> dict[str, Any]:
     live = {"httpGet": {"path": "/healthz", "port": GATEWAY_PORT}}
@@ -386,9 +452,12 @@ def plan_hybrid_endpoint(
     served = [
         AdapterConfig(
             name=a.name,
-            path=vllm_mounts.resolve(_servable(owner, a), read_only=True, where=f"spec.adapters[{a.name}]"),
+            path=_servable(owner, a)
+            if a.remote
+            else vllm_mounts.resolve(_servable(owner, a), read_only=True, where=f"spec.adapters[{a.name}]"),
             version=a.version,
             digest=a.digest,
+            uri=a.uri if a.remote else None,  # fetched by the adapter sync into `path`, verified
         )
         for a in adapters
     ]
@@ -396,19 +465,22 @@ def plan_hybrid_endpoint(
     mount_vllm_key(vllm_mounts, names)
     vllm_mounts.volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     vllm_mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    sync_mounts, sync_args = _mount_adapter_cache(vllm_mounts, adapters, *_adapter_store(adapters))
 
     gateway_mounts = Mounts()
     gateway_mounts.add_config_map(names.config, CONFIG_DIR)
     mount_vllm_key(gateway_mounts, names)
-    kb_configs = [_knowledge_base_config(owner, kb, gateway_mounts) for kb in knowledge_bases]
+    kb_configs = [mount_knowledge_base(owner, kb, gateway_mounts) for kb in knowledge_bases]
     api_key_files = mount_api_keys(gateway_mounts, spec.tenants)
     port = settings.vllm_port
     children = [
         _gateway_config_map(owner, spec, settings, names, served, kb_configs, api_key_files),
-        _vllm_deployment(owner, spec, settings, names, adapters, vllm_mounts, model_path, init),
-        _service(owner, names.vllm, "vllm", names.vllm_labels, port, port),
-        _gateway_deployment(owner, spec, settings, names, gateway_mounts),
-        _service(owner, owner.name, "gateway", names.gateway_labels, 80, GATEWAY_PORT),
+        _vllm_deployment(
+            owner, spec, settings, names, adapters, vllm_mounts, model_path, init, sync_mounts, sync_args
+        ),
+        service(owner, names.vllm, "vllm", names.vllm_labels, port, port),
+        gateway_deployment(owner, spec, settings, names, gateway_mounts),
+        service(owner, owner.name, "gateway", names.gateway_labels, 80, GATEWAY_PORT),
         _vllm_network_policy(owner, settings, names),
     ]
     autoscaler = _autoscaler(owner, spec, names)
@@ -452,7 +524,7 @@ def mount_api_keys(mounts: Mounts, tenants: list[Tenant]) -> dict[str, str]:
     }
 
 
-def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase, mounts: Mounts) -> KnowledgeBaseConfig:
+def mount_knowledge_base(owner: Owner, kb: ResolvedKnowledgeBase, mounts: Mounts) -> KnowledgeBaseConfig:
     if kb.credentials is not None and kb.namespace != owner.namespace:
         # A pod mounts Secrets of its own namespace only.
         raise PlanError(
@@ -463,7 +535,7 @@ def _knowledge_base_config(owner: Owner, kb: ResolvedKnowledgeBase, mounts: Moun
     return knowledge_base_config(kb, mount_milvus_token(mounts, kb.name, kb.credentials))
 
 
-def _service(
+def service(
     owner: Owner, name: str, component: str, selector: dict[str, str], port: int, target: int
 ) -> dict[str, Any]:
     return {
