@@ -338,8 +338,9 @@ class Fetcher:
     """Fetches adapters from oci:// and s3:// stores into the cache vLLM reads (`cache_dir/<digest>`),
     each verified against its digest (`tandem.workloads.artifacts.fetch`). The credentials folder (a
     mounted Secret) is read on each fetch, so a rotated Secret is used without a restart. An artifact
-    pinned by its manifest digest that was refused (another adapter, unsafe, too large) is not downloaded
-    again: its content cannot change; a tag may be moved to another artifact, so it is."""
+    pinned by its manifest digest that was refused for its content (another adapter, unsafe, too large)
+    is not downloaded again: its content cannot change; a tag may be moved to another artifact, and a
+    denied access or a missing artifact may be fixed, so those are tried again."""
 
     def __init__(self, cache_dir: Path, credentials: Path | None = None, *, insecure: bool = False) -> None:
         self.cache_dir, self.credentials, self.insecure = cache_dir, credentials, insecure
@@ -347,7 +348,14 @@ class Fetcher:
 
     def fetch(self, uri: str, digest: str) -> Path:
         """The adapter's folder in the cache; SyncError saying why not (StoreUnavailable: try again)."""
-        from .artifacts import ArtifactError, Credentials, fetch
+        from .artifacts import (
+            ArtifactDigestMismatch,
+            ArtifactError,
+            ArtifactInvalid,
+            ArtifactTooLarge,
+            Credentials,
+            fetch,
+        )
 
         if (uri, digest) in self.refused:
             raise SyncError(self.refused[(uri, digest)])
@@ -367,7 +375,9 @@ class Fetcher:
             if e.transient:
                 raise StoreUnavailable(f"{uri}: {e.reason}: {e}") from None
             error = f"{uri}: {e.reason}: {e}; not loaded"
-            if "@sha256:" in uri:
+            # What its content is cannot change under a pinned URI; access or presence can.
+            content = (ArtifactDigestMismatch, ArtifactInvalid, ArtifactTooLarge)
+            if "@sha256:" in uri and isinstance(e, content):
                 self.refused[(uri, digest)] = error
             raise SyncError(error) from None
 
