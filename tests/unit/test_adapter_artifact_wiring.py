@@ -381,3 +381,32 @@ def test_the_sync_fetches_before_loading_and_one_failing_store_does_not_stop_the
     with fresh.admin() as admin, pytest.raises(SyncError, match="no adapter cache"):
         sync_once(URL, adapters[:1], admin=admin)
     assert fresh.adapters == {}
+
+
+# --- local mode ---------------------------------------------------------------------------------------------
+
+
+def test_tandem_up_fetches_remote_adapters_with_the_secret_among_the_manifests(tmp_path: Path) -> None:
+    from tandem.platform.local.manifests import Manifests, Resource
+    from tandem.platform.local.references import fetcher_for
+    from tandem.platform.local.runner import WorkFailed
+
+    spec = endpoint(
+        {"name": "a", "uri": ARTIFACT, "digest": DIGEST, "credentialsSecretRef": {"name": "registry"}},
+        {"name": "b", "uri": "pvc://adapters/b"},
+    )
+    he = Resource("HybridEndpoint", "team", "assistant", spec, tmp_path / "he.yaml")
+    manifests = Manifests(secrets={("team", "registry"): {"username": "u", "password": "p"}})
+    adapters = [uri_adapter(a) for a in spec.adapters]
+    fetcher = fetcher_for(tmp_path, manifests, he, adapters)
+    assert fetcher is not None and fetcher.credentials is not None
+    assert (fetcher.credentials / "password").read_text() == "p"
+    assert oct((fetcher.credentials / "password").stat().st_mode & 0o777) == "0o600"
+    assert fetcher_for(tmp_path, manifests, he, adapters[1:]) is None  # nothing fetched, no cache
+
+    with pytest.raises(WorkFailed) as missing:
+        fetcher_for(tmp_path, Manifests(), he, adapters)
+    assert missing.value.reason == "SecretNotFound"
+    with pytest.raises(WorkFailed) as undigested:
+        fetcher_for(tmp_path, manifests, he, [ResolvedAdapter("a", ARTIFACT, 8, None)])
+    assert undigested.value.reason == "AdapterDigestMissing"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.v1alpha1.hybridendpoint import REMOTE_ADAPTER_SCHEMES
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
 from tandem.core import status as core_status
 from tandem.core.adapters import adapter_version
@@ -42,14 +43,14 @@ from tandem.core.gateway import gateway_config, knowledge_base_config
 from tandem.core.jobs import adapter_folder, ingest_job, knowledge_base_target, training_job
 from tandem.core.references import ResolvedAdapter, resolve_knowledge_base, trained_adapter, uri_adapter
 from tandem.core.vllm import vllm_arguments
-from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV
+from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV, Fetcher
 from tandem.workloads.gateway.config import AdapterConfig
 from tandem.workloads.jobs import KnowledgeBaseTarget
 
 from .evaluation import evaluation_job
 from .health import SERVING, endpoint_condition
 from .manifests import Manifests, Resource, local_path
-from .references import knowledge_base, secret_folder, secret_token_file, write_private
+from .references import fetcher_for, knowledge_base, secret_folder, secret_token_file, write_private
 from .runner import Progress, WorkFailed, WorkloadRunner
 from .servers import Supervisor
 from .state import ResourceState, Server, State
@@ -435,7 +436,9 @@ class LocalPlatform:
         adapters = []
         for adapter in he.spec.adapters:
             if adapter.uri:
-                adapters.append(uri_adapter(adapter, str(local_path(adapter.uri, he.file.parent, self.dir))))
+                remote = adapter.uri.partition("://")[0] in REMOTE_ADAPTER_SCHEMES  # fetched by digest
+                where = adapter.uri if remote else str(local_path(adapter.uri, he.file.parent, self.dir))
+                adapters.append(uri_adapter(adapter, where))
                 continue
             ref = adapter.adapter_training_ref
             assert ref is not None
@@ -465,8 +468,17 @@ class LocalPlatform:
 
         spec = he.spec
         adapters = self._resolve_adapters(he)
+        fetcher = fetcher_for(self.dir, manifests, he, adapters)
         served = [
-            AdapterConfig(name=a.name, path=a.uri, version=a.version, digest=a.digest) for a in adapters
+            AdapterConfig(
+                name=a.name,
+                # An oci:// or s3:// adapter: fetched by the sync into the cache, verified, loaded from there.
+                path=str(fetcher.cache_dir / a.digest) if fetcher and a.remote and a.digest else a.uri,
+                version=a.version,
+                digest=a.digest,
+                uri=a.uri if a.remote else None,
+            )
+            for a in adapters
         ]
         knowledge = [
             knowledge_base_config(kb, secret_token_file(self.dir, manifests, kb))
@@ -539,7 +551,7 @@ class LocalPlatform:
         vllm_key_file = self._vllm_key(directory)
         vllm_key = vllm_key_file.read_text().strip()
         vllm = self._ensure_vllm(he, str(model.path), adapters, vllm_key)
-        loaded = self._sync_adapters(vllm, served, vllm_key)
+        loaded = self._sync_adapters(vllm, served, vllm_key, fetcher)
 
         key_files = {}
         for tenant, key in secrets.items():
@@ -663,12 +675,15 @@ class LocalPlatform:
             env={**vllm_env(), **guard_env, VLLM_API_KEY_ENV: api_key},
         )
 
-    def _sync_adapters(self, vllm: Server, adapters: list[AdapterConfig], api_key: str) -> set[str]:
-        """Load the adapters into vLLM; the names its /v1/models lists afterwards."""
+    def _sync_adapters(
+        self, vllm: Server, adapters: list[AdapterConfig], api_key: str, fetcher: Fetcher | None = None
+    ) -> set[str]:
+        """Load the adapters into vLLM (fetching those from stores first); the names its /v1/models lists
+        afterwards."""
         from tandem.workloads.adapter_sync import VllmAdmin, sync_once
 
         with VllmAdmin(vllm.url, api_key=api_key) as admin:
-            sync_once(vllm.url, [a.model_dump() for a in adapters], admin=admin)
+            sync_once(vllm.url, [a.model_dump() for a in adapters], admin=admin, fetcher=fetcher)
             return {a.name for a in admin.loaded_adapters()}
 
     # --- workloads ---------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tandem.core.references import ResolvedKnowledgeBase, resolve_knowledge_base
+from tandem.api.v1alpha1 import HybridEndpointSpec
+from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase, resolve_knowledge_base
+from tandem.workloads.adapter_sync import Fetcher
 
-from .manifests import Manifests
+from .manifests import Manifests, Resource
 from .runner import WorkFailed
 from .state import State
 
@@ -73,3 +75,36 @@ def secret_folder(directory: Path, manifests: Manifests, namespace: str, name: s
     for key, value in data.items():
         write_private(folder / key, value)
     return folder
+
+
+def fetcher_for(
+    directory: Path, manifests: Manifests, he: Resource[HybridEndpointSpec], adapters: list[ResolvedAdapter]
+) -> Fetcher | None:
+    """What fetches the endpoint's oci:// and s3:// adapters into `tandem up`'s adapter cache (as the
+    vLLM pod's adapter sync does), with their store's credentials; None when none is fetched. Refused as
+    the operator refuses: an adapter without a digest, adapters that name different store settings."""
+    remote = [a for a in adapters if a.remote]
+    if not remote:
+        return None
+    if missing := [a.name for a in remote if not a.digest]:
+        raise WorkFailed(
+            "AdapterDigestMissing",
+            f"HybridEndpoint {he.name}: adapters {', '.join(missing)}: a fetched adapter is loaded only once "
+            "its files have the digest its training recorded: set the adapter's digest",
+        )
+    stores = {(a.credentials, a.insecure) for a in remote}
+    if len(stores) > 1:
+        raise WorkFailed(
+            "AdapterStoresConflict",
+            f"HybridEndpoint {he.name}: the oci:// and s3:// adapters name different credentialsSecretRef or "
+            "insecure settings; an endpoint's adapters are fetched with one",
+        )
+    [(secret, insecure)] = stores
+    credentials = (
+        secret_folder(
+            directory, manifests, he.namespace, secret, f"HybridEndpoint {he.namespace}/{he.name}: adapters"
+        )
+        if secret is not None
+        else None
+    )
+    return Fetcher(directory / "adapter-cache", credentials, insecure=insecure)
