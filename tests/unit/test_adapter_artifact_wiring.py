@@ -410,3 +410,33 @@ def test_tandem_up_fetches_remote_adapters_with_the_secret_among_the_manifests(t
     with pytest.raises(WorkFailed) as undigested:
         fetcher_for(tmp_path, manifests, he, [ResolvedAdapter("a", ARTIFACT, 8, None)])
     assert undigested.value.reason == "AdapterDigestMissing"
+
+
+def test_the_cache_keeps_only_the_configured_versions_once_they_serve(tmp_path: Path) -> None:
+    from tandem.workloads.model_common import adapter_digest
+
+    v1 = Path(adapter_folder(tmp_path / "store", "v1"))
+    v2 = Path(adapter_folder(tmp_path / "store", "v2"))
+    (v2 / "adapter_model.safetensors").write_bytes(b"newer weights")
+    d1, d2 = adapter_digest(v1), adapter_digest(v2)
+    cache = tmp_path / "cache"
+    fetcher = StubFetcher(cache, {"oci://r/h@v1": v1, "oci://r/h@v2": v2}, {})
+    fake, events = FakeVllm(), []
+    with fake.admin() as admin:
+        sync_once(
+            URL,
+            [ConfiguredAdapter("h", str(cache / d1), "v1", d1, "oci://r/h@v1")],
+            admin=admin,
+            fetcher=fetcher,
+        )
+        # v2 fails to come in: v1 keeps serving and keeps its folder
+        fetcher.failing["oci://r/h@v2"] = StoreUnavailable("down")
+        v2_config = [ConfiguredAdapter("h", str(cache / d2), "v2", d2, "oci://r/h@v2")]
+        with pytest.raises(SyncError):
+            sync_once(URL, v2_config, admin=admin, fetcher=fetcher)
+        assert fake.adapters == {"h": str(cache / d1)} and (cache / d1).is_dir()
+        del fetcher.failing["oci://r/h@v2"]
+        sync_once(URL, v2_config, admin=admin, fetcher=fetcher, report=events.append)
+    assert fake.adapters == {"h": str(cache / d2)}
+    assert sorted(p.name for p in cache.iterdir()) == [d2]
+    assert {"component": "adapter-sync", "event": "cache-pruned", "digest": d1} in events

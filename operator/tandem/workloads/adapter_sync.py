@@ -381,6 +381,22 @@ class Fetcher:
                 self.refused[(uri, digest)] = error
             raise SyncError(error) from None
 
+    def prune(self, keep: Iterable[str]) -> list[str]:
+        """Delete the cache's adapter folders other than those of the digests in `keep` (the adapters
+        configured now): an emptyDir holds every version ever fetched otherwise. vLLM has read a loaded
+        adapter's files already; one configured again is fetched again. Returns the digests deleted."""
+        import shutil
+
+        wanted = set(keep)
+        if not self.cache_dir.is_dir():
+            return []
+        gone = []
+        for folder in self.cache_dir.iterdir():
+            if folder.is_dir() and len(folder.name) == 64 and folder.name not in wanted:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder.name)
+        return sorted(gone)
+
 
 def _fetched(action: Action, fetcher: Fetcher | None) -> str | None:
     """Why the adapter of `action` cannot be loaded from its store into its path, or None once it is
@@ -480,6 +496,12 @@ def sync_once(
         if own:
             client.close()
     failed = {o.action.name for o in outcomes if o.error}
+    if fetcher is not None and not failed:
+        # Only after a round that left vLLM serving exactly the configuration (a failed reload keeps the
+        # old version serving: its folder stays until the new one is in).
+        for gone in fetcher.prune(a.digest for a in wanted if a.uri and a.digest):
+            if report is not None:
+                report({"component": "adapter-sync", "event": "cache-pruned", "digest": gone})
     for name in [n for n in seen if n not in {a.name for a in wanted}]:
         del seen[name]
     for adapter in wanted:

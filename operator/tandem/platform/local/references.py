@@ -107,4 +107,9 @@ def fetcher_for(
         if secret is not None
         else None
     )
-    return Fetcher(directory / "adapter-cache", credentials, insecure=insecure)
+    # The endpoint's own cache (as each vLLM pod has its own): the sync prunes what it does not serve.
+    return Fetcher(
+        directory / "endpoints" / f"{he.namespace}-{he.name}" / "adapter-cache",
+        credentials,
+        insecure=insecure,
+    )
