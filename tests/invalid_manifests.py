@@ -46,10 +46,24 @@ REFERENCE_GRANT: dict[str, Any] = {
 }
 
 
+SERVING_POOL: dict[str, Any] = {
+    "apiVersion": "tandem.dev/v1alpha1",
+    "kind": "ServingPool",
+    "metadata": {"name": "smollm", "namespace": NAMESPACE},
+    "spec": {
+        "baseModel": {"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+        "serving": {"replicas": 2, "maxCpuLoras": 8},
+        "placement": {"adapterReplicas": 1},
+    },
+}
+
+
 def base(kind: str) -> dict[str, Any]:
     """A valid manifest of `kind`: the example users see, or one written here for the kinds without."""
     if kind == "Evaluation":
         return copy.deepcopy(EVALUATION)
+    if kind == "ServingPool":
+        return copy.deepcopy(SERVING_POOL)
     if kind == "ReferenceGrant":
         return copy.deepcopy(REFERENCE_GRANT)
     return example(kind)
@@ -107,6 +121,7 @@ def _all(*mutations: Mutation) -> Mutation:
 
 
 KB, AT, HE, EV, RG = "KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation", "ReferenceGrant"
+SP = "ServingPool"
 
 INLINE = {"documents": [{"id": "a", "text": "A."}]}
 
@@ -612,6 +627,39 @@ CORPUS: list[Case] = [
         _spec("from", [{"kind": "HybridEndpoint", "namespace": f"team-{i}"} for i in range(17)]),
         "spec.from",
         "from",
+    ),
+    # ServingPool (issue 16)
+    Case(
+        "pool-cpu-loras-below-max-loras",
+        SP,
+        _all(_spec("serving.maxLoras", 4), _spec("serving.maxCpuLoras", 2)),
+        "spec.serving.maxCpuLoras",
+        "maxCpuLoras must be at least maxLoras",
+    ),
+    Case(
+        "pool-lora-rank-not-a-vllm-size",
+        SP,
+        _spec("serving.maxLoraRank", 24),
+        "spec.serving.maxLoraRank",
+        "serving.maxLoraRank",
+    ),
+    Case(
+        "pool-adapter-replicas-zero",
+        SP,
+        _spec("placement.adapterReplicas", 0),
+        "spec.placement.adapterReplicas",
+        "placement.adapterReplicas",
+    ),
+    Case("pool-name-not-dns-1035", SP, _at("metadata.name", "1pool"), "metadata.name"),
+    Case(
+        "pooled-endpoint-with-own-replicas",
+        HE,
+        _all(
+            _spec("servingPoolRef", {"name": "smollm", "namespace": "serving"}),
+            _spec("serving", {"replicas": 2}),
+        ),
+        "spec.servingPoolRef",
+        "with servingPoolRef the pool runs vLLM",
     ),
 ]
 

@@ -1,4 +1,4 @@
--- Argo CD health check for Tandem resources (KnowledgeBase, AdapterTraining, HybridEndpoint, Evaluation).
+-- Argo CD health check for Tandem resources (KnowledgeBase, AdapterTraining, HybridEndpoint, Evaluation, ServingPool).
 -- Reads the kstatus conditions the operator writes: Stalled -> Degraded, Ready -> Healthy, anything
 -- else (Reconciling, or status not yet written for the current generation) -> Progressing.
 local hs = { status = "Progressing", message = "Waiting for the Tandem operator" }

@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tandem.api.admission.manifests import review
+from tandem.api.kinds import ALL_KINDS
 from tandem.cli import app
 from tests.emulator.runner import run_emulator
 from tests.emulator.server import Emulator, load_manifests
@@ -117,13 +118,7 @@ async def test_the_api_server_and_tandem_validate_refuse_naming_the_field(
 def test_the_corpus_covers_every_kind_with_one_rule_each() -> None:
     assert len(CORPUS) >= 60
     assert len({c.id for c in CORPUS}) == len(CORPUS)
-    assert {c.kind for c in CORPUS} == {
-        "KnowledgeBase",
-        "AdapterTraining",
-        "HybridEndpoint",
-        "Evaluation",
-        "ReferenceGrant",
-    }
+    assert {c.kind for c in CORPUS} == {k.kind for k in ALL_KINDS}
 
 
 def _valid_manifests() -> list[dict[str, Any]]:

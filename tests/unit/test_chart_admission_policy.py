@@ -115,7 +115,7 @@ def test_off_by_default() -> None:
 def test_policies_and_bindings_are_valid_upstream_objects() -> None:
     docs = render(*ON)
     found = objects(docs, "ValidatingAdmissionPolicy") + objects(docs, "ValidatingAdmissionPolicyBinding")
-    assert len(found) == 8  # a policy and a binding per kind with an image or a Secret-bearing field
+    assert len(found) == 10  # a policy and a binding per kind with an image or a Secret-bearing field
     for doc in found:
         assert doc["apiVersion"] == "admissionregistration.k8s.io/v1"
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -178,6 +178,7 @@ def test_only_the_checks_asked_for_are_rendered() -> None:
         "adaptertrainings",
         "evaluations",
         "hybridendpoints",
+        "servingpools",
     }
     # Without allowedSecretHosts a KnowledgeBase is not checked at all: any Secret to any host passes.
     assert not refusals(policies(*only_images), knowledge_base(http_source("https://attacker.example.net/")))
@@ -241,7 +242,14 @@ def endpoint(image: str | None = None, extra_args: list[str] | None = None) -> D
     return meta("HybridEndpoint", {"baseModel": {"uri": "pvc://models/m"}, "serving": serving})
 
 
+def pool(image: str | None = None, extra_args: list[str] | None = None) -> Doc:
+    """A ServingPool runs vLLM for many namespaces: the same image and flag checks as an endpoint's."""
+    serving = endpoint(image, extra_args)["spec"]["serving"]
+    return meta("ServingPool", {"baseModel": {"uri": "hf://org/model"}, "serving": serving})
+
+
 HOSTILE: dict[str, tuple[Doc, str]] = {
+    "pool-vllm-image-elsewhere": (pool(image="evil.example.net/vllm:1"), "spec.serving.image"),
     "training-image-elsewhere": (
         training("evil.example.net/miner:1"),
         "spec.image: evil.example.net/miner:1",
@@ -301,6 +309,7 @@ HOSTILE: dict[str, tuple[Doc, str]] = {
     ),
     "judge-key-to-attacker": (evaluation(judge_url="https://attacker.example.net/v1"), "spec.judge.url"),
     "vllm-trust-remote-code": (endpoint(extra_args=["--trust-remote-code"]), "--trust-remote-code"),
+    "pool-trust-remote-code": (pool(extra_args=["--trust-remote-code"]), "--trust-remote-code"),
     "vllm-flag-abbreviation": (endpoint(extra_args=["--trust-remote"]), "--trust-remote"),
     "vllm-local-media": (
         endpoint(extra_args=["--allowed-local-media-path=/"]),

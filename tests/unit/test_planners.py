@@ -310,7 +310,7 @@ def test_the_vllm_pod_and_the_gateway_share_the_generated_key_and_the_guard() ->
 
     plan = he_plan()
     by_name = {c["metadata"]["name"]: c for c in plan.children if c["kind"] in ("Deployment", "ConfigMap")}
-    secret = vllm_key_secret(owner("HybridEndpoint", "assistant"))
+    secret = vllm_key_secret(owner("HybridEndpoint", "assistant"), "k")
     vllm_pod = by_name["assistant-vllm"]["spec"]["template"]["spec"]
     server, sync = vllm_pod["containers"]
 

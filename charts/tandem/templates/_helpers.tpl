@@ -64,7 +64,7 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
 {{- define "tandem.namespacedRules" -}}
 # Tandem resources: kopf watches them and patches finalizers and annotations; the reconciler reads them.
 - apiGroups: ["tandem.dev"]
-  resources: ["knowledgebases", "adaptertrainings", "hybridendpoints", "evaluations"]
+  resources: ["knowledgebases", "adaptertrainings", "hybridendpoints", "evaluations", "servingpools"]
   verbs: ["get", "list", "watch", "patch"]
 # The reconciler writes status through the status subresource.
 - apiGroups: ["tandem.dev"]
@@ -73,6 +73,7 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
     - "adaptertrainings/status"
     - "hybridendpoints/status"
     - "evaluations/status"
+    - "servingpools/status"
   verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
 # admission plugin (e.g. OpenShift) allows only with update on the owner's finalizers.
@@ -82,6 +83,7 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
     - "adaptertrainings/finalizers"
     - "hybridendpoints/finalizers"
     - "evaluations/finalizers"
+    - "servingpools/finalizers"
   verbs: ["update"]
 # Cross-namespace references are checked against the target namespace's grants.
 - apiGroups: ["tandem.dev"]

@@ -19,6 +19,8 @@ from .v1alpha1 import (
     KnowledgeBaseSpec,
     KnowledgeBaseStatus,
     ReferenceGrantSpec,
+    ServingPoolSpec,
+    ServingPoolStatus,
 )
 from .v1alpha1.common import CRONJOB_NAME_MAX, DNS1035_LABEL, LABEL_VALUE_MAX, CelRule
 
@@ -228,8 +230,49 @@ REFERENCE_GRANT = Kind(
     columns=(AGE_COLUMN,),
 )
 
-ALL_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT, EVALUATION, REFERENCE_GRANT)
-RECONCILED_KINDS: tuple[Kind, ...] = (KNOWLEDGE_BASE, ADAPTER_TRAINING, HYBRID_ENDPOINT, EVALUATION)
+SERVING_POOL = Kind(
+    kind="ServingPool",
+    plural="servingpools",
+    short_names=("pool",),
+    description=(
+        "ServingPool runs one vLLM fleet for a base model that the HybridEndpoints of many namespaces "
+        "share: each keeps its own gateway, tenants and knowledge bases, and its adapters are placed on "
+        "the pool's pods and routed to by affinity."
+    ),
+    spec=ServingPoolSpec,
+    status=ServingPoolStatus,
+    name={
+        "maxLength": LABEL_VALUE_MAX,
+        "pattern": DNS1035_LABEL,
+        "description": (
+            f"A DNS-1035 label (a letter first) of at most {LABEL_VALUE_MAX} characters: the pool's "
+            "headless Service is named after it."
+        ),
+    },
+    columns=(
+        _column("Ready", "string", ".status.ready", "vLLM pods ready of those desired, as 1/3"),
+        _column("Phase", "string", ".status.phase", "Pending, Progressing, Ready, Failed or Terminating"),
+        _column("Endpoints", "integer", ".status.endpointCount", "Attached HybridEndpoints"),
+        STATUS_COLUMN,
+        AGE_COLUMN,
+    ),
+)
+
+ALL_KINDS: tuple[Kind, ...] = (
+    KNOWLEDGE_BASE,
+    ADAPTER_TRAINING,
+    HYBRID_ENDPOINT,
+    EVALUATION,
+    REFERENCE_GRANT,
+    SERVING_POOL,
+)
+RECONCILED_KINDS: tuple[Kind, ...] = (
+    KNOWLEDGE_BASE,
+    ADAPTER_TRAINING,
+    HYBRID_ENDPOINT,
+    EVALUATION,
+    SERVING_POOL,
+)
 
 
 def by_kind(kind: str) -> Kind:

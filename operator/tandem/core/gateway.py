@@ -11,6 +11,7 @@ from tandem.workloads.gateway.config import (
     KnowledgeBaseConfig,
     Limits,
     TenantConfig,
+    VllmPool,
 )
 
 from .references import ResolvedKnowledgeBase
@@ -53,19 +54,23 @@ def gateway_config(
     *,
     namespace: str,
     name: str,
-    vllm_url: str,
+    vllm_url: str | None,
     adapters: list[AdapterConfig],
     knowledge_bases: list[KnowledgeBaseConfig],
     api_key_files: dict[str, str],
     vllm_api_key_file: str | None = None,
+    vllm_pool: VllmPool | None = None,
+    max_model_len: int | None = None,
 ) -> GatewayConfig:
     """The gateway's configuration (`tandem.workloads.gateway.config`); the platform says where things are
-    (vLLM's URL, adapter folders, key files), the spec says everything else."""
+    (vLLM's URL or a ServingPool's pods, adapter folders, key files), the spec says everything else.
+    `max_model_len`: the pool's, for an endpoint served by one (else the spec's)."""
     return GatewayConfig(
         endpoint=EndpointId(namespace=namespace, name=name),
         vllm_url=vllm_url,
+        vllm_pool=vllm_pool,
         vllm_api_key_file=vllm_api_key_file,
-        max_model_len=spec.serving.max_model_len,
+        max_model_len=max_model_len or spec.serving.max_model_len,
         base_model=BASE_MODEL_NAME,
         routes=routes(spec),
         adapters=adapters,

@@ -6,6 +6,7 @@ from .evaluation import EvaluationSpec, EvaluationStatus
 from .hybridendpoint import HybridEndpointSpec, HybridEndpointStatus
 from .knowledgebase import KnowledgeBaseSpec, KnowledgeBaseStatus
 from .referencegrant import ReferenceGrantSpec
+from .servingpool import ServingPoolSpec, ServingPoolStatus
 
 __all__ = [
     "API_VERSION",
@@ -22,4 +23,6 @@ __all__ = [
     "KnowledgeBaseSpec",
     "KnowledgeBaseStatus",
     "ReferenceGrantSpec",
+    "ServingPoolSpec",
+    "ServingPoolStatus",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -178,7 +178,7 @@ class Autoscaling(TandemModel):
 class Serving(TandemModel):
     """The vLLM deployment."""
 
-    cel_rules = (
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
             "!has(self.autoscaling) || !has(self.replicas)",
             "set replicas or autoscaling, not both",
@@ -252,9 +252,30 @@ class HybridEndpointSpec(TandemModel):
                 f"self.routes.filter(r, {_ROUTE_AT_FAULT})[0].adapter])"
             ),
         ),
+        CelRule(
+            "!has(self.servingPoolRef) || !has(self.serving) || (!has(self.serving.replicas) && "
+            "!has(self.serving.autoscaling) && !has(self.serving.image) && !has(self.serving.resources))",
+            "with servingPoolRef the pool runs vLLM: set serving.replicas, autoscaling, image and resources "
+            "on the ServingPool",
+            ".servingPoolRef",
+        ),
     )
 
-    base_model: ModelSource = Field(description="The base model vLLM serves.")
+    base_model: ModelSource = Field(
+        description=(
+            "The base model vLLM serves. With servingPoolRef, the model the adapters were trained for: the "
+            "pool must serve the same URI."
+        )
+    )
+    serving_pool_ref: CrossNamespaceReference | None = Field(
+        default=None,
+        description=(
+            "Serve on a shared ServingPool's vLLM pods instead of vLLM pods of the endpoint's own: its "
+            "adapters are placed there (they must come from an artifact store: oci:// or s3:// with a "
+            "digest, or an AdapterTraining that publishes); serving.maxModelLen, dtype, maxLoras and "
+            "extraArgs are then the pool's. A pool in another namespace needs a ReferenceGrant there."
+        ),
+    )
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=64,
@@ -322,4 +343,14 @@ class HybridEndpointStatus(CommonStatus):
         ),
     )
     gateway_ready_replicas: int | None = Field(default=None, description="Gateway pods ready.")
+    vllm_key_digest: str | None = Field(
+        default=None,
+        description=(
+            "SHA-256 of the key the gateway presents to vLLM (the <name>-vllm-key Secret), recorded when the "
+            "operator created it: a ServingPool accepts the endpoint's gateway by it."
+        ),
+    )
+    serving_pool: str | None = Field(
+        default=None, description="The ServingPool (namespace/name) serving the endpoint, once attached."
+    )
     adapters: list[AdapterStatus] = Field(default_factory=list, description="Per-adapter load state.")

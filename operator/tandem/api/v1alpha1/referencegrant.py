@@ -13,7 +13,7 @@ from pydantic import Field
 from .common import DNS_LABEL, DNS_SUBDOMAIN, TandemModel
 
 ReferringKind = Literal["HybridEndpoint", "AdapterTraining"]
-ReferableKind = Literal["KnowledgeBase", "AdapterTraining"]
+ReferableKind = Literal["KnowledgeBase", "AdapterTraining", "ServingPool"]
 
 
 class GrantFrom(TandemModel):

@@ -30,8 +30,11 @@ class Resource:
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The object's (or collection's) path; namespace None: the collection across all namespaces."""
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if namespace is None:
+            return f"{prefix}/{self.plural}"
         path = f"{prefix}/namespaces/{quote(namespace)}/{self.plural}"
         if name is not None:
             path += f"/{quote(name)}"
@@ -142,10 +145,11 @@ class KubeApi:
         self,
         api_version: str,
         kind: str,
-        namespace: str,
+        namespace: str | None,
         labels: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace (None: in every namespace), by label and field selectors."""
         query = [("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items())))] if labels else []
         if fields:  # only the fields the API server indexes for the kind (e.g. an Event's reason)
             query.append(("fieldSelector", ",".join(f"{k}={v}" for k, v in sorted(fields.items()))))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE
+from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE, SERVING_POOL
 from tandem.core.digests import digest
 
 from . import metrics
@@ -40,6 +40,13 @@ CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ),
     EVALUATION.kind: (("v1", "ConfigMap"), ("batch/v1", "Job")),
+    SERVING_POOL.kind: (
+        ("v1", "ConfigMap"),
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ),
 }
 
 # A child as (apiVersion, kind, name), and an owner's children by that key.

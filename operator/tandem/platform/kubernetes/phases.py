@@ -25,6 +25,7 @@ READY_PHASE = {
     "AdapterTraining": "Succeeded",
     "HybridEndpoint": "Ready",
     "Evaluation": "Succeeded",
+    "ServingPool": "Ready",
 }
 
 

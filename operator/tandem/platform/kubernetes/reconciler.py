@@ -26,6 +26,7 @@ from tandem.api.kinds import (
     EVALUATION,
     HYBRID_ENDPOINT,
     KNOWLEDGE_BASE,
+    SERVING_POOL,
     Kind,
     by_kind,
 )
@@ -35,8 +36,9 @@ from tandem.api.v1alpha1 import (
     HybridEndpointSpec,
     KnowledgeBaseSpec,
 )
+from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core.errors import PlanError
-from tandem.core.references import ResolvedKnowledgeBase
+from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 
 from . import metrics
 from .adapters import loaded_per_pod, pod_ready
@@ -54,6 +56,16 @@ from .planners.cleanup import left_behind, plan_cleanup
 from .planners.evaluation import EVALUATE_CONTAINER, check_endpoint_namespace, plan_evaluation, run_name
 from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
+from .planners.pooled_endpoint import plan_pooled_endpoint
+from .planners.servingpool import placement_of, plan_serving_pool
+from .pools import (
+    attached_endpoints,
+    loaded_by_pod,
+    pool_of,
+    pool_status,
+    pooled_adapter,
+    pooled_endpoint_status,
+)
 from .ray_progress import rayjob_progress
 from .resolution import Resolver
 from .settings import OperatorSettings
@@ -102,11 +114,13 @@ class Reconciler:
         self._idle.set()
         self.resolver = Resolver(api, settings.default_milvus_uri)
         self.refusals = Refusals()
+        self._background: set[asyncio.Task[Result | None]] = set()
         self._handlers: dict[str, Handler] = {
             KNOWLEDGE_BASE.kind: self._knowledge_base,
             ADAPTER_TRAINING.kind: self._adapter_training,
             HYBRID_ENDPOINT.kind: self._hybrid_endpoint,
             EVALUATION.kind: self._evaluation,
+            SERVING_POOL.kind: self._serving_pool,
         }
 
     # -- entry points -----------------------------------------------------------------------------------
@@ -265,11 +279,19 @@ class Reconciler:
             await self.resolver.knowledge_base(HYBRID_ENDPOINT, owner, ref, False)
             for ref in spec.knowledge_bases
         ]
+        # Before the pods that mount it: created once, never read (see vllm_key.py). Its digest is known only
+        # now, when it is created: status keeps it (a ServingPool accepts the endpoint's gateway by it).
+        created = await ensure_vllm_key(self.api, owner)
+        key_digest = created or (body.get("status") or {}).get("vllmKeyDigest")
+        if pool_of(spec, owner.namespace) is not None:
+            outcome, figures, writes = await self._pooled_endpoint(
+                owner, spec, adapters, waiting, kbs, key_digest
+            )
+            figures["vllmKeyDigest"] = key_digest
+            return outcome, figures, writes + int(created is not None)
         plan = plan_hybrid_endpoint(owner, spec, self.settings, adapters, kbs)
-        # Before the pods that mount it: created once, never read (see vllm_key.py).
-        writes = int(await ensure_vllm_key(self.api, owner))
-        live, applied = await sync_children(self.api, owner, plan, self.refusals)
-        writes += applied
+        live, writes = await sync_children(self.api, owner, plan, self.refusals)
+        writes += int(created is not None)
         pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
         observed = await loaded_per_pod(pods, self.settings.adapter_status_port)
         fetched = termination_report(pods, FETCH_CONTAINER)
@@ -286,7 +308,71 @@ class Reconciler:
         if missing and outcome.state == "Progressing":
             # Pods that wait for a Secret would leave the endpoint Deploying forever (see observe.py).
             outcome = secret_not_found(missing, owner.namespace, _secret_uses(spec, kbs))
+        figures["vllmKeyDigest"] = key_digest
         return outcome, figures, writes
+
+    async def _pooled_endpoint(
+        self,
+        owner: Owner,
+        spec: HybridEndpointSpec,
+        adapters: list[ResolvedAdapter],
+        waiting: list[str],
+        kbs: list[ResolvedKnowledgeBase],
+        key_digest: str | None,
+    ) -> Observed:
+        """An endpoint on a ServingPool: its gateway only; the pool places and loads its adapters."""
+        assert spec.serving_pool_ref is not None
+        pool = await self.resolver.resolve(HYBRID_ENDPOINT, owner, SERVING_POOL, spec.serving_pool_ref)
+        pool_owner = Owner.from_body(pool)
+        pool_spec = ServingPoolSpec.model_validate(pool.get("spec") or {})
+        if spec.base_model.uri != pool_spec.base_model.uri:
+            raise PlanError(
+                "PoolModelMismatch",
+                f"spec.baseModel.uri: {spec.base_model.uri} is not what ServingPool "
+                f"{pool_owner.namespace}/{pool_owner.name} serves ({pool_spec.base_model.uri})",
+            )
+        pooled = [pooled_adapter(owner, a) for a in adapters]
+        plan = plan_pooled_endpoint(owner, spec, self.settings, pool_owner, pool_spec, pooled, kbs)
+        live, writes = await sync_children(self.api, owner, plan, self.refusals)
+        # The pool places this endpoint's adapters: when what it last recorded for the endpoint is not what
+        # the endpoint has now, tell it now rather than at its next resync (never otherwise: the two would
+        # keep waking each other).
+        me = f"{owner.namespace}/{owner.name}"
+        pool_status_ = pool.get("status") or {}
+        recorded = {
+            e.get("servedName") for e in pool_status_.get("adapters") or [] if e.get("endpoint") == me
+        }
+        if me not in (pool_status_.get("endpoints") or []) or recorded != {a.config.name for a in pooled}:
+            task = asyncio.get_running_loop().create_task(
+                self.trigger(SERVING_POOL.kind, pool_owner.namespace, pool_owner.name)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        gateway = live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
+        outcome, figures = pooled_endpoint_status(owner, spec, gateway, pool, key_digest, waiting)
+        figures["url"] = plan.facts.url
+        return outcome, figures, writes
+
+    async def _serving_pool(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
+        spec = ServingPoolSpec.model_validate(body.get("spec") or {})
+        attached, refused = await attached_endpoints(
+            self.api, self.resolver, owner, spec, self.settings.namespaces
+        )
+        writes = int(await ensure_vllm_key(self.api, owner) is not None)  # the sidecars' own key
+        pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
+        names = sorted(
+            p["metadata"]["name"]
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        )
+        previous = placement_of(body.get("status") or {})
+        plan = plan_serving_pool(owner, spec, self.settings, attached, names, previous)
+        live, applied = await sync_children(self.api, owner, plan, self.refusals)
+        loaded = await loaded_by_pod(pods, self.settings.adapter_status_port)
+        deployment = live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment))
+        outcome, figures = pool_status(plan.facts, deployment, attached, refused, loaded)
+        return outcome, figures, writes + applied
 
     async def _evaluation(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
         """An Evaluation runs once per spec and tandem.dev/run value. What it asks (the endpoint's routes,

@@ -16,6 +16,7 @@ sync and the gateway read their mounted copy again (the kubelet updates it withi
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Any
 
@@ -29,23 +30,29 @@ def vllm_key_secret_name(owner: Owner) -> str:
     return child_name(owner.name, "vllm-key")
 
 
-def vllm_key_secret(owner: Owner) -> dict[str, Any]:
+def vllm_key_secret(owner: Owner, key: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": owner.metadata(vllm_key_secret_name(owner), "vllm-key"),
         "type": "Opaque",
-        # 256 random bits, URL-safe: it goes into an Authorization header as it is.
-        "stringData": {VLLM_KEY_SECRET_KEY: secrets.token_urlsafe(32)},
+        "stringData": {VLLM_KEY_SECRET_KEY: key},
     }
 
 
-async def ensure_vllm_key(api: KubeApi, owner: Owner) -> bool:
-    """Create the endpoint's vLLM key Secret unless it exists; whether it was created now."""
+def key_digest(key: str) -> str:
+    """What a ServingPool's guard is told to accept (tandem.core.vllm_guard): the key's SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def ensure_vllm_key(api: KubeApi, owner: Owner) -> str | None:
+    """Create the endpoint's vLLM key Secret unless it exists. The digest of the key when it was created
+    now (the only moment the operator knows it: status records it for ServingPools), None when it exists."""
+    key = secrets.token_urlsafe(32)  # 256 random bits, URL-safe: it goes into a header as it is
     try:
-        await api.create(vllm_key_secret(owner))
+        await api.create(vllm_key_secret(owner, key))
     except ApiError as e:
         if e.status == 409:
-            return False
+            return None
         raise
-    return True
+    return key_digest(key)

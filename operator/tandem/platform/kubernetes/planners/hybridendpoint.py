@@ -13,7 +13,7 @@ from typing import Any
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
 from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
-from tandem.api.v1alpha1.hybridendpoint import Tenant
+from tandem.api.v1alpha1.hybridendpoint import Autoscaling, Tenant
 from tandem.core import vllm_guard
 from tandem.core.errors import PlanError
 from tandem.core.gateway import gateway_config, knowledge_base_config
@@ -243,7 +243,6 @@ def _vllm_deployment(
         {"name": "PYTHONPATH", "value": CONFIG_DIR},
         {"name": vllm_guard.KEY_FILE_ENV, "value": VLLM_KEY_FILE},
     ]
-    probe = {"httpGet": {"path": "/health", "port": port}}
     vllm = container(
         "vllm",
         serving.image or settings.vllm_image,
@@ -253,12 +252,7 @@ def _vllm_deployment(
         env=env,
         resources_=resources(serving.resources, gpus=0 if serving.resources else 1),
         ports=[{"name": "http", "containerPort": port}],
-        extra={
-            # Model load can take many minutes: the startup probe allows 30 before liveness applies.
-            "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
-            "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
-            "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
-        },
+        extra=vllm_probes(port),
     )
     sync = container(
         "adapter-sync",
@@ -407,16 +401,27 @@ def _vllm_network_policy(owner: Owner, settings: OperatorSettings, names: Names)
     }
 
 
-def _autoscaler(owner: Owner, spec: HybridEndpointSpec, names: Names) -> dict[str, Any] | None:
-    auto = spec.serving.autoscaling
+def vllm_probes(port: int) -> dict[str, Any]:
+    """A vLLM container's probes (its /health, which the guard leaves open)."""
+    probe = {"httpGet": {"path": "/health", "port": port}}
+    return {
+        # Model load can take many minutes: the startup probe allows 30 before liveness applies.
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
+    }
+
+
+def autoscaler(owner: Owner, auto: Autoscaling | None, deployment: str) -> dict[str, Any] | None:
+    """The HPA of a vLLM Deployment (an endpoint's or a pool's), on vLLM's requests in flight."""
     if auto is None:
         return None
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": owner.metadata(names.vllm, "vllm"),
+        "metadata": owner.metadata(deployment, "vllm"),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.vllm},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
             # minReplicas 0 needs the HPAScaleToZero feature gate; the spec allows it on purpose.
             "minReplicas": auto.min_replicas,
             "maxReplicas": auto.max_replicas,
@@ -483,9 +488,9 @@ def plan_hybrid_endpoint(
         service(owner, owner.name, "gateway", names.gateway_labels, 80, GATEWAY_PORT),
         _vllm_network_policy(owner, settings, names),
     ]
-    autoscaler = _autoscaler(owner, spec, names)
-    if autoscaler is not None:
-        children.append(autoscaler)
+    scaler = autoscaler(owner, spec.serving.autoscaling, names.vllm)
+    if scaler is not None:
+        children.append(scaler)
     return Plan(
         children=children,
         facts=EndpointFacts(

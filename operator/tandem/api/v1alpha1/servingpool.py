@@ -1,0 +1,105 @@
+"""ServingPool: one vLLM fleet for a base model, shared by the HybridEndpoints of many namespaces.
+
+Each attached endpoint keeps its own gateway, tenants, keys, knowledge bases and routes; the pool runs
+the vLLM pods and places every attached endpoint's adapters on `placement.adapterReplicas` of them
+(rendezvous hashing: stable when pods come and go, within each pod's `maxCpuLoras`). An endpoint in
+another namespace attaches only if a ReferenceGrant in the pool's namespace allows it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .adaptertraining import ModelSource
+from .common import CelRule, CommonStatus, StatusModel, TandemModel, nested
+from .hybridendpoint import Serving
+
+
+class PoolServing(Serving):
+    """The pool's vLLM pods."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        *Serving.cel_rules,
+        CelRule(
+            "!has(self.maxLoras) || self.maxCpuLoras >= self.maxLoras",
+            "maxCpuLoras must be at least maxLoras (vLLM refuses to start otherwise)",
+            ".maxCpuLoras",
+        ),
+    )
+
+    max_cpu_loras: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description=(
+            "Adapters each pod holds (vLLM's --max-cpu-loras); the placement never assigns a pod more. "
+            "Default 8."
+        ),
+    )
+
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        default=16,
+        description=(
+            "Largest LoRA rank the pods serve (vLLM's --max-lora-rank, one of its sizes); an adapter of a "
+            "larger rank is refused. Fixed per pool: changing it restarts every pod. Default 16."
+        ),
+    )
+
+
+class Placement(TandemModel):
+    """Where adapters are loaded."""
+
+    adapter_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description=(
+            "Pods each adapter is loaded on (k); every pod if omitted. An adapter that does not fit is "
+            "reported in status.unplaced, never silently dropped."
+        ),
+    )
+
+
+class ServingPoolSpec(TandemModel):
+    """The base model, the vLLM fleet and how adapters are placed on it."""
+
+    base_model: ModelSource = Field(description="The base model every pod of the pool serves.")
+    serving: PoolServing = nested(PoolServing, "The vLLM pods.")
+    placement: Placement = nested(Placement, "How adapters are spread over the pods.")
+
+
+class PooledAdapterStatus(StatusModel):
+    """One attached endpoint's adapter: where it is placed and where it is loaded, as observed."""
+
+    endpoint: str = Field(description="The HybridEndpoint, as namespace/name.")
+    adapter: str = Field(description="The adapter's name in that endpoint.")
+    served_name: str = Field(description="Its name in the pool's vLLM pods (unique in the pool).")
+    placed: list[str] = Field(default_factory=list, description="Pods the placement assigns it to.")
+    loaded: list[str] = Field(
+        default_factory=list, description="Ready pods whose vLLM lists it now (never more than observed)."
+    )
+
+
+class ServingPoolStatus(CommonStatus):
+    """The fleet as observed."""
+
+    phase: Literal["Pending", "Progressing", "Ready", "Failed", "Terminating"] | None = Field(
+        default=None, description="Summary of the conditions: Failed whenever Stalled is True."
+    )
+    replicas: int | None = Field(default=None, description="vLLM pods.")
+    ready_replicas: int | None = Field(default=None, description="vLLM pods ready.")
+    ready: str | None = Field(default=None, description="vLLM pods ready of those desired, as 1/3.")
+    endpoint_count: int | None = Field(default=None, description="Attached HybridEndpoints.")
+    endpoints: list[str] = Field(
+        default_factory=list, description="Attached HybridEndpoints (namespace/name) the pool serves."
+    )
+    refused: list[str] = Field(
+        default_factory=list,
+        description="HybridEndpoints that name the pool without a ReferenceGrant, with the reason.",
+    )
+    adapters: list[PooledAdapterStatus] = Field(default_factory=list, description="Per-adapter placement.")
+    unplaced: list[str] = Field(
+        default_factory=list, description="Adapters placed on fewer pods than asked, and why."
+    )

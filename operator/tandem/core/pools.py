@@ -1,0 +1,68 @@
+"""Facts about ServingPools that both platforms and the gateway's configuration share: the names an
+attached endpoint's adapters are loaded under, where a pool's pods are found, and which adapters a pool
+can serve at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tandem.workloads.gateway.config import AdapterConfig
+
+from .errors import PlanError
+
+# Adapters reach a pool's pods by digest from an artifact store (oci://, s3://): the pods cannot mount a
+# claim of each team's namespace. (A claim of the pool's own namespace would work, and would silently
+# break the day the endpoint moves: refused too.)
+PORTABLE_SCHEMES = ("oci", "s3")
+
+
+def served_name(namespace: str, endpoint: str, adapter: str) -> str:
+    """The adapter's name inside the pool's vLLM pods: unique in the pool, so two endpoints may both call
+    an adapter `support`. Callers never see it: each gateway maps its own endpoint's names to these, and
+    only those, so a tenant cannot reach another endpoint's adapter by guessing this name."""
+    return f"{namespace}/{endpoint}/{adapter}"
+
+
+def pool_service_host(namespace: str, service: str) -> str:
+    """The DNS name of the pool's headless Service: one address per ready vLLM pod."""
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class PooledAdapter:
+    """One attached endpoint's adapter, as the pool places and loads it."""
+
+    endpoint: str  # namespace/name
+    adapter: str  # its name in the endpoint
+    config: AdapterConfig  # name = the served name; path = where the pool pod's sidecar puts it
+    rank: int
+
+
+@dataclass(frozen=True)
+class AttachedEndpoint:
+    namespace: str
+    name: str
+    # SHA-256 hex of the endpoint's gateway key (tandem.core.vllm_guard accepts it by digest); None while
+    # the endpoint has not recorded one (its gateway is then refused by the pool, and its status says so).
+    key_digest: str | None
+    adapters: list[PooledAdapter] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def check_portable(where: str, uri: str, digest: str | None) -> None:
+    """Refuse an adapter a pool's pods could not fetch and verify."""
+    scheme = uri.partition("://")[0]
+    if scheme not in PORTABLE_SCHEMES:
+        raise PlanError(
+            "AdapterNotPortable",
+            f"{where}: {uri}: a ServingPool's pods load adapters from an artifact store by digest "
+            f"(oci:// or s3://), not {scheme}://; publish it (AdapterTraining spec.output.publish)",
+        )
+    if not digest:
+        raise PlanError(
+            "AdapterDigestMissing",
+            f"{where}: {uri}: no adapter digest to verify it by; a pool loads only verified adapters",
+        )

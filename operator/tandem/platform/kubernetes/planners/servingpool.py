@@ -1,0 +1,302 @@
+"""ServingPool -> vLLM Deployment (with the adapter-sync sidecar), headless Service, placement ConfigMap,
+NetworkPolicy, HPA.
+
+The placement (tandem.core.placement) is published in the ConfigMap as one adapter list per pod, under
+the pod's name: each pod's sidecar reads `<its name>.json` (the downward API gives it the name) and loads
+exactly its share. A pod that is not placed yet finds no file and loads nothing, then picks its share up
+when the kubelet refreshes the ConfigMap. The same ConfigMap carries the guard module vLLM imports and the
+digests of the attached endpoints' gateway keys (the only keys the pool's pods accept, besides the
+sidecar's own).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tandem.api.v1alpha1.servingpool import ServingPoolSpec
+from tandem.core import vllm_guard
+from tandem.core.adapters import DEFAULT_MAX_LORAS, lora_rank_slot
+from tandem.core.errors import PlanError
+from tandem.core.placement import Placement, PodSlot, place
+from tandem.core.pools import AttachedEndpoint, PooledAdapter
+from tandem.core.vllm import ENTRYPOINT, GUARD_ARGUMENT, GUARD_MODULE, RUNTIME_LORA_ENV, vllm_arguments
+
+from ..ownership import Owner, child_name
+from ..pods import container, pod_spec, resources
+from ..settings import OperatorSettings
+from ..vllm_key import VLLM_KEY_SECRET_KEY, vllm_key_secret_name
+from ..volumes import Mounts
+from . import Plan
+from .hybridendpoint import ADAPTER_CACHE_DIR, ADAPTER_CACHE_VOLUME, autoscaler, vllm_probes
+
+CONFIG_DIR = "/etc/tandem"
+KEYS_FILE = "keys.json"
+KEY_DIR = "/var/run/tandem/vllm-key"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
+GATEWAY_POD_LABELS = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "gateway"}
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    vllm_deployment: str
+    service: str
+    placement: Placement
+    adapters: list[PooledAdapter]
+
+
+def pool_names(owner: Owner) -> tuple[str, str]:
+    """The pool's vLLM Deployment and headless Service (one name: `<pool>-vllm`) and its ConfigMap."""
+    return child_name(owner.name, "vllm"), child_name(owner.name, "placement")
+
+
+def _pod_config(owner: Owner, adapters: list[PooledAdapter]) -> str:
+    """What one pod's sidecar reads: the adapter-sync format (an `endpoint` for its logs, `adapters`)."""
+    wire = {
+        "endpoint": {"namespace": owner.namespace, "name": owner.name},
+        "adapters": [a.config.model_dump(by_alias=True, exclude_none=True, mode="json") for a in adapters],
+    }
+    return json.dumps(wire, indent=2, sort_keys=True)
+
+
+def _config_map(
+    owner: Owner,
+    name: str,
+    placement: Placement,
+    adapters: list[PooledAdapter],
+    attached: list[AttachedEndpoint],
+) -> dict[str, Any]:
+    by_served = {a.config.name: a for a in adapters}
+    data = {
+        f"{GUARD_MODULE}.py": Path(vllm_guard.__file__).read_text(),
+        KEYS_FILE: json.dumps(sorted({e.key_digest for e in attached if e.key_digest})),
+    }
+    for pod, served in placement.by_pod.items():
+        data[f"{pod}.json"] = _pod_config(owner, [by_served[s] for s in served])
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(name, "vllm"),
+        "data": data,
+    }
+
+
+def _deployment(
+    owner: Owner, spec: ServingPoolSpec, settings: OperatorSettings, vllm: str, config: str, model: str
+) -> dict[str, Any]:
+    port = settings.vllm_port
+    serving = spec.serving
+    labels = owner.labels("vllm")
+    mounts = Mounts()
+    mounts.add_config_map(config, CONFIG_DIR)
+    mounts.add_secret_key(
+        "vllm-key", vllm_key_secret_name(owner), VLLM_KEY_SECRET_KEY, KEY_DIR, VLLM_KEY_SECRET_KEY
+    )
+    key_file = f"{KEY_DIR}/{VLLM_KEY_SECRET_KEY}"
+    mounts.volumes += [
+        {"name": ADAPTER_CACHE_VOLUME, "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts.mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    # The adapter cache: written by the sidecar (it fetches and verifies), read-only in vLLM.
+    cache = {"name": ADAPTER_CACHE_VOLUME, "mountPath": ADAPTER_CACHE_DIR}
+    sync_mounts = Mounts(volumes=mounts.volumes, mounts=[*mounts.mounts, cache])
+    mounts.mounts.append({**cache, "readOnly": True})
+    args = vllm_arguments(serving, model=model, host="0.0.0.0", port=port, declared_adapters=0, adapters=[])
+    # LoRA on from the start, with the pool's own limits: adapters come and go with the endpoints attached,
+    # and a flag derived from them would restart the whole fleet whenever one arrives.
+    lora = [
+        "--enable-lora",
+        f"--max-loras={serving.max_loras or min(DEFAULT_MAX_LORAS, serving.max_cpu_loras)}",
+        f"--max-cpu-loras={serving.max_cpu_loras}",
+        f"--max-lora-rank={serving.max_lora_rank}",
+    ]
+    env = [
+        *({"name": k, "value": v} for k, v in RUNTIME_LORA_ENV.items()),
+        {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
+        {"name": "PYTHONPATH", "value": CONFIG_DIR},
+        # The sidecar's key (the pool's own Secret), and the attached gateways' keys by digest.
+        {"name": vllm_guard.KEY_FILE_ENV, "value": key_file},
+        {"name": vllm_guard.DIGESTS_FILE_ENV, "value": f"{CONFIG_DIR}/{KEYS_FILE}"},
+    ]
+    server = container(
+        "vllm",
+        serving.image or settings.vllm_image,
+        command=["python3", "-m", ENTRYPOINT, *args[: len(args) - len(serving.extra_args)], *lora,
+                 *serving.extra_args, GUARD_ARGUMENT],
+        mounts=mounts,
+        pull_policy=settings.image_pull_policy,
+        env=env,
+        resources_=resources(serving.resources, gpus=0 if serving.resources else 1),
+        ports=[{"name": "http", "containerPort": port}],
+        extra=vllm_probes(port),
+    )  # fmt: skip
+    sync = container(
+        "adapter-sync",
+        settings.worker_image,
+        command=[
+            "python",
+            "-m",
+            "tandem.workloads.adapter_sync",
+            # This pod's share of the placement ($(POD_NAME): the kubelet expands it from the env below).
+            "--config",
+            f"{CONFIG_DIR}/$(POD_NAME).json",
+            "--vllm",
+            f"http://127.0.0.1:{port}",
+            f"--api-key-file={key_file}",
+            f"--status-port={settings.adapter_status_port}",
+            "--status-host=0.0.0.0",
+            # Anonymous pulls: the pool's pods cannot mount the teams' registry Secrets (pools.py refuses
+            # adapters that need one).
+            f"--cache-dir={ADAPTER_CACHE_DIR}",
+        ],
+        mounts=sync_mounts,
+        pull_policy=settings.image_pull_policy,
+        env=[{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        resources_={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        ports=[{"name": "adapters", "containerPort": settings.adapter_status_port}],
+    )
+    deployment: dict[str, Any] = {
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec([server, sync], mounts)},
+    }
+    if serving.autoscaling is None:
+        deployment["replicas"] = 1 if serving.replicas is None else serving.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(vllm, "vllm"),
+        "spec": deployment,
+    }
+
+
+def _headless_service(owner: Owner, name: str, settings: OperatorSettings) -> dict[str, Any]:
+    """One DNS address per ready pod: how each gateway finds the pool's pods without the Kubernetes API."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(name, "vllm"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": owner.labels("vllm"),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": settings.vllm_port,
+                    "targetPort": settings.vllm_port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _network_policy(
+    owner: Owner, name: str, settings: OperatorSettings, attached: list[AttachedEndpoint]
+) -> dict[str, Any]:
+    namespaces = sorted({e.namespace for e in attached})
+    ingress: list[dict[str, Any]] = [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.operator_namespace}},
+                    "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": settings.adapter_status_port}],
+        }
+    ]
+    if namespaces:
+        # Gateways of the attached endpoints' namespaces; each still needs its endpoint's key, whose digest
+        # the pool lists only while the endpoint is attached.
+        selector = {
+            "matchExpressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": namespaces}]
+        }
+        ingress.insert(
+            0,
+            {
+                "from": [{"namespaceSelector": selector, "podSelector": {"matchLabels": GATEWAY_POD_LABELS}}],
+                "ports": [{"protocol": "TCP", "port": settings.vllm_port}],
+            },
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": owner.metadata(name, "vllm"),
+        "spec": {
+            "podSelector": {"matchLabels": owner.labels("vllm")},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def _model(spec: ServingPoolSpec) -> str:
+    uri = spec.base_model.uri
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    raise PlanError(
+        "ModelNotServable",
+        f"spec.baseModel.uri: {uri}: a ServingPool serves hf:// models for now (its pods mount no team's "
+        "claim); pvc:// and object-store models are served by HybridEndpoints with their own serving",
+    )
+
+
+def plan_serving_pool(
+    owner: Owner,
+    spec: ServingPoolSpec,
+    settings: OperatorSettings,
+    attached: list[AttachedEndpoint],
+    pods: list[str],
+    previous: Placement | None = None,
+) -> Plan[PoolFacts]:
+    """The pool's children for the endpoints `attached` now and the pods that exist now (`pods`, by name):
+    the placement covers those pods; a pod created later gets its share at the next reconcile."""
+    vllm, config = pool_names(owner)
+    adapters = [a for e in attached for a in e.adapters]
+    for a in adapters:
+        if lora_rank_slot(a.rank) > spec.serving.max_lora_rank:
+            raise PlanError(
+                "AdapterRankTooLarge",
+                f"{a.endpoint}: adapter {a.adapter} has rank {a.rank}; the pool serves up to "
+                f"spec.serving.maxLoraRank {spec.serving.max_lora_rank}",
+            )
+    placement = place(
+        [a.config.name for a in adapters],
+        [PodSlot(p, spec.serving.max_cpu_loras) for p in pods],
+        spec.placement.adapter_replicas,
+        previous,
+    )
+    children = [
+        _config_map(owner, config, placement, adapters, attached),
+        _deployment(owner, spec, settings, vllm, config, _model(spec)),
+        _headless_service(owner, vllm, settings),
+        _network_policy(owner, vllm, settings, attached),
+    ]
+    scaler = autoscaler(owner, spec.serving.autoscaling, vllm)
+    if scaler is not None:
+        children.append(scaler)
+    return Plan(children=children, facts=PoolFacts(vllm, vllm, placement, adapters))
+
+
+def placement_of(status: dict[str, Any]) -> Placement | None:
+    """The placement the pool's status last recorded (each adapter's `placed` pods): what the next
+    placement keeps where it can, so that a reconcile moves no adapter without a reason."""
+    entries = status.get("adapters") or []
+    if not entries:
+        return None
+    by_adapter = {
+        e["servedName"]: tuple(sorted(e.get("placed") or [])) for e in entries if e.get("servedName")
+    }
+    by_pod: dict[str, list[str]] = {}
+    for adapter, pods in by_adapter.items():
+        for pod in pods:
+            by_pod.setdefault(pod, []).append(adapter)
+    return Placement(
+        by_pod={pod: tuple(sorted(adapters)) for pod, adapters in by_pod.items()},
+        by_adapter=by_adapter,
+        unplaced={},
+    )

@@ -1,0 +1,229 @@
+"""ServingPool against the API emulator (issue 16): two namespaces' endpoints on one pool, the grant, the
+placement over the pool's pods, what each pod's sidecar reports, a lost pod, and status at each step.
+
+The emulator runs no controllers and no pods: the test records the pool's pods (Ready, with IPs 127.0.0.2
+and 127.0.0.3 on loopback) and answers each pod's adapter-sync status port with a stand-in that says which
+adapters that pod's vLLM has loaded (the real sidecar's port: tests/security/test_vllm_key.py; the real
+vLLM end to end of a pool is not covered here). Deployments are rolled out by tests/cluster_controllers.
+Not covered: the kubelet expanding $(POD_NAME) and refreshing the ConfigMap in the pods, DNS of the
+headless Service, and NetworkPolicy enforcement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from tandem.platform.kubernetes.api import KubeApi
+from tandem.platform.kubernetes.ownership import Owner
+from tandem.platform.kubernetes.reconciler import Reconciler
+from tandem.platform.kubernetes.settings import OperatorSettings
+from tandem.platform.local.processes import free_port
+from tests.cluster_controllers import roll_out_deployments, run_ready_pod
+from tests.emulator.server import Emulator
+from tests.integration.conftest import condition
+from tests.manifests import example
+
+pytestmark = pytest.mark.integration
+
+POOL_NS = "serving"
+MODEL = "hf://HuggingFaceTB/SmolLM2-135M-Instruct"
+DIGEST = "ab" * 32
+POOL = {
+    "apiVersion": "tandem.dev/v1alpha1",
+    "kind": "ServingPool",
+    "metadata": {"name": "smollm", "namespace": POOL_NS},
+    "spec": {"baseModel": {"uri": MODEL}, "serving": {"replicas": 2}, "placement": {"adapterReplicas": 1}},
+}
+GRANT = {
+    "apiVersion": "tandem.dev/v1alpha1",
+    "kind": "ReferenceGrant",
+    "metadata": {"name": "team-a-may-use-smollm", "namespace": POOL_NS},
+    "spec": {"from": [{"kind": "HybridEndpoint", "namespace": "team-a"}], "to": [{"kind": "ServingPool"}]},
+}
+PODS = {"smollm-vllm-0": "127.0.0.2", "smollm-vllm-1": "127.0.0.3"}
+
+
+def endpoint(namespace: str, name: str) -> dict[str, Any]:
+    he = copy.deepcopy(example("HybridEndpoint"))
+    he["metadata"] = {"name": name, "namespace": namespace}
+    he["spec"].update(
+        baseModel={"uri": MODEL},
+        servingPoolRef={"name": "smollm", "namespace": POOL_NS},
+        adapters=[
+            {"name": "support", "uri": f"oci://127.0.0.1:5000/{name}/support", "digest": DIGEST, "rank": 8}
+        ],
+        knowledgeBases=[],
+        routes=[{"name": "support", "adapter": "support", "retrieval": False}],
+        serving={},
+    )
+    return he
+
+
+class Sidecars:
+    """What each pool pod's adapter-sync status port answers: the adapters its vLLM has loaded."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.loaded: dict[str, dict[str, str]] = {ip: {} for ip in PODS.values()}
+        self.runners: list[web.AppRunner] = []
+
+    async def start(self) -> None:
+        for ip in PODS.values():
+            app = web.Application()
+            app.router.add_get("/v1/models", self._handler(ip))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, ip, self.port).start()
+            self.runners.append(runner)
+
+    def _handler(self, ip: str) -> Any:
+        async def models(_: web.Request) -> web.Response:
+            data = [{"id": n, "root": root, "parent": "base"} for n, root in self.loaded[ip].items()]
+            return web.json_response({"object": "list", "data": data})
+
+        return models
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+@pytest_asyncio.fixture()
+async def sidecars() -> AsyncIterator[Sidecars]:
+    found = Sidecars(free_port())
+    await found.start()
+    try:
+        yield found
+    finally:
+        await found.stop()
+
+
+def pool_status(emulator: Emulator) -> dict[str, Any]:
+    return (emulator.get("servingpools", POOL_NS, "smollm") or {}).get("status") or {}
+
+
+async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
+    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient, sidecars: Sidecars
+) -> None:
+    settings = OperatorSettings(adapter_status_port=sidecars.port)
+    reconciler = Reconciler(kube, settings)
+    emulator.create(POOL)
+    emulator.create(GRANT)
+    emulator.create(endpoint("team-a", "assistant"))
+    emulator.create(endpoint("team-b", "helpdesk"))  # no grant for team-b
+
+    async def reconcile(resource: str, namespace: str, name: str) -> Any:
+        return await reconciler.reconcile(emulator.get(resource, namespace, name) or {})
+
+    async def kubelet() -> None:
+        def run() -> None:
+            with httpx.Client(base_url=emulator.url, timeout=10) as client:
+                for ns in (POOL_NS, "team-a"):
+                    roll_out_deployments(client, ns)
+
+        await asyncio.to_thread(run)
+
+    # The endpoint of team-a: its gateway only (the pool runs vLLM), and a key whose digest it records.
+    result = await reconcile("hybridendpoints", "team-a", "assistant")
+    assert result.outcome.reason == "WaitingForPool", result.outcome
+    he = emulator.get("hybridendpoints", "team-a", "assistant") or {}
+    digest = he["status"]["vllmKeyDigest"]
+    assert len(digest) == 64
+    kinds = sorted(c["kind"] for c in emulator.list_objects("v1/configmaps", "team-a"))
+    assert kinds == ["ConfigMap"]
+    assert not [
+        d
+        for d in emulator.list_objects("apps/v1/deployments", "team-a")
+        if d["metadata"]["name"].endswith("-vllm")
+    ]
+    gateway_config = json.loads(emulator.list_objects("v1/configmaps", "team-a")[0]["data"]["gateway.json"])
+    assert gateway_config["vllmPool"]["dns"] == "smollm-vllm.serving.svc.cluster.local"
+    assert gateway_config["adapters"][0]["servedName"] == "team-a/assistant/support"
+    # team-b names the pool without a grant: refused, and said so on both sides.
+    refused = await reconcile("hybridendpoints", "team-b", "helpdesk")
+    assert refused.outcome.reason == "ReferenceNotPermitted"
+
+    # The pool, with its two pods running.
+    def pods() -> None:
+        with httpx.Client(base_url=emulator.url, timeout=10) as client:
+            labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
+            for name, ip in PODS.items():
+                run_ready_pod(client, POOL_NS, name, labels, ip)
+
+    await asyncio.to_thread(pods)
+    await reconcile("servingpools", POOL_NS, "smollm")
+    await kubelet()
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    status = pool_status(emulator)
+    assert status["endpoints"] == ["team-a/assistant"]
+    assert status["refused"] == [
+        "team-b/helpdesk: no ReferenceGrant in serving allows HybridEndpoints from team-b"
+    ]
+    [entry] = status["adapters"]
+    assert entry["servedName"] == "team-a/assistant/support" and len(entry["placed"]) == 1
+    assert entry["loaded"] == [] and result.outcome.reason == "LoadingAdapters"  # nothing observed yet
+    [placed] = entry["placed"]
+    config = next(
+        c
+        for c in emulator.list_objects("v1/configmaps", POOL_NS)
+        if c["metadata"]["name"] == "smollm-placement"
+    )
+    assert json.loads(config["data"]["keys.json"]) == [digest]
+    share = {p: [a["name"] for a in json.loads(config["data"][f"{p}.json"])["adapters"]] for p in PODS}
+    assert share[placed] == ["team-a/assistant/support"] and sum(map(len, share.values())) == 1
+    [policy] = emulator.list_objects("networking.k8s.io/v1/networkpolicies", POOL_NS)
+    assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "team-a"
+    ]
+
+    # The placed pod's vLLM lists it (from the cache folder named by its digest): Ready.
+    path = f"/var/cache/tandem/adapters/{DIGEST}"
+    other = next(p for p in PODS if p != placed)
+    sidecars.loaded[PODS[other]] = {"team-a/assistant/support": "/somewhere/else"}  # not from its folder
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    assert result.outcome.reason == "LoadingAdapters"
+    sidecars.loaded[PODS[placed]] = {"team-a/assistant/support": path}
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    assert result.outcome.state == "Ready", result.outcome
+    assert pool_status(emulator)["adapters"][0]["loaded"] == [placed]
+    he_result = await reconcile("hybridendpoints", "team-a", "assistant")
+    await kubelet()
+    he_result = await reconcile("hybridendpoints", "team-a", "assistant")
+    assert he_result.outcome.reason == "Serving", he_result.outcome
+    he_status = (emulator.get("hybridendpoints", "team-a", "assistant") or {})["status"]
+    assert he_status["adapters"] == [{"name": "support", "loadedReplicas": 1, "ready": True}]
+    assert he_status["servingPool"] == "serving/smollm"
+    assert condition(emulator.get("hybridendpoints", "team-b", "helpdesk"), "Stalled")["status"] == "True"
+
+    # The pod holding the adapter is lost: the adapter is placed on the other, and status says it is not
+    # loaded anywhere until that pod's vLLM lists it.
+    gone = await api.delete(f"/api/v1/namespaces/{POOL_NS}/pods/{placed}")
+    assert gone.status_code == 200
+    sidecars.loaded[PODS[placed]] = {}
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    [entry] = pool_status(emulator)["adapters"]
+    assert entry["placed"] == [other] and entry["loaded"] == []
+    assert result.outcome.state != "Ready"
+    he_result = await reconcile("hybridendpoints", "team-a", "assistant")
+    assert he_result.outcome.reason == "LoadingAdapters"
+
+    # Detached (deleted): its key digest leaves the pool, and so does its namespace's way in.
+    await api.delete("/apis/tandem.dev/v1alpha1/namespaces/team-a/hybridendpoints/assistant")
+    await reconcile("servingpools", POOL_NS, "smollm")
+    config = next(
+        c
+        for c in emulator.list_objects("v1/configmaps", POOL_NS)
+        if c["metadata"]["name"] == "smollm-placement"
+    )
+    assert json.loads(config["data"]["keys.json"]) == []
+    [policy] = emulator.list_objects("networking.k8s.io/v1/networkpolicies", POOL_NS)
+    assert len(policy["spec"]["ingress"]) == 1  # the operator's status reads only
