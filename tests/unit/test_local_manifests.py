@@ -203,3 +203,18 @@ def test_tandem_run_writes_manifests_that_local_mode_and_a_cluster_accept(tmp_pa
     assert found.endpoints[0].spec.retrieval.top_k == 3
     assert found.endpoints[0].spec.adapters[0].adapter_training_ref is not None
     assert found.knowledge_bases[0].spec.sources[0].directory is not None
+
+
+def test_pools_are_refused_locally_rather_than_served_on_a_vllm_of_their_own(tmp_path: Path) -> None:
+    """`tandem up` has no ServingPool yet: an endpoint naming one must not quietly get a vLLM of its own,
+    and a pool must not be skipped as if it were a Namespace."""
+    import shutil
+
+    pool_example = Path(__file__).resolve().parents[2] / "examples" / "pool"
+    for name in ("10-servingpool.yaml", "20-endpoints.yaml"):
+        folder = tmp_path / name.removesuffix(".yaml")
+        folder.mkdir()
+        shutil.copy(pool_example / name, folder / name)
+        with pytest.raises(ManifestError, match=r"does not run ServingPools yet") as refused:
+            load(folder, tmp_path / "state")
+        assert name in str(refused.value)

@@ -20,7 +20,14 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tandem.api.kinds import ADAPTER_TRAINING, EVALUATION, HYBRID_ENDPOINT, KNOWLEDGE_BASE, by_kind
+from tandem.api.kinds import (
+    ADAPTER_TRAINING,
+    EVALUATION,
+    HYBRID_ENDPOINT,
+    KNOWLEDGE_BASE,
+    SERVING_POOL,
+    by_kind,
+)
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source
 
@@ -132,6 +139,13 @@ def load(path: Path, state: Path) -> Manifests:
             except ValidationError as e:
                 raise ManifestError(f"{file}: {doc['kind']} {namespace}/{name}: {_problems(e)}") from None
             resource: Resource[Any] = Resource(kind.kind, namespace, name, spec, file)
+            if kind is SERVING_POOL or getattr(spec, "serving_pool_ref", None) is not None:
+                # Not served locally yet: ignoring it would serve the endpoint on a vLLM of its own while
+                # the manifest says otherwise.
+                raise ManifestError(
+                    f"{file}: {doc['kind']} {namespace}/{name}: `tandem up` does not run ServingPools yet; "
+                    "apply it to a cluster, or locally give each endpoint its own vLLM (no servingPoolRef)"
+                )
             if kind is KNOWLEDGE_BASE:
                 found.knowledge_bases.append(resource)
             elif kind is ADAPTER_TRAINING:
