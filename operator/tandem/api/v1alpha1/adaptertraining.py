@@ -278,7 +278,9 @@ class AdapterTrainingSpec(TandemModel):
 class Artifact(StatusModel):
     """The adapter as published (spec.output.publish)."""
 
-    uri: str = Field(description="Where it is, pinned to its manifest: oci://HOST/REPO@sha256:... or s3://...")
+    uri: str = Field(
+        description="Where it is, pinned to its manifest: oci://HOST/REPO@sha256:... or s3://..."
+    )
     manifest_digest: str = Field(description="sha256:... of the artifact's manifest.")
 
 
