@@ -14,6 +14,13 @@ What does not run: Kubernetes. The operator's side (the ServingPool's children, 
 publication in the ConfigMap, the key digests, a lost pod) is tests/integration/test_operator_serving_pool.py
 against the API emulator; here the files it publishes are written by the test, as the planner would.
 
+Shown: each pod serves exactly its placed share, loaded from its cache by digest; every request lands on a
+pod that has its adapter; a tenant reaches neither another endpoint's adapter nor its pool name; only the
+pool's key and the attached gateways' keys get into a pod (an unlisted key or none: 401), and an endpoint
+detached (its digest dropped from the list) is refused until listed again; an artifact that is not the
+declared adapter is never loaded; a stopped pod is skipped, its adapters answer 503 with Retry-After until
+they are placed again and synced on the other pod, then answer from there.
+
 Which pod answered is measured on the pods themselves (each vLLM's `vllm:request_success_total`, read
 before and after each request) and cross-checked with the gateway's own record of the pod it used.
 
@@ -395,6 +402,42 @@ def test_only_listed_gateway_keys_and_the_pool_key_reach_the_pods(pool: Pool) ->
             assert listed.status_code == 200, (pod, listed.text)
 
 
+def test_a_detached_endpoints_gateway_is_refused_by_the_pods(
+    pool: Pool, gateways: dict[str, GatewayProcess]
+) -> None:
+    """The operator drops an endpoint's key digest from the pool's list when it detaches: within the
+    guard's RELOAD_SECONDS its gateway is refused (401 on every pod), the other endpoint is untouched, and
+    listing it again lets it back in."""
+    attached = json.loads(pool.digests_file.read_text())
+    team_b = hashlib.sha256(GATEWAY_KEYS["team-b"].encode()).hexdigest()
+    b_urls = [pool.servers[p].url for p in PODS]
+    pool.digests_file.write_text(json.dumps([d for d in attached if d != team_b]))
+    try:
+        time.sleep(vllm_guard.RELOAD_SECONDS + 0.5)
+        for pod, server in pool.servers.items():
+            for namespace, status in (("team-b", 401), ("team-a", 200)):
+                headers = {"Authorization": f"Bearer {GATEWAY_KEYS[namespace]}"}
+                assert (
+                    httpx.get(f"{server.url}/v1/models", headers=headers, timeout=10).status_code == status
+                ), (
+                    pod,
+                    namespace,
+                )
+        # team-b's gateway finds every pod refusing its polls: no pod serves it, and none generates for it.
+        for url in b_urls:
+            wait_for(partial(pod_down, gateways["team-b"], url), 30, f"team-b's gateway refused by {url}")
+        assert all("401" in (p.get("error") or "") for p in pool_status(gateways["team-b"])["pods"])
+        response, rose = answered_by(pool, partial(chat, gateways["team-b"], "team-b", "support"))
+        assert response.status_code == 503 and rose == [], response.text
+        response, rose = answered_by(pool, partial(chat, gateways["team-a"], "team-a", "tone"))
+        assert response.status_code == 200 and rose == [pool.holder(TONE_A)], response.text
+    finally:
+        pool.digests_file.write_text(json.dumps(attached))
+    wait_for(partial(pods_up, gateways["team-b"], *b_urls), 30, "team-b's gateway admitted again")
+    response, rose = answered_by(pool, partial(chat, gateways["team-b"], "team-b", "support"))
+    assert response.status_code == 200 and rose == [pool.holder(SUPPORT_B)], response.text
+
+
 def test_an_artifact_that_is_not_the_declared_adapter_is_never_loaded(pool: Pool) -> None:
     pod = "p-1"
     share = [pool.entry(pod, pool.artifacts[s]) for s in pool.placement.by_pod[pod]]
@@ -424,11 +467,16 @@ def test_an_artifact_that_is_not_the_declared_adapter_is_never_loaded(pool: Pool
 def test_a_lost_pod_is_skipped_and_its_adapters_move_to_the_other(
     pool: Pool, gateways: dict[str, GatewayProcess]
 ) -> None:
-    lost = "p-0"
+    lost, survivor = "p-0", "p-1"
     moved = pool.placement.by_pod[lost]
-    assert moved
+    assert moved and pool.holder(SUPPORT_B) == survivor
     lost_url = pool.servers[lost].url
     pool.servers[lost].stop()
+    # At once, whether or not a poll has noticed yet: a request a gateway sends to the stopped pod is refused
+    # the connection and goes to the other pod (the base model and team-b's adapter, on p-1, keep answering).
+    for namespace, model in [("team-a", "base"), ("team-b", "base"), ("team-b", "support")] * 2:
+        response, rose = answered_by(pool, partial(chat, gateways[namespace], namespace, model))
+        assert response.status_code == 200 and rose == [survivor], (namespace, model, response.text)
     for gateway in gateways.values():
         wait_for(partial(pod_down, gateway, lost_url), 30, f"{lost} seen down")
     # Before the re-sync, a moved adapter is on no pod that answers: 503 with Retry-After, never an answer
@@ -440,7 +488,6 @@ def test_a_lost_pod_is_skipped_and_its_adapters_move_to_the_other(
         assert response.headers["Retry-After"] == "3"
         assert response.json()["error"]["code"] == "adapter_not_placed"
 
-    survivor = "p-1"
     placement = place(sorted(pool.artifacts), [PodSlot(survivor, CAPACITY)], 1, pool.placement)
     assert placement.by_pod == {survivor: tuple(sorted(pool.artifacts))} and placement.unplaced == {}
     assert placement.moves(pool.placement).loads == {survivor: moved}
