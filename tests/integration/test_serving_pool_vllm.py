@@ -429,6 +429,7 @@ def test_a_detached_endpoints_gateway_is_refused_by_the_pods(
         assert all("401" in (p.get("error") or "") for p in pool_status(gateways["team-b"])["pods"])
         response, rose = answered_by(pool, partial(chat, gateways["team-b"], "team-b", "support"))
         assert response.status_code == 503 and rose == [], response.text
+        assert response.json()["error"]["code"] == "pool_refused_endpoint"  # not an adapter missing
         response, rose = answered_by(pool, partial(chat, gateways["team-a"], "team-a", "tone"))
         assert response.status_code == 200 and rose == [pool.holder(TONE_A)], response.text
     finally:

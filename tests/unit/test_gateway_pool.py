@@ -257,12 +257,15 @@ class StubPool:
     def __init__(self, loaded: dict[str, set[str]]) -> None:
         self.loaded = loaded
         self.refusing: set[str] = set()
+        self.unauthorized: set[str] = set()  # pods whose guard does not accept this gateway's key
         self.calls: list[tuple[str, str]] = []  # (pod, model asked for)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         pod = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
         if pod in self.refusing:
             raise httpx.ConnectError("connection refused")
+        if pod in self.unauthorized:
+            return httpx.Response(401, json={"error": "Unauthorized"})
         if request.url.path == "/v1/models":
             ids = [{"id": "base", "parent": None}] + [{"id": a, "parent": "base"} for a in self.loaded[pod]]
             return httpx.Response(200, json={"object": "list", "data": ids})
@@ -394,5 +397,41 @@ async def test_no_pod_answering_means_not_ready() -> None:
         assert health["vllm"] == {"ok": False, "error": "no pod of the vLLM pool answers (2 seen)"}
         response = await client.post("/v1/chat/completions", json=chat("base"))
         assert response.status == 503 and response.headers["Retry-After"] == "9"
+    finally:
+        await client.close()
+
+
+async def test_the_only_pod_holding_an_adapter_lost_is_a_503_to_retry_and_a_miss() -> None:
+    """Between a pod's death and the next poll, a request for an adapter only that pod had is answered 503
+    with Retry-After (the placement moves the adapter) and counted as a miss, not 502."""
+    stub = StubPool({A: {TEAM_A}, B: set()})
+    gateway, client = await gateway_for(stub)
+    try:
+        stub.refusing.add(A)  # A dies; the router has not polled since
+        response = await client.post("/v1/chat/completions", json=chat("support"))
+        assert response.status == 503 and response.headers["Retry-After"] == "9"
+        assert (await response.json())["error"]["code"] == "adapter_not_placed"
+        assert gateway.pool is not None and gateway.pool.misses["support"].count == 1
+    finally:
+        await client.close()
+
+
+async def test_a_pool_refusing_the_endpoints_key_is_said_so_and_not_counted_as_a_miss() -> None:
+    """Detached from the pool (its key's digest no longer listed), every pod answers the polls 401: the
+    caller is told the pool does not accept the endpoint, not that an adapter is missing."""
+    stub = StubPool({A: {TEAM_A}, B: {TEAM_A}})
+    stub.unauthorized |= {A, B}
+    gateway, client = await gateway_for(stub)
+    try:
+        response = await client.post("/v1/chat/completions", json=chat("support"))
+        assert response.status == 503 and response.headers["Retry-After"] == "9"
+        error = (await response.json())["error"]
+        assert (
+            error["code"] == "pool_refused_endpoint" and "does not accept this endpoint" in error["message"]
+        )
+        assert gateway.pool is not None and not gateway.pool.misses and stub.calls == []
+        stub.unauthorized.clear()  # attached again
+        await gateway.pool.refresh()
+        assert (await client.post("/v1/chat/completions", json=chat("support"))).status == 200
     finally:
         await client.close()

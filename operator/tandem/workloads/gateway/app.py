@@ -593,8 +593,9 @@ class Gateway:
         """The chat call, sent to the pool's least busy pod that has `served` loaded, and that pod (counted
         in flight: the caller releases it once the answer is read or the stream has ended). A pod that
         refuses the connection is marked down and the next one tried; one that answers 404 (the adapter
-        was unloaded since its last poll) is forgotten for it and the next one tried. None left: 503 (the
-        adapter is placed on no pod that answers) or 502 (the pods that had it refused the connection)."""
+        was unloaded since its last poll) is forgotten for it and the next one tried. None left: 503 with
+        Retry-After, also when the pods that had it refused the connection (a lost pod: the placement moves
+        its adapters, so the caller may retry; counted as a miss, which the operator reads)."""
         assert self.pool is not None
         tried: list[Pod] = []
         refused = False
@@ -603,7 +604,7 @@ class Gateway:
                 pod = await self.pool.choose(served, tried)
             except AdapterNotPlaced:
                 if refused:
-                    raise ApiError(502, "vLLM is unreachable", "vllm") from None
+                    log.warning(json.dumps({"event": "pool-holders-lost", "servedName": served}))
                 raise self._not_placed(route, served) from None
             tried.append(pod)
             self.pool.acquire(pod)
@@ -634,6 +635,16 @@ class Gateway:
         model and the endpoint's adapter name, never the pool's); counted and kept for the operator."""
         assert self.pool is not None
         retry = self.pool.pool.retry_after_seconds
+        if self.pool.key_refused():
+            # Not a missing adapter (no miss is counted): the pool does not accept this endpoint now.
+            return ApiError(
+                503,
+                "the serving pool does not accept this endpoint now (detached from it, or its key was "
+                f"just rotated); retry in {retry}s",
+                "vllm-key",
+                code="pool_refused_endpoint",
+                retry_after=retry,
+            )
         if route.adapter is None:  # the base model is on every pod: none answers
             return ApiError(503, "vLLM is unavailable; retry shortly", "vllm", retry_after=retry)
         self.metrics.adapter_misses.labels(route.adapter).inc()

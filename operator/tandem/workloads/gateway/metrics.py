@@ -42,8 +42,8 @@ class GatewayMetrics:
         )
         self.errors = Counter(
             "tandem_gateway_errors",
-            "Failed requests by cause (auth, busy, invalid, not-found, not-placed, vllm, vllm-timeout, "
-            "milvus, timeout).",
+            "Failed requests by cause (auth, busy, invalid, not-found, not-placed, vllm, vllm-key, "
+            "vllm-timeout, milvus, timeout).",
             ["cause"],
             registry=r,
         )

@@ -56,6 +56,7 @@ class Pod:
     polled_at: float | None = None  # clock time of its last successful poll
     down_at: float | None = None  # clock time it refused a connection (a poll older than this is stale)
     error: str | None = None  # why it is down
+    key_refused: bool = False  # its last poll was answered 401: the pod does not accept this gateway's key
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -159,7 +160,11 @@ class PoolRouter:
         for pod, result in zip(pods, results, strict=True):
             if isinstance(result, BaseException):
                 pod.up, pod.error = False, f"/v1/models failed: {type(result).__name__}: {result}"
+                pod.key_refused = (
+                    isinstance(result, httpx.HTTPStatusError) and result.response.status_code == 401
+                )
                 continue
+            pod.key_refused = False
             pod.models = frozenset(
                 str(m["id"]) for m in result if isinstance(m, dict) and m.get("parent") and "id" in m
             )
@@ -193,6 +198,12 @@ class PoolRouter:
 
     def has(self, pod: Pod, served_name: str) -> bool:
         return served_name == self.base_model or served_name in pod.models
+
+    def key_refused(self) -> bool:
+        """Whether every known pod refused this gateway's key at its last poll: the endpoint is detached
+        from the pool (or its key was rotated and the pool does not list the new one yet), which no retry
+        of the request by the caller will change soon; not an adapter that is missing."""
+        return bool(self.pods) and all(p.key_refused for p in self.pods.values())
 
     def candidates(self, served_name: str, exclude: Iterable[Pod] = ()) -> list[Pod]:
         skip = {id(p) for p in exclude}
