@@ -506,10 +506,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     parser.add_argument(
-        "--requests", type=int, default=16, help="requests per configuration per round (part 2)"
+        "--requests", type=int, default=12, help="requests per configuration per round (part 2)"
     )
     parser.add_argument(
-        "--routing-requests", type=int, default=32, help="requests per strategy per round (part 3)"
+        "--routing-requests", type=int, default=24, help="requests per strategy per round (part 3)"
     )
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (parts 2 and 3)")
     parser.add_argument(
