@@ -202,6 +202,8 @@ def test_environment_defaults_equal_the_operators_settings() -> None:
     assert env["TANDEM_IMAGE_PULL_POLICY"] == defaults.image_pull_policy
     assert float(env["TANDEM_RESYNC_SECONDS"]) == defaults.resync_seconds
     assert env["TANDEM_NAMESPACES"] == ""
+    assert env["TANDEM_KEDA_PROMETHEUS_URL"] == ""  # no KEDA: pools autoscale with HPAs
+    assert defaults.keda_prometheus_url is None
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["TANDEM_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
@@ -210,6 +212,7 @@ def test_full_values_reach_the_environment() -> None:
     (container,) = the(render(*FULL), "Deployment")["spec"]["template"]["spec"]["containers"]
     env = env_of(container)
     assert env["TANDEM_NAMESPACES"] == "team-a,team-b"
+    assert env["TANDEM_KEDA_PROMETHEUS_URL"] == "http://prometheus.monitoring.svc:9090"
     assert env["TANDEM_GATEWAY_IMAGE"].startswith("registry.example.com/tandem/tandem-gateway@sha256:")
     assert "@sha256:" in container["image"]
     assert flags(container)["peering"] == "tandem-prod"

@@ -109,6 +109,11 @@ README's RBAC section); tests/unit/test_chart.py compares these rules with the o
 - apiGroups: ["ray.io"]
   resources: ["rayjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A pool's autoscaler when workloads.keda.prometheusUrl is set (KEDA installed); granted always, like
+# rayjobs: without KEDA the kind is absent and nothing is listed.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Workload results: the reconciler lists a Job's pods (by job-name) for their termination messages.
 - apiGroups: [""]
   resources: ["pods"]

@@ -57,6 +57,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
         Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
         Resource("ray.io/v1", "RayJob", "rayjobs"),
+        Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),  # a pool's autoscaler with KEDA
         *(Resource(k.api_version, k.kind, k.plural) for k in ALL_KINDS),
     ]
 }

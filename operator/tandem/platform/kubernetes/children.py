@@ -46,6 +46,7 @@ CHILD_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("v1", "Service"),
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
+        ("keda.sh/v1alpha1", "ScaledObject"),
     ),
 }
 

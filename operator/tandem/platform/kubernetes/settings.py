@@ -39,6 +39,10 @@ class OperatorSettings:
     adapter_status_port: int = 9091
     # The operator's own namespace: the only one whose operator pods a vLLM NetworkPolicy admits.
     operator_namespace: str = "tandem-system"
+    # The Prometheus that scrapes the gateways (e.g. http://prometheus.monitoring.svc:9090): set, a pool's
+    # `serving.autoscaling` makes a KEDA ScaledObject on the gateways' pending requests (which can scale the
+    # pool to zero and wake it on the first request); None: an HPA, as without KEDA.
+    keda_prometheus_url: str | None = None
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -57,4 +61,5 @@ class OperatorSettings:
             gateway_port=int(_env("TANDEM_GATEWAY_PORT", str(d.gateway_port))),
             adapter_status_port=int(_env("TANDEM_ADAPTER_STATUS_PORT", str(d.adapter_status_port))),
             operator_namespace=_env("TANDEM_OPERATOR_NAMESPACE", d.operator_namespace),
+            keda_prometheus_url=os.environ.get("TANDEM_KEDA_PROMETHEUS_URL") or None,
         )

@@ -64,6 +64,9 @@ class VllmPool(TandemModel):
     poll_seconds: float = Field(default=5.0, gt=0)
     # The Retry-After (seconds) of the 503 answered when no pod has the request's adapter loaded.
     retry_after_seconds: int = Field(default=5, ge=1)
+    # The `pool` label of the gateway's tandem_gateway_pool_requests; None: `<namespace>/<service>` of `dns`
+    # (what a KEDA ScaledObject of the pool queries, planners/scaling.py), or `local` for `pods`.
+    name: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -73,6 +76,23 @@ class VllmPool(TandemModel):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"vllmPool.pods: {url!r} is not an http(s) base URL")
         return self
+
+    @property
+    def label(self) -> str:
+        """The pool as the gateway's metrics name it (see `name`)."""
+        if self.name is not None:
+            return self.name
+        if self.dns is None:
+            return "local"
+        return pool_label_of_host(self.dns)
+
+
+def pool_label_of_host(host: str) -> str:
+    """`<namespace>/<service>` of a Service's DNS name (`<service>.<namespace>.svc...`); the name as it is
+    when it has no namespace part."""
+    service, _, rest = host.partition(".")
+    namespace = rest.partition(".")[0]
+    return f"{namespace}/{service}" if namespace else service
 
 
 class KnowledgeBaseConfig(TandemModel):

@@ -1,5 +1,5 @@
 """ServingPool -> vLLM Deployment (with the adapter-sync sidecar), headless Service, placement ConfigMap,
-NetworkPolicy, HPA.
+NetworkPolicy, HPA (or KEDA ScaledObject: scaling.py).
 
 The placement (tandem.core.placement) is published in the ConfigMap as one adapter list per pod, under
 the pod's name: each pod's sidecar reads `<its name>.json` (the downward API gives it the name) and loads
@@ -30,7 +30,8 @@ from ..settings import OperatorSettings
 from ..vllm_key import VLLM_KEY_SECRET_KEY, vllm_key_secret_name
 from ..volumes import Mounts
 from . import Plan
-from .hybridendpoint import ADAPTER_CACHE_DIR, ADAPTER_CACHE_VOLUME, autoscaler, vllm_probes
+from .hybridendpoint import ADAPTER_CACHE_DIR, ADAPTER_CACHE_VOLUME, vllm_probes
+from .scaling import pool_autoscaler
 
 CONFIG_DIR = "/etc/tandem"
 KEYS_FILE = "keys.json"
@@ -276,7 +277,7 @@ def plan_serving_pool(
         _headless_service(owner, vllm, settings),
         _network_policy(owner, vllm, settings, attached),
     ]
-    scaler = autoscaler(owner, spec.serving.autoscaling, vllm)
+    scaler = pool_autoscaler(owner, spec.serving.autoscaling, settings, vllm, vllm)
     if scaler is not None:
         children.append(scaler)
     return Plan(children=children, facts=PoolFacts(vllm, vllm, placement, adapters))
