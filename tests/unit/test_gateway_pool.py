@@ -389,7 +389,7 @@ async def test_an_adapter_unloaded_since_the_last_poll_is_tried_elsewhere() -> N
 async def test_no_pod_answering_means_not_ready() -> None:
     stub = StubPool({A: set(), B: set()})
     stub.refusing |= {A, B}
-    _, client = await gateway_for(stub)
+    _, client = await gateway_for(stub, coldStartSeconds=0)  # no holding: the 503 at once
     try:
         readiness = await client.get("/readyz")
         assert readiness.status == 503
@@ -435,3 +435,116 @@ async def test_a_pool_refusing_the_endpoints_key_is_said_so_and_not_counted_as_a
         assert (await client.post("/v1/chat/completions", json=chat("support"))).status == 200
     finally:
         await client.close()
+
+
+# --- a cold start: no pod up (a pool scaled to zero) -----------------------------------------------------
+
+
+class ColdPool(StubPool):
+    """Every pod refuses connections until `polls_to_wake` polls of /v1/models have been answered (the
+    pool scaled up from zero meanwhile); None: never."""
+
+    def __init__(self, loaded: dict[str, set[str]], polls_to_wake: int | None) -> None:
+        super().__init__(loaded)
+        self.polls_to_wake = polls_to_wake
+        self.polls = 0
+        self.refusing |= set(loaded)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            self.polls += 1
+            if self.polls_to_wake is not None and self.polls > self.polls_to_wake:
+                self.refusing.clear()
+        return super().__call__(request)
+
+
+def pool_requests(gateway: Gateway, state: str) -> float | None:
+    return gateway.metrics.registry.get_sample_value(
+        "tandem_gateway_pool_requests", {"pool": "local", "state": state}
+    )
+
+
+async def test_a_request_finding_no_pod_up_is_held_until_one_comes_up_and_served() -> None:
+    stub = ColdPool({A: {TEAM_A}, B: {TEAM_A}}, polls_to_wake=6)
+    gateway, client = await gateway_for(stub, pollSeconds=0.01, coldStartSeconds=5)
+    try:
+        assert gateway.pool is not None and not gateway.pool.any_up
+        response = await client.post("/v1/chat/completions", json=chat("support"))
+        assert response.status == 200
+        assert stub.polls > 6 and stub.calls and stub.calls[0][1] == TEAM_A
+        assert pool_requests(gateway, "waiting") == 0 and pool_requests(gateway, "in_flight") == 0
+        assert gateway.pool.misses == {}  # held, not missed
+    finally:
+        await client.close()
+
+
+async def test_with_pods_never_up_the_request_is_a_503_with_retry_after_after_the_limit() -> None:
+    stub = ColdPool({A: {TEAM_A}, B: set()}, polls_to_wake=None)
+    gateway, client = await gateway_for(stub, pollSeconds=0.01, coldStartSeconds=0.3)
+    try:
+        started = asyncio.get_running_loop().time()
+        response = await client.post("/v1/chat/completions", json=chat("support"))
+        held = asyncio.get_running_loop().time() - started
+        assert response.status == 503 and response.headers["Retry-After"] == "9"
+        assert 0.3 <= held < 3
+        assert stub.calls == [] and pool_requests(gateway, "waiting") == 0
+        base = await client.post("/v1/chat/completions", json=chat("base"))  # the base model too
+        assert base.status == 503 and base.headers["Retry-After"] == "9"
+    finally:
+        await client.close()
+
+
+async def test_the_waiting_gauge_counts_held_requests_and_returns_to_zero() -> None:
+    stub = ColdPool({A: {TEAM_A}, B: {TEAM_A}}, polls_to_wake=None)
+    gateway, client = await gateway_for(stub, pollSeconds=0.01, coldStartSeconds=10)
+    try:
+        assert pool_requests(gateway, "waiting") == 0  # exported before any request: KEDA reads a 0
+        held = [
+            asyncio.create_task(client.post("/v1/chat/completions", json=chat(m)))
+            for m in ("support", "base")
+        ]
+        for _ in range(200):
+            if pool_requests(gateway, "waiting") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert pool_requests(gateway, "waiting") == 2  # what wakes a pool scaled to zero
+        internal = TestClient(TestServer(gateway.metrics_app()))
+        await internal.start_server()
+        try:
+            text = await (await internal.get("/metrics")).text()
+        finally:
+            await internal.close()
+        assert 'tandem_gateway_pool_requests{pool="local",state="waiting"} 2.0' in text
+        stub.polls_to_wake = stub.polls  # the pods come up
+        responses = await asyncio.gather(*held)
+        assert [r.status for r in responses] == [200, 200]
+        assert pool_requests(gateway, "waiting") == 0 and pool_requests(gateway, "in_flight") == 0
+    finally:
+        await client.close()
+
+
+async def test_no_holding_when_a_pod_is_up_or_the_pool_refuses_the_key() -> None:
+    """A pod up without the adapter is a missing adapter, not a cold start: the 503 at once."""
+    stub = StubPool({A: set(), B: set()})
+    gateway, client = await gateway_for(stub, pollSeconds=0.01, coldStartSeconds=30)
+    try:
+        response = await asyncio.wait_for(client.post("/v1/chat/completions", json=chat("support")), 5)
+        assert response.status == 503 and (await response.json())["error"]["code"] == "adapter_not_placed"
+    finally:
+        await client.close()
+    stub = StubPool({A: {TEAM_A}, B: {TEAM_A}})
+    stub.unauthorized |= {A, B}
+    gateway, client = await gateway_for(stub, pollSeconds=0.01, coldStartSeconds=30)
+    try:
+        response = await asyncio.wait_for(client.post("/v1/chat/completions", json=chat("support")), 5)
+        assert (await response.json())["error"]["code"] == "pool_refused_endpoint"
+        assert pool_requests(gateway, "waiting") == 0
+    finally:
+        await client.close()
+
+
+def test_the_pools_label_is_what_its_scaled_object_queries() -> None:
+    assert VllmPool(dns="smollm-vllm.serving.svc.cluster.local").label == "serving/smollm-vllm"
+    assert VllmPool(dns="smollm-vllm.serving.svc.cluster.local", name="x/y").label == "x/y"
+    assert VllmPool(pods=[A]).label == "local"
+    assert VllmPool(pods=[A]).cold_start_seconds == 60

@@ -21,7 +21,10 @@ Health, and what each probe is for:
 
 With a shared serving pool (`vllmPool`, issue 16) instead of one vLLM URL, each request goes to a pod that
 has its adapter loaded (see pool.py); vLLM is "up" when any pod answers, and /healthz/dependencies adds a
-`pool` section: the pods seen, what each has loaded, and the requests for adapters placed on none.
+`pool` section: the pods seen, what each has loaded, and the requests for adapters placed on none. When no
+pod is up (a pool scaled to zero), a request is held up to `vllmPool.coldStartSeconds` while the pods are
+polled, counted as waiting in `tandem_gateway_pool_requests` (with those in flight: what KEDA scales the
+pool on), then answered 503 with Retry-After if none came up.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from .admission import Admission, Busy
 from .config import GatewayConfig, KeyRing, KnowledgeBaseConfig, TenantConfig
 from .knowledge import KnowledgeSearch, KnowledgeUnavailable
 from .metrics import GatewayMetrics
-from .pool import AdapterNotPlaced, Pod, PoolRouter
+from .pool import COLD_START_POLL_SECONDS, AdapterNotPlaced, Pod, PoolRouter
 from .prompt import Cited, RequestError, attribute, augment, citation, question_of, select, within_budget
 
 log = logging.getLogger("tandem.gateway")
@@ -157,6 +160,10 @@ class Gateway:
         self.pool: PoolRouter | None = None
         if config.vllm_pool is not None:
             self.pool = PoolRouter(config.vllm_pool, base_model=config.base_model)
+            # Exported from the start (at 0): a pool's ScaledObject sums these over its gateways.
+            label = config.vllm_pool.label
+            self.pool_in_flight = self.metrics.pool_requests.labels(label, "in_flight")
+            self.pool_waiting = self.metrics.pool_requests.labels(label, "waiting")
 
     # --- the application -------------------------------------------------------------------------
 
@@ -443,7 +450,8 @@ class Gateway:
             try:  # placed nowhere: said before the retrieval is paid for (the pods are polled again first)
                 await self.pool.choose(served)
             except AdapterNotPlaced:
-                raise self._not_placed(route, served) from None
+                if not await self._cold_start(served):
+                    raise self._not_placed(route, served) from None
         pod: Pod | None = None  # a pool's pod holds this request (counted in flight) until it is answered
         try:
             # The time limit covers everything up to vLLM's answer, or up to the first byte of a stream
@@ -465,6 +473,7 @@ class Gateway:
                     upstream["stream_options"] = {"include_usage": True}
                 if self.pool is not None:
                     pod, response = await self._pool_send(upstream, route, served, bool(body.get("stream")))
+                    self.pool_in_flight.inc()
                     exchange.pod = pod.url
                     if body.get("stream"):
                         streamed = response
@@ -480,6 +489,7 @@ class Gateway:
         finally:
             if pod is not None and self.pool is not None:
                 self.pool.release(pod)
+                self.pool_in_flight.dec()
         exchange.latency["generation"] = time.perf_counter() - exchange.generation_started
         choices = answer.get("choices") or [{}]
         content = str((choices[0].get("message") or {}).get("content") or "")
@@ -629,6 +639,33 @@ class Gateway:
                 await response.aclose()
                 continue
             return pod, response
+
+    async def _cold_start(self, served: str) -> bool:
+        """No pod of the pool is up (scaled to zero, or all starting): hold the request up to the pool's
+        coldStartSeconds, polling the pods, counted as waiting in tandem_gateway_pool_requests (what wakes a
+        pool that KEDA scaled to zero). True as soon as a pod that is up has `served` loaded (a pod just up
+        may still be loading its share); False at once when some pod is up (then the adapter is what is
+        missing), when the pool refuses this endpoint's key, or when holding is off (0), and at the limit.
+        The requests held are admitted ones: at most limits.maxConcurrentRequests wait."""
+        assert self.pool is not None
+        limit = self.pool.pool.cold_start_seconds
+        if limit <= 0 or self.pool.any_up or self.pool.key_refused():
+            return False
+        deadline = time.monotonic() + limit
+        interval = min(self.pool.pool.poll_seconds, COLD_START_POLL_SECONDS)
+        log.info(json.dumps({"event": "pool-cold-start", "servedName": served, "holdSeconds": limit}))
+        self.pool_waiting.inc()
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(interval, remaining))
+                await self.pool.refresh()
+                if self.pool.candidates(served):
+                    return True
+                if self.pool.key_refused():
+                    return False
+            return False
+        finally:
+            self.pool_waiting.dec()
 
     def _not_placed(self, route: Route, served: str) -> ApiError:
         """The 503 for a request whose adapter no pod of the pool has loaded now, in the caller's names (its

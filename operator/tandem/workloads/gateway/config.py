@@ -64,6 +64,10 @@ class VllmPool(TandemModel):
     poll_seconds: float = Field(default=5.0, gt=0)
     # The Retry-After (seconds) of the 503 answered when no pod has the request's adapter loaded.
     retry_after_seconds: int = Field(default=5, ge=1)
+    # How long (seconds) a request is held when no pod is up (a pool scaled to zero, or starting), the pods
+    # polled meanwhile, before the 503: counted as waiting in tandem_gateway_pool_requests, which is what
+    # wakes a pool that KEDA scaled to zero. 0: no holding.
+    cold_start_seconds: float = Field(default=60.0, ge=0)
     # The `pool` label of the gateway's tandem_gateway_pool_requests; None: `<namespace>/<service>` of `dns`
     # (what a KEDA ScaledObject of the pool queries, planners/scaling.py), or `local` for `pods`.
     name: str | None = Field(default=None, min_length=1)

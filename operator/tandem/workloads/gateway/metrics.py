@@ -55,3 +55,11 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge("tandem_gateway_in_flight", "Requests being served.", registry=r)
+        self.pool_requests = Gauge(
+            "tandem_gateway_pool_requests",
+            "Requests for the shared serving pool, by pool (<namespace>/<service>) and state: in_flight (on "
+            "a pod) and waiting (held while no pod is up, a cold start); what a KEDA ScaledObject scales the "
+            "pool on.",
+            ["pool", "state"],
+            registry=r,
+        )

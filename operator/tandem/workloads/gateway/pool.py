@@ -37,6 +37,9 @@ log = logging.getLogger("tandem.gateway")
 MISS_REFRESH_SECONDS = 1.0
 # How long one pod's /v1/models may take (seconds) before the poll counts the pod as down.
 POLL_TIMEOUT = 3.0
+# How often (seconds, at most) the pods are polled while a request waits for a pod to come up (a cold
+# start: the pool scaled to zero); the configuration's pollSeconds when shorter.
+COLD_START_POLL_SECONDS = 1.0
 
 
 class AdapterNotPlaced(Exception):
