@@ -106,7 +106,7 @@ async def test_the_guard_requires_the_key_on_every_route_but_health_and_metrics(
 def test_the_adapter_sync_reads_a_rotated_key_file(tmp_path: Path) -> None:
     """In a pod the sidecar reads the mounted Secret's file, again after KEY_RELOAD_SECONDS: a rotated key
     is sent without a restart (the guard in vLLM reads the same file as often)."""
-    from tandem.workloads.adapter_sync import KEY_RELOAD_SECONDS, FileBearer
+    from tandem.workloads.key_file import KEY_RELOAD_SECONDS, FileBearer
 
     key_file = tmp_path / "api-key"
     key_file.write_text("first\n")

@@ -38,7 +38,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,14 +47,12 @@ from typing import Any, Literal
 
 import httpx
 
+from tandem.workloads.key_file import FileBearer
 from tandem.workloads.reporting import emit
 
 # vLLM requires this key on every /v1 route when the variable is set (its --api-key, kept off the command
 # line where `ps` and the pod spec would show it): only the gateway and the adapter sync hold it.
 VLLM_API_KEY_ENV = "VLLM_API_KEY"
-# A key file (a mounted Secret) is read again after this many seconds: a rotated key is used without a
-# restart, as vLLM's guard (tandem.core.vllm_guard) reads its own copy.
-KEY_RELOAD_SECONDS = 2.0
 
 Report = Callable[[dict[str, Any]], None]
 MAX_BACKOFF = 30.0  # seconds between attempts while vLLM is down (or longer, if the interval is)
@@ -205,34 +203,6 @@ def _error_message(response: httpx.Response) -> str:
         if message:
             return f"HTTP {response.status_code}: {message}"
     return f"HTTP {response.status_code}: {str(body)[:500]}"
-
-
-class FileBearer(httpx.Auth):
-    """`Authorization: Bearer` with the key in a file, read again once KEY_RELOAD_SECONDS have passed (the
-    kubelet rewrites a mounted Secret in place). An unreadable or empty file sends no key: vLLM refuses,
-    and the round reports vLLM's 401 rather than guessing."""
-
-    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
-        self.path = path
-        self.clock = clock
-        self.read_at = float("-inf")
-        self.key = ""
-
-    def current(self) -> str:
-        now = self.clock()
-        if now - self.read_at >= KEY_RELOAD_SECONDS:
-            self.read_at = now
-            try:
-                self.key = self.path.read_text().strip()
-            except OSError:
-                self.key = ""
-        return self.key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        key = self.current()
-        if key:
-            request.headers["Authorization"] = f"Bearer {key}"
-        yield request
 
 
 class VllmAdmin:
