@@ -53,6 +53,31 @@ def test_a_trained_adapter_on_another_namespaces_claim_is_refused() -> None:
     assert plan.facts.adapters[0].digest == "d"  # the sidecar is told what to check
 
 
+def test_the_endpoints_registry_secret_is_not_sent_where_another_namespace_says() -> None:
+    """A granted AdapterTraining of another namespace names its store in its status: before, the endpoint's
+    credentialsSecretRef went to the sidecar and so to whatever host that namespace wrote there."""
+    digest = "e" * 64
+    ref = {"name": "house", "namespace": "other"}
+    spec = endpoint({"name": "style", "adapterTrainingRef": ref, "credentialsSecretRef": {"name": "regcred"}})
+    artifact = "oci://collector.attacker.example/loot@sha256:" + "f" * 64
+    hostile = trained_adapter(spec.adapters[0], artifact, 8, "v1", digest=digest, namespace="other")
+    assert hostile.credentials == "regcred"
+    with pytest.raises(PlanError) as refused:
+        plan_hybrid_endpoint(OWNER, spec, OperatorSettings(), [hostile], [])
+    assert refused.value.reason == "AdapterCredentialsNotSent" and "spec.adapters[style]" in str(
+        refused.value
+    )
+    # The same training in the endpoint's own namespace: one trust domain, the Secret is used.
+    same = trained_adapter(spec.adapters[0], artifact, 8, "v1", digest=digest, namespace="team")
+    vllm = next(
+        c
+        for c in plan_hybrid_endpoint(OWNER, spec, OperatorSettings(), [same], []).children
+        if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("-vllm")
+    )
+    sync = vllm["spec"]["template"]["spec"]["containers"][1]
+    assert any(a.startswith("--credentials=") for a in sync["command"])
+
+
 def test_an_adapter_folder_that_is_not_what_training_wrote_is_not_loaded(tmp_path: Path) -> None:
     """Before: nothing checked an adapter's digest; a folder rewritten on the claim was served."""
     folder = Path(adapter_folder(tmp_path, "style-v1"))

@@ -145,6 +145,16 @@ def _servable(owner: Owner, adapter: ResolvedAdapter) -> str:
                 "its training recorded, and none is known: set the adapter's digest (its training's "
                 "status.adapterDigest)",
             )
+        if adapter.credentials is not None and adapter.namespace not in (None, owner.namespace):
+            # The store's host comes from that training's status, i.e. from another namespace's manifest:
+            # this namespace's Secret must not go wherever it says.
+            raise PlanError(
+                "AdapterCredentialsNotSent",
+                f"{where}: its AdapterTraining in namespace {adapter.namespace} chose the store "
+                f"({adapter.uri}), so the endpoint's credentialsSecretRef is not sent there; drop it "
+                "(publish where the vLLM pods can read without credentials) or train the adapter in "
+                f"{owner.namespace}",
+            )
         return adapter_cache_folder(adapter.digest)
     if scheme != "pvc":
         raise PlanError(
