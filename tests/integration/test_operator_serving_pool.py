@@ -227,3 +227,19 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     assert json.loads(config["data"]["keys.json"]) == []
     [policy] = emulator.list_objects("networking.k8s.io/v1/networkpolicies", POOL_NS)
     assert len(policy["spec"]["ingress"]) == 1  # the operator's status reads only
+
+
+async def test_a_pool_told_to_scale_with_keda_on_a_cluster_without_it_stalls_saying_so(
+    emulator: Emulator, kube: KubeApi
+) -> None:
+    """The emulator, as a cluster without KEDA, answers 404 for ScaledObjects: the pool is Stalled with
+    what to install, instead of retrying the write forever as a transient error."""
+    pool = copy.deepcopy(POOL)
+    pool["spec"]["serving"] = {"autoscaling": {"minReplicas": 0, "maxReplicas": 2}}
+    emulator.create(pool)
+    settings = OperatorSettings(keda_prometheus_url="http://prometheus.monitoring.svc:9090")
+    result = await Reconciler(kube, settings).reconcile(emulator.get("servingpools", POOL_NS, "smollm") or {})
+    assert result.outcome.state == "Stalled" and result.outcome.reason == "KindNotInstalled"
+    assert "ScaledObject (keda.sh/v1alpha1)" in result.outcome.message and "install" in result.outcome.message
+    stored = emulator.get("servingpools", POOL_NS, "smollm") or {}
+    assert condition(stored, "Stalled")["reason"] == "KindNotInstalled"

@@ -171,6 +171,16 @@ async def sync_children(
         try:
             live[child_key] = await write(api.apply(child), child["kind"], "apply")
         except ApiError as e:
+            if e.status == 404:
+                # The kind is not served (its CRD is not installed): no retry will change that by itself.
+                raise Blocked(
+                    Outcome.stalled(
+                        "KindNotInstalled",
+                        f"this cluster does not serve {child['kind']} ({child['apiVersion']}), which "
+                        f"{owner.kind} {owner.namespace}/{owner.name} needs: install it (KEDA for "
+                        "ScaledObject, KubeRay for RayJob) or change the operator's settings",
+                    )
+                ) from None
             if e.status not in REFUSED:
                 raise  # the server is busy or down: kopf retries, nothing is wrong with the child
             raise refusals.refused(owner, child, e) from None
