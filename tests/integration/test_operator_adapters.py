@@ -1,10 +1,11 @@
 """A HybridEndpoint reports an adapter loaded only once a vLLM pod's /v1/models lists it, with a real vLLM.
 
 The emulator runs no pods, so the test records one Ready vLLM pod whose IP is 127.0.0.1, where the
-session's real vLLM (the CPU build) listens; the operator reads that pod's /v1/models as it would in a
-cluster. The adapter-sync sidecar's round (`sync_once`, what the sidecar runs in each vLLM pod) loads
-the adapter at run time: the status follows, and vLLM is never restarted. Not covered: a real pod's
-volume mounts (the adapter's mount path is linked to the test's adapter folder on this machine).
+session's real vLLM (the CPU build) listens behind the adapter sync's status server; the operator reads
+that pod's adapters as it would in a cluster. The adapter-sync sidecar's round (`sync_once`, what the
+sidecar runs in each vLLM pod) loads the adapter at run time: the status follows, and vLLM is never
+restarted. Not covered: a real pod's volume mounts (the adapter's mount path is linked to the test's
+adapter folder on this machine).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tandem.platform.local.vllm import VllmServer
-from tandem.workloads.adapter_sync import parse_adapters, sync_once
+from tandem.workloads.adapter_sync import VllmAdmin, parse_adapters, serve_status, sync_once
 from tests.cluster_controllers import roll_out_deployments, run_ready_pod
 from tests.emulator.server import Emulator
 from tests.integration.conftest import condition, eventually
@@ -40,10 +41,20 @@ ENDPOINT: dict[str, Any] = {
 
 
 @pytest.fixture()
-def vllm_pod_port(monkeypatch: pytest.MonkeyPatch, vllm_server: VllmServer) -> int:
-    """The operator reads pods' /v1/models on this port (before the `operator` fixture starts it)."""
-    monkeypatch.setenv("TANDEM_VLLM_PORT", str(vllm_server.port))
-    return vllm_server.port
+def vllm_pod_port(monkeypatch: pytest.MonkeyPatch, vllm_server: VllmServer) -> Iterator[int]:
+    """The operator reads each vLLM pod's adapters from its adapter-sync status port (it holds no vLLM
+    key): the sidecar's real status server, in front of the session's vLLM, on this port (set before the
+    `operator` fixture starts it)."""
+    admin = VllmAdmin(vllm_server.url, timeout=10)
+    server = serve_status(admin, "127.0.0.1", 0)
+    port = int(server.server_address[1])
+    monkeypatch.setenv("TANDEM_ADAPTER_STATUS_PORT", str(port))
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        admin.close()
 
 
 @pytest.fixture()
