@@ -343,7 +343,15 @@ def routing(servers: list[VllmServer], adapters: dict[str, Path], args: argparse
     rng = random.Random(0)
     jobs = [(rng.choice(names), PROMPTS[i % len(PROMPTS)]) for i in range(args.routing_requests)]
     results: dict[str, dict[str, Any]] = {
-        name: {"seconds": 0.0, "tokens": 0, "latencies": [], "loads": 0, "unloads": 0, "per_pod": Counter()}
+        name: {
+            "seconds": 0.0,
+            "tokens": 0,
+            "latencies": [],
+            "waits": [],  # from the request's start until it is sent to its pod (choosing, loading, waiting)
+            "loads": 0,
+            "unloads": 0,
+            "per_pod": Counter(),
+        }
         for name in ("affinity", "round robin")
     }
     rr_load_seconds: list[float] = []
@@ -355,7 +363,9 @@ def routing(servers: list[VllmServer], adapters: dict[str, Path], args: argparse
             await router.start()
 
             async def one(model: str, prompt: str) -> int:
+                started = time.perf_counter()
                 pod = await router.choose(model)
+                total["waits"].append(time.perf_counter() - started)
                 router.acquire(pod)
                 try:
                     total["per_pod"][pod.url] += 1
@@ -377,7 +387,9 @@ def routing(servers: list[VllmServer], adapters: dict[str, Path], args: argparse
             rr = RoundRobin(urls, held, args.pod_capacity, paths)
 
             async def one(model: str, prompt: str) -> int:
+                started = time.perf_counter()
                 url = await rr.acquire(client, model)
+                total["waits"].append(time.perf_counter() - started)
                 try:
                     total["per_pod"][url] += 1
                     return await complete(client, url, model, prompt, args.max_tokens)
@@ -414,6 +426,7 @@ def routing(servers: list[VllmServer], adapters: dict[str, Path], args: argparse
             "adapter_unloads": total["unloads"],
             "latency_ms": summary_ms(total["latencies"]),
             "tokens_per_second": round(total["tokens"] / total["seconds"], 2),
+            "wait_before_sending_ms": summary_ms(total["waits"]),
             "requests_per_pod": dict(total["per_pod"]),
         }
     out["round robin"]["load_ms"] = summary_ms(rr_load_seconds) if rr_load_seconds else None
@@ -464,15 +477,17 @@ def table(results: dict[str, Any]) -> str:
         lines += [
             f"Placement (k=1): {route['placement']}",
             "",
-            "| two pods, 4 adapters | requests | adapter loads / unloads | latency p50 / p95 ms | tokens/s |",
-            "|---|---|---|---|---|",
+            "| two pods, 4 adapters | requests | adapter loads / unloads | latency p50 / p95 ms "
+            "| of which before sending p50 / p95 ms | tokens/s |",
+            "|---|---|---|---|---|---|",
         ]
         for strategy in ("affinity", "round robin"):
             row = route[strategy]
-            ms = row["latency_ms"]
+            ms, wait = row["latency_ms"], row["wait_before_sending_ms"]
             lines.append(
                 f"| {strategy} | {row['requests']} | {row['adapter_loads']} / {row['adapter_unloads']} "
-                f"| {ms['p50']:.0f} / {ms['p95']:.0f} | {row['tokens_per_second']} |"
+                f"| {ms['p50']:.0f} / {ms['p95']:.0f} | {wait['p50']:.0f} / {wait['p95']:.0f} "
+                f"| {row['tokens_per_second']} |"
             )
         if route["round robin"]["load_ms"]:
             load_ms = route["round robin"]["load_ms"]
