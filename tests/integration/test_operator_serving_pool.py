@@ -216,9 +216,20 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     he_result = await reconcile("hybridendpoints", "team-a", "assistant")
     assert he_result.outcome.reason == "LoadingAdapters"
 
-    # Detached (deleted): its key digest leaves the pool, and so does its namespace's way in.
-    await api.delete("/apis/tandem.dev/v1alpha1/namespaces/team-a/hybridendpoints/assistant")
-    await reconcile("servingpools", POOL_NS, "smollm")
+    # Deleted: finalizing the endpoint re-reconciles its pool at once (not at the pool's next resync), so its
+    # key digest leaves the pool, and so does its namespace's way in. (A finalizer stands in for kopf's.)
+    path = "/apis/tandem.dev/v1alpha1/namespaces/team-a/hybridendpoints/assistant"
+    held = await api.patch(
+        path,
+        json={"metadata": {"finalizers": ["test.tandem.dev/hold"]}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert held.status_code == 200, held.text
+    await api.delete(path)
+    deleting = emulator.get("hybridendpoints", "team-a", "assistant") or {}
+    assert deleting["metadata"].get("deletionTimestamp")
+    await reconciler.finalize(deleting)
+    await asyncio.gather(*reconciler._background)
     config = next(
         c
         for c in emulator.list_objects("v1/configmaps", POOL_NS)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +187,8 @@ class Reconciler:
         Terminating forever."""
         kind = by_kind(body["kind"])
         owner = Owner.from_body(body)
+        if kind is HYBRID_ENDPOINT:
+            self._detach_from_pool(owner, body)
         try:
             job = plan_cleanup(kind, owner, body.get("spec") or {}, self.settings)
         except (ValidationError, PlanError) as e:
@@ -343,15 +345,26 @@ class Reconciler:
             e.get("servedName") for e in pool_status_.get("adapters") or [] if e.get("endpoint") == me
         }
         if me not in (pool_status_.get("endpoints") or []) or recorded != {a.config.name for a in pooled}:
-            task = asyncio.get_running_loop().create_task(
-                self.trigger(SERVING_POOL.kind, pool_owner.namespace, pool_owner.name)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self.trigger(SERVING_POOL.kind, pool_owner.namespace, pool_owner.name))
         gateway = live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
         outcome, figures = pooled_endpoint_status(owner, spec, gateway, pool, key_digest, waiting)
         figures["url"] = plan.facts.url
         return outcome, figures, writes
+
+    def _detach_from_pool(self, owner: Owner, body: dict[str, Any]) -> None:
+        """An endpoint being deleted leaves its pool now, not at the pool's next resync: the pool skips
+        endpoints with a deletionTimestamp, so reconciling it drops their adapters and key digests."""
+        ref = (body.get("spec") or {}).get("servingPoolRef") or {}
+        if ref.get("name"):
+            self._in_background(
+                self.trigger(SERVING_POOL.kind, ref.get("namespace") or owner.namespace, ref["name"])
+            )
+
+    def _in_background(self, work: Coroutine[Any, Any, Result | None]) -> None:
+        """Run `work` beside the current reconciliation (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _serving_pool(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
         spec = ServingPoolSpec.model_validate(body.get("spec") or {})
