@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 from tandem.workloads.gateway.config import AdapterConfig
 
 from .errors import PlanError
-
-# Adapters reach a pool's pods by digest from an artifact store (oci://, s3://): the pods cannot mount a
-# claim of each team's namespace. (A claim of the pool's own namespace would work, and would silently
-# break the day the endpoint moves: refused too.)
-PORTABLE_SCHEMES = ("oci", "s3")
+from .references import ResolvedAdapter
 
 
 def served_name(namespace: str, endpoint: str, adapter: str) -> str:
@@ -52,17 +48,19 @@ class AttachedEndpoint:
         return f"{self.namespace}/{self.name}"
 
 
-def check_portable(where: str, uri: str, digest: str | None) -> None:
-    """Refuse an adapter a pool's pods could not fetch and verify."""
-    scheme = uri.partition("://")[0]
-    if scheme not in PORTABLE_SCHEMES:
+def check_portable(where: str, adapter: ResolvedAdapter) -> None:
+    """Refuse an adapter a pool's pods could not fetch and verify. They load adapters by digest from an
+    artifact store (oci://, s3://): they cannot mount a claim of each team's namespace (a claim of the
+    pool's own namespace would work, and would silently break the day the endpoint moves: refused too)."""
+    if not adapter.remote:
+        scheme = adapter.uri.partition("://")[0]
         raise PlanError(
             "AdapterNotPortable",
-            f"{where}: {uri}: a ServingPool's pods load adapters from an artifact store by digest "
+            f"{where}: {adapter.uri}: a ServingPool's pods load adapters from an artifact store by digest "
             f"(oci:// or s3://), not {scheme}://; publish it (AdapterTraining spec.output.publish)",
         )
-    if not digest:
+    if not adapter.digest:
         raise PlanError(
             "AdapterDigestMissing",
-            f"{where}: {uri}: no adapter digest to verify it by; a pool loads only verified adapters",
+            f"{where}: {adapter.uri}: no adapter digest to verify it by; a pool loads only verified adapters",
         )

@@ -24,17 +24,25 @@ async def _models(client: httpx.AsyncClient, ip: str, port: int) -> dict[str, st
         response = await client.get(f"http://{ip}:{port}/v1/models")
         response.raise_for_status()
         data = response.json().get("data") or []
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError, AttributeError):
         return None  # unreachable or not answering: counts as having nothing loaded
-    return {str(m["id"]): str(m.get("root") or "") for m in data if m.get("parent")}
+    return {str(m["id"]): str(m.get("root") or "") for m in data if isinstance(m, dict) and m.get("parent")}
+
+
+async def loaded_by_pod(
+    pods: list[dict[str, Any]], port: int, timeout: float = 3.0
+) -> dict[str, dict[str, str]]:
+    """Ready pod name -> adapter name -> the path it was loaded from ({} when the pod does not answer:
+    nothing is claimed for it)."""
+    ready = [p for p in pods if pod_ready(p)]
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
+    return {p["metadata"]["name"]: f or {} for p, f in zip(ready, found, strict=True)}
 
 
 async def loaded_per_pod(pods: list[dict[str, Any]], port: int, timeout: float = 3.0) -> list[dict[str, str]]:
     """For each ready pod: adapter name -> the path it was loaded from ({} when the pod does not answer)."""
-    ready = [p for p in pods if pod_ready(p)]
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
-    return [f or {} for f in found]
+    return list((await loaded_by_pod(pods, port, timeout)).values())
 
 
 def adapter_statuses(expected: list[dict[str, Any]], observed: list[dict[str, str]]) -> list[dict[str, Any]]:

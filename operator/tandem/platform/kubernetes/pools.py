@@ -9,10 +9,8 @@ status.refused with the reason, and its own status says the same.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
 from tandem.api.kinds import HYBRID_ENDPOINT, REFERENCE_GRANT, SERVING_POOL
@@ -23,7 +21,6 @@ from tandem.core.pools import AttachedEndpoint, PooledAdapter, check_portable, s
 from tandem.core.references import ResolvedAdapter
 from tandem.workloads.gateway.config import AdapterConfig
 
-from .adapters import pod_ready
 from .api import KubeApi
 from .blocked import Blocked
 from .conditions import Outcome
@@ -44,9 +41,7 @@ def pool_of(spec: HybridEndpointSpec, namespace: str) -> tuple[str, str] | None:
 
 def pooled_adapter(endpoint: Owner, adapter: ResolvedAdapter) -> PooledAdapter:
     """An endpoint's adapter as a pool serves it; PlanError if its pods could not fetch and verify it."""
-    check_portable(
-        f"{endpoint.namespace}/{endpoint.name}: spec.adapters[{adapter.name}]", adapter.uri, adapter.digest
-    )
+    check_portable(f"{endpoint.namespace}/{endpoint.name}: spec.adapters[{adapter.name}]", adapter)
     assert adapter.digest is not None
     if adapter.credentials is not None or adapter.insecure:
         raise PlanError(
@@ -120,27 +115,6 @@ async def attached_endpoints(
         digest = (body.get("status") or {}).get("vllmKeyDigest")
         attached.append(AttachedEndpoint(endpoint.namespace, endpoint.name, digest, adapters))
     return attached, refused
-
-
-async def _adapters_of(client: httpx.AsyncClient, ip: str, port: int) -> dict[str, str] | None:
-    try:
-        response = await client.get(f"http://{ip}:{port}/v1/models")
-        response.raise_for_status()
-        data = response.json().get("data") or []
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return {str(m["id"]): str(m.get("root") or "") for m in data if isinstance(m, dict) and m.get("parent")}
-
-
-async def loaded_by_pod(
-    pods: list[dict[str, Any]], port: int, timeout: float = 3.0
-) -> dict[str, dict[str, str]]:
-    """Ready pod name -> the adapters its sidecar's status port reports vLLM has loaded (name -> folder);
-    {} for a ready pod that does not answer (nothing is claimed for it)."""
-    ready = [p for p in pods if pod_ready(p)]
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        found = await asyncio.gather(*(_adapters_of(client, p["status"]["podIP"], port) for p in ready))
-    return {p["metadata"]["name"]: f or {} for p, f in zip(ready, found, strict=True)}
 
 
 def pool_status(

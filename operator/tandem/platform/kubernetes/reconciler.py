@@ -41,7 +41,7 @@ from tandem.core.errors import PlanError
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 
 from . import metrics
-from .adapters import loaded_per_pod, pod_ready
+from .adapters import loaded_by_pod, loaded_per_pod, pod_ready
 from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
@@ -60,7 +60,6 @@ from .planners.pooled_endpoint import plan_pooled_endpoint
 from .planners.servingpool import placement_of, plan_serving_pool
 from .pools import (
     attached_endpoints,
-    loaded_by_pod,
     pool_of,
     pool_status,
     pooled_adapter,
