@@ -29,8 +29,6 @@ from tests.emulator.runner import run_emulator
 from tests.emulator.server import Emulator, load_manifests
 from tests.integration.vllm_server import (  # noqa: F401  (session fixtures: one vLLM for the whole suite)
     identity_adapter_fixture,
-    served_model_cache_fixture,
-    served_model_dir_fixture,
     vllm_fixture,
     vllm_server_fixture,
 )

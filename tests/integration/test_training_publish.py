@@ -17,7 +17,7 @@ import pytest
 from tandem.workloads.artifacts import Credentials, fetch
 from tandem.workloads.model_common import adapter_digest
 from tests.integration.oci_registry import Registry, registry_auth_fixture  # noqa: F401  (`registry_auth`)
-from tests.integration.test_training import ENV, command, model_cache, result_of, write_job  # noqa: F401
+from tests.integration.test_training import ENV, command, result_of, write_job
 from tests.isolation import requires_private_network
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def test_a_trained_adapter_is_published_and_its_result_names_the_artifact(
     registry_auth: Registry,
     tmp_path: Path,
-    model_cache: Path,  # noqa: F811
+    model_cache: Path,
 ) -> None:
     assert registry_auth.credentials is not None
     secret = tmp_path / "secret"

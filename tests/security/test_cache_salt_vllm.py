@@ -23,8 +23,6 @@ from tandem.platform.local.vllm import VllmServer
 from tandem.workloads.gateway.app import Gateway
 from tandem.workloads.gateway.config import GatewayConfig, TenantConfig
 from tests.integration.vllm_server import (  # noqa: F401  (session fixtures: one vLLM for the module)
-    served_model_cache_fixture,
-    served_model_dir_fixture,
     vllm_fixture,
     vllm_server_fixture,
 )

@@ -34,8 +34,6 @@ from tests.integration.vllm_server import (  # noqa: F401  (session fixtures: th
     STARTUP_TIMEOUT,
     identity_adapter_fixture,
     require_vllm,
-    served_model_cache_fixture,
-    served_model_dir_fixture,
 )
 
 pytestmark = pytest.mark.integration
