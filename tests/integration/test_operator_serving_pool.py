@@ -111,6 +111,17 @@ def pool_status(emulator: Emulator) -> dict[str, Any]:
     return (emulator.get("servingpools", POOL_NS, "smollm") or {}).get("status") or {}
 
 
+async def settled(reconciler: Reconciler) -> None:
+    """Wait for what the reconciler started beside the reconciliations the test ran (a pool telling its
+    endpoints, an endpoint telling its pool), and for what those started: a loop would time out here."""
+
+    async def drain() -> None:
+        while reconciler._background:
+            await asyncio.gather(*reconciler._background)
+
+    await asyncio.wait_for(drain(), timeout=10)
+
+
 async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient, sidecars: Sidecars
 ) -> None:
@@ -229,7 +240,7 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     deleting = emulator.get("hybridendpoints", "team-a", "assistant") or {}
     assert deleting["metadata"].get("deletionTimestamp")
     await reconciler.finalize(deleting)
-    await asyncio.gather(*reconciler._background)
+    await settled(reconciler)
     config = next(
         c
         for c in emulator.list_objects("v1/configmaps", POOL_NS)
@@ -238,6 +249,78 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     assert json.loads(config["data"]["keys.json"]) == []
     [policy] = emulator.list_objects("networking.k8s.io/v1/networkpolicies", POOL_NS)
     assert len(policy["spec"]["ingress"]) == 1  # the operator's status reads only
+
+
+async def test_an_attached_endpoints_status_follows_its_pools_at_once(
+    emulator: Emulator, kube: KubeApi, sidecars: Sidecars, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the pool's status changes the endpoint's part of it (attached, an adapter loaded), the pool's
+    reconciliation reconciles that endpoint at once, not at the endpoint's resync (60 s; here: never); a pool
+    pass that changes no endpoint's part reconciles none, and nothing keeps waking the other."""
+    reconciler = Reconciler(kube, OperatorSettings(adapter_status_port=sidecars.port))
+    told: list[tuple[str, str, str]] = []
+    trigger = reconciler.trigger
+
+    async def recording(kind: str, namespace: str, name: str) -> Any:
+        told.append((kind, namespace, name))
+        return await trigger(kind, namespace, name)
+
+    monkeypatch.setattr(reconciler, "trigger", recording)
+    emulator.create(POOL)
+    emulator.create(GRANT)
+    emulator.create(endpoint("team-a", "assistant"))
+
+    def pods() -> None:
+        with httpx.Client(base_url=emulator.url, timeout=10) as client:
+            labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
+            for name, ip in PODS.items():
+                run_ready_pod(client, POOL_NS, name, labels, ip)
+
+    def kubelet() -> None:
+        with httpx.Client(base_url=emulator.url, timeout=10) as client:
+            for ns in (POOL_NS, "team-a"):
+                roll_out_deployments(client, ns)
+
+    def he_status() -> dict[str, Any]:
+        return (emulator.get("hybridendpoints", "team-a", "assistant") or {}).get("status") or {}
+
+    # Not attached yet: the endpoint tells the pool, and the pool, attaching it, tells the endpoint.
+    await asyncio.to_thread(pods)
+    first = await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
+    assert first.outcome.reason == "WaitingForPool", first.outcome
+    await settled(reconciler)
+    assert told == [("ServingPool", POOL_NS, "smollm"), ("HybridEndpoint", "team-a", "assistant")]
+    assert pool_status(emulator)["endpoints"] == ["team-a/assistant"]
+    ready = condition({"status": he_status()}, "Ready")
+    assert ready["reason"] != "WaitingForPool", ready  # it follows: the pool has attached it
+    await asyncio.to_thread(kubelet)  # the gateway and the pool's vLLM roll out
+    await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
+    assert condition({"status": he_status()}, "Ready")["reason"] == "LoadingAdapters"
+
+    # A pool pass that changes no endpoint's part of its status (replicas ready now) tells no endpoint.
+    told.clear()
+    await reconciler.reconcile(emulator.get("servingpools", POOL_NS, "smollm") or {})
+    await settled(reconciler)
+    assert told == []
+
+    # The placed pod's vLLM lists the adapter: reconciling the pool alone makes the endpoint Serving.
+    [entry] = pool_status(emulator)["adapters"]
+    [placed] = entry["placed"]
+    sidecars.loaded[PODS[placed]] = {"team-a/assistant/support": f"/var/cache/tandem/adapters/{DIGEST}"}
+    result = await reconciler.reconcile(emulator.get("servingpools", POOL_NS, "smollm") or {})
+    assert result.outcome.state == "Ready", result.outcome
+    await settled(reconciler)
+    assert told == [
+        ("HybridEndpoint", "team-a", "assistant")
+    ]  # it, attached as it is, tells the pool nothing
+    assert condition({"status": he_status()}, "Ready")["reason"] == "Serving"
+    assert he_status()["adapters"] == [{"name": "support", "loadedReplicas": 1, "ready": True}]
+
+    # Steady: another pool pass tells no one.
+    told.clear()
+    await reconciler.reconcile(emulator.get("servingpools", POOL_NS, "smollm") or {})
+    await settled(reconciler)
+    assert told == []
 
 
 async def test_a_pool_told_to_scale_with_keda_on_a_cluster_without_it_stalls_saying_so(

@@ -186,6 +186,27 @@ def pool_status(
     return outcome, figures
 
 
+def endpoints_to_tell(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The endpoints (namespace/name) whose part of the pool's status differs between `old` and `new`: their
+    entry in endpoints or refused, or the placed and loaded pods of their adapters. Only these derive a
+    different status from the pool's (pooled_endpoint_status), so only these need reconciling now."""
+
+    def parts(status: dict[str, Any]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        for who in status.get("endpoints") or []:
+            found.setdefault(who, []).append("attached")
+        for refusal in status.get("refused") or []:
+            who, _, why = refusal.partition(": ")
+            found.setdefault(who, []).append(("refused", why))
+        for e in status.get("adapters") or []:
+            mine = (e.get("adapter"), e.get("placed"), e.get("loaded"))
+            found.setdefault(e.get("endpoint"), []).append(mine)
+        return found
+
+    before, after = parts(old), parts(new)
+    return sorted(who for who in before.keys() | after.keys() if who and before.get(who) != after.get(who))
+
+
 def pooled_endpoint_status(
     owner: Owner,
     spec: HybridEndpointSpec,

@@ -60,6 +60,7 @@ from .planners.pooled_endpoint import plan_pooled_endpoint
 from .planners.servingpool import placement_of, plan_serving_pool
 from .pools import (
     attached_endpoints,
+    endpoints_to_tell,
     pool_of,
     pool_status,
     pooled_adapter,
@@ -384,7 +385,21 @@ class Reconciler:
         loaded = await loaded_by_pod(pods, self.settings.adapter_status_port)
         deployment = live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment))
         outcome, figures = pool_status(plan.facts, deployment, attached, refused, loaded)
+        changed = endpoints_to_tell(body.get("status") or {}, figures)
+        if changed:
+            self._in_background(self._tell_endpoints(owner, changed))
         return outcome, figures, writes + applied
+
+    async def _tell_endpoints(self, pool: Owner, endpoints: list[str]) -> None:
+        """Reconcile the endpoints whose part of the pool's status changed, so their status follows the pool's
+        now rather than at their next resync: once the pool's status is written (its reconciliation holds the
+        pool's lock until then). No loop: the pool tells an endpoint only of a change of its part, and an
+        endpoint tells the pool only while the pool has not recorded it as it is (see _pooled_endpoint)."""
+        async with self._locks.setdefault((SERVING_POOL.kind, pool.namespace, pool.name), asyncio.Lock()):
+            pass
+        for who in endpoints:
+            namespace, _, name = who.partition("/")
+            self._in_background(self.trigger(HYBRID_ENDPOINT.kind, namespace, name))
 
     async def _evaluation(self, owner: Owner, body: dict[str, Any], token: str) -> Observed:
         """An Evaluation runs once per spec and tandem.dev/run value. What it asks (the endpoint's routes,
