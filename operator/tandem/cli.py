@@ -293,11 +293,15 @@ def run(
 
 @app.command()
 def status(state: Annotated[Path, typer.Option(help="local state directory")] = STATE) -> None:
-    """Show each local resource's condition and the processes local mode runs."""
-    from tandem.platform.local.console import status_table
+    """Show each local resource's condition, the processes local mode runs, and where each serving pool's
+    adapters are loaded."""
+    from tandem.platform.local.console import placement_table, status_table
     from tandem.platform.local.state import State
 
-    console.print(status_table(State.load(state)))
+    loaded = State.load(state)
+    console.print(status_table(loaded))
+    if (pools := placement_table(loaded)) is not None:
+        console.print(pools)
 
 
 @app.command()

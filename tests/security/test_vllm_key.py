@@ -58,12 +58,12 @@ def test_the_gateway_reads_the_key_file_and_sends_it(tmp_path: Path) -> None:
 
 def test_local_mode_makes_the_key_once_private_and_random(tmp_path: Path) -> None:
     directory = tmp_path / "endpoints" / "default-assistant"
-    path = LocalPlatform._vllm_key(directory)
+    path = LocalPlatform.vllm_key(directory)
     key = path.read_text()
     assert len(key) >= 40  # token_urlsafe(32): 256 random bits
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(directory.stat().st_mode) == 0o700
-    assert LocalPlatform._vllm_key(directory).read_text() == key  # kept: a running vLLM holds it
-    assert LocalPlatform._vllm_key(tmp_path / "endpoints" / "default-other").read_text() != key
+    assert LocalPlatform.vllm_key(directory).read_text() == key  # kept: a running vLLM holds it
+    assert LocalPlatform.vllm_key(tmp_path / "endpoints" / "default-other").read_text() != key
 
 
 async def guarded_status(monkeypatch: pytest.MonkeyPatch, key: str, path: str, header: bytes | None) -> int:

@@ -27,7 +27,7 @@ def test_an_adapter_served_from_a_uri_gets_the_same_rank_in_both_platforms(tmp_p
     """It was 16 in the cluster and 8 locally: a rank-16 adapter from a URI could not load in `tandem up`."""
     spec = endpoint_with_uri_adapter()
     local = LocalPlatform(tmp_path)
-    [resolved] = local._resolve_adapters(Resource("HybridEndpoint", "team", "he", spec, tmp_path / "he.yaml"))
+    [resolved] = local.resolve_adapters(Resource("HybridEndpoint", "team", "he", spec, tmp_path / "he.yaml"))
     assert resolved.rank == DEFAULT_URI_ADAPTER_RANK == 16
     in_cluster = uri_adapter(spec.adapters[0])  # as the operator's resolution takes it
     assert in_cluster.rank == resolved.rank

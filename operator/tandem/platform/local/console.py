@@ -123,6 +123,30 @@ class Reporter:
         )
 
 
+KINDS = ["KnowledgeBase", "AdapterTraining", "ServingPool", "HybridEndpoint", "Evaluation"]
+
+
+def placement_table(state: State) -> Table | None:
+    """Where each adapter of each ServingPool is placed and loaded (as the last pass observed: each pod's
+    /v1/models after its sync); None without pools."""
+    pools = [r for r in state.resources.values() if r.kind == "ServingPool"]
+    if not pools:
+        return None
+    table = Table(title="adapters in serving pools")
+    for column in ("POOL", "ENDPOINT", "ADAPTER", "PLACED ON", "LOADED ON"):
+        table.add_column(column)
+    for pool in sorted(pools, key=lambda r: (r.namespace, r.name)):
+        for entry in pool.figures.get("adapters") or []:
+            table.add_row(
+                f"{pool.namespace}/{pool.name}",
+                entry["endpoint"],
+                entry["adapter"],
+                ", ".join(entry["placed"]) or "-",
+                ", ".join(entry["loaded"]) or "-",
+            )
+    return table
+
+
 def status_table(state: State) -> Table:
     """Each resource's condition and each process's health, as observed now: a process is probed (its PID
     still the process started, and answering), and a resource whose dependency does not answer now is
@@ -136,7 +160,7 @@ def status_table(state: State) -> Table:
     for key, r in sorted(
         state.resources.items(),
         key=lambda item: (
-            ["KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation"].index(item[1].kind),
+            KINDS.index(item[1].kind) if item[1].kind in KINDS else len(KINDS),
             item[1].name,
         ),
     ):

@@ -67,7 +67,9 @@ def _observe(
             why = f"milvus-lite server {milvus}" if milvus else "the milvus-lite server is not running"
             return False, "MilvusUnavailable", f"{why} (now); `tandem up` restarts it"
     if resource.kind == "HybridEndpoint" and resource.reason in SERVING and resource.figures.get("url"):
-        for name in (f"{kind}:{resource.namespace}/{resource.name}" for kind in ("vllm", "gateway")):
+        # An endpoint on a ServingPool has no vLLM of its own: its gateway reports the pool's pods.
+        kinds = ("gateway",) if resource.figures.get("servingPool") else ("vllm", "gateway")
+        for name in (f"{kind}:{resource.namespace}/{resource.name}" for kind in kinds):
             server = health.get(name)
             if server is None or not server.ok:
                 reason = "VllmUnavailable" if name.startswith("vllm") else "GatewayUnavailable"

@@ -25,11 +25,14 @@ from tandem.api.kinds import (
     EVALUATION,
     HYBRID_ENDPOINT,
     KNOWLEDGE_BASE,
+    REFERENCE_GRANT,
     SERVING_POOL,
     by_kind,
 )
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, Source
+from tandem.api.v1alpha1.servingpool import ServingPoolSpec
+from tandem.core.grants import reference_allowed
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
@@ -61,6 +64,8 @@ class Manifests:
     trainings: list[Resource[AdapterTrainingSpec]] = field(default_factory=list)
     endpoints: list[Resource[HybridEndpointSpec]] = field(default_factory=list)
     evaluations: list[Resource[EvaluationSpec]] = field(default_factory=list)  # run by `tandem eval`
+    pools: list[Resource[ServingPoolSpec]] = field(default_factory=list)
+    grants: list[dict[str, Any]] = field(default_factory=list)  # ReferenceGrants, as documents
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -72,6 +77,19 @@ class Manifests:
 
     def endpoint(self, namespace: str, name: str) -> Resource[HybridEndpointSpec] | None:
         return next((r for r in self.endpoints if (r.namespace, r.name) == (namespace, name)), None)
+
+    def pool(self, namespace: str, name: str) -> Resource[ServingPoolSpec] | None:
+        return next((r for r in self.pools if (r.namespace, r.name) == (namespace, name)), None)
+
+    def attached(self, pool: Resource[ServingPoolSpec]) -> list[Resource[HybridEndpointSpec]]:
+        """The endpoints served by the pool (checked when loaded: granted, and of the pool's base model)."""
+        return [he for he in self.endpoints if pool_of(he) == (pool.namespace, pool.name)]
+
+
+def pool_of(he: Resource[HybridEndpointSpec]) -> tuple[str, str] | None:
+    """(namespace, name) of the ServingPool the endpoint names, if any."""
+    ref = he.spec.serving_pool_ref
+    return None if ref is None else (ref.namespace or he.namespace, ref.name)
 
 
 def manifest_files(path: Path) -> list[Path]:
@@ -139,13 +157,6 @@ def load(path: Path, state: Path) -> Manifests:
             except ValidationError as e:
                 raise ManifestError(f"{file}: {doc['kind']} {namespace}/{name}: {_problems(e)}") from None
             resource: Resource[Any] = Resource(kind.kind, namespace, name, spec, file)
-            if kind is SERVING_POOL or getattr(spec, "serving_pool_ref", None) is not None:
-                # Not served locally yet: ignoring it would serve the endpoint on a vLLM of its own while
-                # the manifest says otherwise.
-                raise ManifestError(
-                    f"{file}: {doc['kind']} {namespace}/{name}: `tandem up` does not run ServingPools yet; "
-                    "apply it to a cluster, or locally give each endpoint its own vLLM (no servingPoolRef)"
-                )
             if kind is KNOWLEDGE_BASE:
                 found.knowledge_bases.append(resource)
             elif kind is ADAPTER_TRAINING:
@@ -154,6 +165,10 @@ def load(path: Path, state: Path) -> Manifests:
                 found.endpoints.append(resource)
             elif kind is EVALUATION:
                 found.evaluations.append(resource)
+            elif kind is SERVING_POOL:
+                found.pools.append(resource)
+            elif kind is REFERENCE_GRANT:
+                found.grants.append({**doc, "metadata": {**meta, "namespace": namespace}})
     _check(found, state)
     return found
 
@@ -166,6 +181,7 @@ def _check(found: Manifests, state: Path) -> None:
         *found.trainings,
         *found.endpoints,
         *found.evaluations,
+        *found.pools,
     ]
     for r in everything:
         if r.key in seen:
@@ -232,8 +248,39 @@ def _check(found: Manifests, state: Path) -> None:
                     f"{he.file}: HybridEndpoint {he.name}: spec.tenants[{tenant.name}].apiKeySecretRef: "
                     f"no {missing} {he.namespace}/{secret_ref.name} among the manifests"
                 )
+        _check_pool_ref(found, he)
     for ev in found.evaluations:
         _check_evaluation(found, ev, state)
+
+
+def _check_pool_ref(found: Manifests, he: Resource[HybridEndpointSpec]) -> None:
+    """An endpoint served by a pool: the pool is among the manifests, its namespace grants the endpoint's
+    (a ReferenceGrant, as in a cluster), and it serves the endpoint's base model."""
+    where = pool_of(he)
+    if where is None:
+        return
+    pool = found.pool(*where)
+    field_ = f"{he.file}: HybridEndpoint {he.namespace}/{he.name}: spec.servingPoolRef"
+    if pool is None:
+        raise ManifestError(f"{field_}: no ServingPool {where[0]}/{where[1]} among the manifests")
+    if not reference_allowed(
+        from_kind=HYBRID_ENDPOINT.kind,
+        from_namespace=he.namespace,
+        to_kind=SERVING_POOL.kind,
+        to_namespace=pool.namespace,
+        to_name=pool.name,
+        grants=found.grants,
+    ):
+        raise ManifestError(
+            f"{field_}: no ReferenceGrant in namespace {pool.namespace} allows HybridEndpoints from "
+            f"{he.namespace} to use ServingPool {pool.name} (add one among the manifests, as in a cluster)"
+        )
+    if he.spec.base_model.uri != pool.spec.base_model.uri:
+        raise ManifestError(
+            f"{he.file}: HybridEndpoint {he.namespace}/{he.name}: spec.baseModel.uri: "
+            f"{he.spec.base_model.uri} is not the base model of ServingPool {pool.namespace}/{pool.name} "
+            f"({pool.spec.base_model.uri}): its adapters were trained for another model"
+        )
 
 
 def _source_secrets(source: Source) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -36,6 +36,7 @@ from typing import Any
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
 from tandem.api.v1alpha1.hybridendpoint import REMOTE_ADAPTER_SCHEMES
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
+from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core import status as core_status
 from tandem.core.adapters import adapter_version
 from tandem.core.digests import FINGERPRINT_DIGEST, digest
@@ -44,12 +45,13 @@ from tandem.core.jobs import adapter_folder, ingest_job, knowledge_base_target, 
 from tandem.core.references import ResolvedAdapter, resolve_knowledge_base, trained_adapter, uri_adapter
 from tandem.core.vllm import vllm_arguments
 from tandem.workloads.adapter_sync import VLLM_API_KEY_ENV, Fetcher
-from tandem.workloads.gateway.config import AdapterConfig
+from tandem.workloads.gateway.config import AdapterConfig, GatewayConfig, KnowledgeBaseConfig
 from tandem.workloads.jobs import KnowledgeBaseTarget
 
 from .evaluation import evaluation_job
 from .health import SERVING, endpoint_condition
 from .manifests import Manifests, Resource, local_path
+from .pools import POOL_KIND, pooled_endpoint, reconcile_pool
 from .references import fetcher_for, knowledge_base, secret_folder, secret_token_file, write_private
 from .runner import Progress, WorkFailed, WorkloadRunner
 from .servers import Supervisor
@@ -126,11 +128,14 @@ class LocalPlatform:
             self._guard(kb, self._knowledge_base, manifests)
         for at in manifests.trainings:
             self._guard(at, self._training, manifests)
+        for pool in manifests.pools:  # before its endpoints: they route to its pods
+            self._guard(pool, self._pool, manifests)
         for he in manifests.endpoints:
             self._guard(he, self._endpoint, manifests)
         everything: list[Resource[Any]] = [
             *manifests.knowledge_bases,
             *manifests.trainings,
+            *manifests.pools,
             *manifests.endpoints,
         ]
         keys = {r.key for r in everything}
@@ -140,7 +145,7 @@ class LocalPlatform:
         milvus = self.state.servers.get(MILVUS)
         stopped = self.servers.stop_all()
         for resource in self.state.resources.values():
-            if resource.kind == "HybridEndpoint":
+            if resource.kind in ("HybridEndpoint", POOL_KIND):
                 resource.ready, resource.reason, resource.message = False, "Stopped", "tandem down"
             elif resource.kind == "KnowledgeBase" and (
                 resource.local.get("milvusServer") == MILVUS
@@ -432,7 +437,7 @@ class LocalPlatform:
             },
         )
 
-    def _resolve_adapters(self, he: Resource[HybridEndpointSpec]) -> list[ResolvedAdapter]:
+    def resolve_adapters(self, he: Resource[HybridEndpointSpec]) -> list[ResolvedAdapter]:
         adapters = []
         for adapter in he.spec.adapters:
             if adapter.uri:
@@ -461,13 +466,19 @@ class LocalPlatform:
             )
         return adapters
 
+    def _pool(self, pool: Resource[ServingPoolSpec], status: ResourceState, manifests: Manifests) -> None:
+        reconcile_pool(self, pool, status, manifests)
+
     def _endpoint(
         self, he: Resource[HybridEndpointSpec], status: ResourceState, manifests: Manifests
     ) -> None:
         from tandem.workloads.models import ModelError, prepare
 
+        if he.spec.serving_pool_ref is not None:
+            pooled_endpoint(self, he, status, manifests, self._ensure_gateway)
+            return
         spec = he.spec
-        adapters = self._resolve_adapters(he)
+        adapters = self.resolve_adapters(he)
         fetcher = fetcher_for(self.dir, manifests, he, adapters)
         served = [
             AdapterConfig(
@@ -480,17 +491,7 @@ class LocalPlatform:
             )
             for a in adapters
         ]
-        knowledge = [
-            knowledge_base_config(kb, secret_token_file(self.dir, manifests, kb))
-            for kb in (
-                knowledge_base(self.state, manifests, ref.namespace or he.namespace, ref.name)
-                for ref in spec.knowledge_bases
-            )
-        ]
-        secrets = {
-            t.name: manifests.secrets[(he.namespace, t.api_key_secret_ref.name)][t.api_key_secret_ref.key]
-            for t in spec.tenants
-        }
+        knowledge, secrets = self.gateway_inputs(he, manifests)
         fingerprint = _fingerprint(
             {
                 "spec": spec.model_dump(mode="json"),
@@ -547,17 +548,13 @@ class LocalPlatform:
             )
         except ModelError as e:
             raise WorkFailed(e.reason, str(e)) from None
-        directory = self.dir / "endpoints" / f"{he.namespace}-{he.name}"
-        vllm_key_file = self._vllm_key(directory)
+        directory = self.endpoint_directory(he)
+        vllm_key_file = self.vllm_key(directory)
         vllm_key = vllm_key_file.read_text().strip()
         vllm = self._ensure_vllm(he, str(model.path), adapters, vllm_key)
         loaded = self._sync_adapters(vllm, served, vllm_key, fetcher)
 
-        key_files = {}
-        for tenant, key in secrets.items():
-            key_file = directory / "keys" / tenant
-            write_private(key_file, key)
-            key_files[tenant] = str(key_file)
+        key_files = self.write_key_files(directory, secrets)
         config = gateway_config(
             spec,
             namespace=he.namespace,
@@ -568,34 +565,7 @@ class LocalPlatform:
             api_key_files=key_files,
             vllm_api_key_file=str(vllm_key_file),
         )
-        wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
-        config_file = directory / "gateway.json"
-        directory.mkdir(parents=True, exist_ok=True)  # an endpoint without tenants has no key files in it
-        config_file.write_text(json.dumps(wire, indent=2, sort_keys=True))
-        gateway = self.servers.ensure(
-            f"gateway:{he.namespace}/{he.name}",
-            # The vLLM key's digest too: the gateway reads it at start, so a new key restarts it.
-            digest({"config": wire, "keys": secrets, "vllm": digest(vllm_key)}, FINGERPRINT_DIGEST),
-            lambda port: [
-                sys.executable,
-                "-m",
-                "tandem.workloads.gateway",
-                "--config",
-                str(config_file),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                # No /metrics locally: every local gateway would otherwise claim the same port (9090).
-                "--metrics-port",
-                "0",
-            ],
-            ready="/readyz",
-            timeout=180,
-            port=self.gateway_port
-            if not self.state.servers.get(f"gateway:{he.namespace}/{he.name}")
-            else None,
-        )
+        gateway = self._ensure_gateway(he, config, vllm_key_file, secrets)
         now = endpoint_condition(gateway.url)
         self.state.set(
             status,
@@ -625,10 +595,82 @@ class LocalPlatform:
             },
         )
 
+    # --- gateways ----------------------------------------------------------------------------------
+
+    def endpoint_directory(self, he: Resource[HybridEndpointSpec]) -> Path:
+        return self.dir / "endpoints" / f"{he.namespace}-{he.name}"
+
+    def gateway_inputs(
+        self, he: Resource[HybridEndpointSpec], manifests: Manifests
+    ) -> tuple[list[KnowledgeBaseConfig], dict[str, str]]:
+        """The endpoint's KnowledgeBases as its gateway searches them, and each tenant's API key."""
+        knowledge = [
+            knowledge_base_config(kb, secret_token_file(self.dir, manifests, kb))
+            for kb in (
+                knowledge_base(self.state, manifests, ref.namespace or he.namespace, ref.name)
+                for ref in he.spec.knowledge_bases
+            )
+        ]
+        secrets = {
+            t.name: manifests.secrets[(he.namespace, t.api_key_secret_ref.name)][t.api_key_secret_ref.key]
+            for t in he.spec.tenants
+        }
+        return knowledge, secrets
+
+    @staticmethod
+    def write_key_files(directory: Path, secrets: dict[str, str]) -> dict[str, str]:
+        """Each tenant's key in a 0600 file (as a mounted Secret); tenant -> path."""
+        key_files = {}
+        for tenant, key in secrets.items():
+            key_file = directory / "keys" / tenant
+            write_private(key_file, key)
+            key_files[tenant] = str(key_file)
+        return key_files
+
+    def _ensure_gateway(
+        self,
+        he: Resource[HybridEndpointSpec],
+        config: GatewayConfig,
+        vllm_key_file: Path,
+        secrets: dict[str, str],
+    ) -> Server:
+        """The endpoint's gateway on `config`, started again when the configuration, a tenant's key or the
+        vLLM key changed."""
+        directory = self.endpoint_directory(he)
+        wire = config.model_dump(by_alias=True, exclude_none=True, mode="json")
+        config_file = directory / "gateway.json"
+        directory.mkdir(parents=True, exist_ok=True)  # an endpoint without tenants has no key files in it
+        config_file.write_text(json.dumps(wire, indent=2, sort_keys=True))
+        vllm_key = vllm_key_file.read_text().strip()
+        return self.servers.ensure(
+            f"gateway:{he.namespace}/{he.name}",
+            # The vLLM key's digest too: the gateway reads it at start, so a new key restarts it.
+            digest({"config": wire, "keys": secrets, "vllm": digest(vllm_key)}, FINGERPRINT_DIGEST),
+            lambda port: [
+                sys.executable,
+                "-m",
+                "tandem.workloads.gateway",
+                "--config",
+                str(config_file),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                # No /metrics locally: every local gateway would otherwise claim the same port (9090).
+                "--metrics-port",
+                "0",
+            ],
+            ready="/readyz",
+            timeout=180,
+            port=self.gateway_port
+            if not self.state.servers.get(f"gateway:{he.namespace}/{he.name}")
+            else None,
+        )
+
     # --- servers -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _vllm_key(directory: Path) -> Path:
+    def vllm_key(directory: Path) -> Path:
         """The endpoint's key between gateway and vLLM (issue 15, item 1), as a cluster's generated Secret:
         random, made once, kept in a 0600 file in the endpoint's 0700 folder. vLLM refuses every route
         but /health and /metrics to any local process without it (tandem.core.vllm_guard)."""

@@ -18,11 +18,11 @@ from typing import Any
 
 from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core import vllm_guard
-from tandem.core.adapters import DEFAULT_MAX_LORAS, lora_rank_slot
+from tandem.core.adapters import lora_rank_slot
 from tandem.core.errors import PlanError
 from tandem.core.placement import Placement, PodSlot, place
 from tandem.core.pools import AttachedEndpoint, PooledAdapter
-from tandem.core.vllm import ENTRYPOINT, GUARD_ARGUMENT, GUARD_MODULE, RUNTIME_LORA_ENV, vllm_arguments
+from tandem.core.vllm import ENTRYPOINT, GUARD_ARGUMENT, GUARD_MODULE, RUNTIME_LORA_ENV, pool_vllm_arguments
 
 from ..ownership import Owner, child_name
 from ..pods import container, pod_spec, resources
@@ -106,15 +106,7 @@ def _deployment(
     cache = {"name": ADAPTER_CACHE_VOLUME, "mountPath": ADAPTER_CACHE_DIR}
     sync_mounts = Mounts(volumes=mounts.volumes, mounts=[*mounts.mounts, cache])
     mounts.mounts.append({**cache, "readOnly": True})
-    args = vllm_arguments(serving, model=model, host="0.0.0.0", port=port, declared_adapters=0, adapters=[])
-    # LoRA on from the start, with the pool's own limits: adapters come and go with the endpoints attached,
-    # and a flag derived from them would restart the whole fleet whenever one arrives.
-    lora = [
-        "--enable-lora",
-        f"--max-loras={serving.max_loras or min(DEFAULT_MAX_LORAS, serving.max_cpu_loras)}",
-        f"--max-cpu-loras={serving.max_cpu_loras}",
-        f"--max-lora-rank={serving.max_lora_rank}",
-    ]
+    args = pool_vllm_arguments(serving, model=model, host="0.0.0.0", port=port)
     env = [
         *({"name": k, "value": v} for k, v in RUNTIME_LORA_ENV.items()),
         {"name": "HF_HUB_OFFLINE", "value": "0" if spec.base_model.uri.startswith("hf://") else "1"},
@@ -126,15 +118,14 @@ def _deployment(
     server = container(
         "vllm",
         serving.image or settings.vllm_image,
-        command=["python3", "-m", ENTRYPOINT, *args[: len(args) - len(serving.extra_args)], *lora,
-                 *serving.extra_args, GUARD_ARGUMENT],
+        command=["python3", "-m", ENTRYPOINT, *args, GUARD_ARGUMENT],
         mounts=mounts,
         pull_policy=settings.image_pull_policy,
         env=env,
         resources_=resources(serving.resources, gpus=0 if serving.resources else 1),
         ports=[{"name": "http", "containerPort": port}],
         extra=vllm_probes(port),
-    )  # fmt: skip
+    )
     sync = container(
         "adapter-sync",
         settings.worker_image,
