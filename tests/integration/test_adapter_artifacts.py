@@ -5,8 +5,11 @@ fetch it back into the content-addressed cache only when its files have the dige
 The hostile cases: content changed in the store after publishing, an adapter other than the one
 expected, archives with `..`, links or more bytes than allowed, and the cache read with the store gone.
 
-S3 runs in-process (moto's mock_aws, as the unit tests use it): moto's ThreadedMotoServer needs Flask
-(moto[server]), which is not a test dependency.
+S3 is a real HTTP server on 127.0.0.1: moto's ThreadedMotoServer (moto[server], Flask), started once for
+the module on a free port and stopped at its end. The store reaches it through `Credentials.endpoint_url`
+(plain http is allowed to loopback), read from the Secret folder like any other S3-compatible endpoint;
+moto's in-process patching (mock_aws) is not used and is checked to be off, and no AWS_* variable from the
+host reaches boto3. Each test gets its own bucket, emptied and removed after it.
 """
 
 from __future__ import annotations
@@ -18,18 +21,23 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tandem.platform.local.processes import free_port
 from tandem.workloads.artifacts import (
     ARTIFACT_TYPE,
     LAYER_MEDIA_TYPE,
     ArtifactAccessDenied,
     ArtifactDigestMismatch,
+    ArtifactNotFound,
     ArtifactTooLarge,
     ArtifactUnavailable,
     ArtifactUnsafe,
@@ -397,67 +405,146 @@ def test_cli_publish_fetch_and_refusals(registry: Registry, tmp_path: Path) -> N
 # --- S3 ---------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server (ThreadedMotoServer: werkzeug in a thread of this process) on a free port of
+    127.0.0.1, once for the module; its URL. Stopped at the end: the port no longer answers."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # start() waits for the server's socket without a timeout, forever if binding fails (the port taken
+    # since free_port): started from a thread that is given 30 s.
+    starting = threading.Thread(target=server.start, daemon=True)
+    starting.start()
+    starting.join(30)
+    if starting.is_alive():
+        pytest.fail(f"moto's S3 server did not start on 127.0.0.1:{port} within 30 s")
+    host, bound = server.get_host_and_port()
+    assert (host, bound) == ("127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+@dataclass
+class Bucket:
+    """A bucket of the S3 server, and a client of its own (over HTTP too) to look and tamper with it."""
+
+    name: str
+    endpoint: str
+    client: Any
+
+    def get(self, key: str) -> bytes:
+        data: bytes = self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        return data
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+    def object_keys(self) -> list[str]:
+        listed = self.client.list_objects_v2(Bucket=self.name)
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
 @pytest.fixture
-def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A moto bucket `adapters`; the client to tamper with it."""
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Bucket]:
+    """A new bucket on the S3 server for this test; emptied and removed after it."""
     import boto3
-    from moto import mock_aws
+    from moto.core.models import botocore_stubber
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        client = boto3.client("s3", aws_access_key_id="test", aws_secret_access_key="test")
-        client.create_bucket(Bucket="adapters")
-        yield client
+    # Nothing of the host's AWS setup reaches boto3 (keys, profile, endpoint, CA bundle, region...), nor
+    # its ~/.aws files, nor a proxy between boto3 and 127.0.0.1.
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # moto's mock_aws would answer boto3 in-process, before any byte is sent: it must be off here.
+    assert not botocore_stubber.enabled, "moto's mock_aws is active: the S3 tests must go over HTTP"
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    made = Bucket(f"adapters-{uuid.uuid4().hex[:12]}", s3_endpoint, client)
+    client.create_bucket(Bucket=made.name)
+    try:
+        yield made
+    finally:
+        if made.name in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            for key in made.object_keys():
+                client.delete_object(Bucket=made.name, Key=key)
+            client.delete_bucket(Bucket=made.name)
+        client.close()
 
 
 @pytest.fixture
-def s3_credentials(tmp_path: Path) -> Credentials:
+def s3_credentials(bucket: Bucket, tmp_path: Path) -> Credentials:
+    """The Secret folder for the S3 server: access key pair, region and the server's endpoint_url."""
     secret = tmp_path / "s3-secret"
     secret.mkdir()
     (secret / "AWS_ACCESS_KEY_ID").write_text("test")
     (secret / "AWS_SECRET_ACCESS_KEY").write_text("test")
     (secret / "region").write_text("us-east-1")
+    (secret / "endpoint_url").write_text(bucket.endpoint)
     credentials = Credentials.from_folder(secret)
     assert (credentials.aws_access_key_id, credentials.region) == ("test", "us-east-1")
+    assert credentials.endpoint_url == bucket.endpoint and not credentials.insecure
     return credentials
 
 
-def test_s3_publish_then_fetch(bucket: Any, s3_credentials: Credentials, tmp_path: Path) -> None:
+def test_s3_publish_then_fetch(bucket: Bucket, s3_credentials: Credentials, tmp_path: Path) -> None:
     adapter = make_adapter(tmp_path / "adapter")
-    published = publish(adapter, "s3://adapters/team-a/support", s3_credentials)
-    assert published.uri_with_digest == f"s3://adapters/team-a/support@{published.manifest_digest}"
-    keys = sorted(o["Key"] for o in bucket.list_objects_v2(Bucket="adapters")["Contents"])
+    location = f"s3://{bucket.name}/team-a/support"
+    published = publish(adapter, location, s3_credentials)
+    assert published.uri_with_digest == f"{location}@{published.manifest_digest}"
+    keys = bucket.object_keys()
     manifest_hex = published.manifest_digest.removeprefix("sha256:")
     [blob_key] = [k for k in keys if k.startswith("team-a/support/blobs/sha256/")]
     assert keys == sorted(
         [blob_key, f"team-a/support/manifests/sha256/{manifest_hex}", "team-a/support/manifest.json"]
     )
-    blob = bucket.get_object(Bucket="adapters", Key=blob_key)["Body"].read()
+    blob = bucket.get(blob_key)
     assert blob_key.endswith(manifests.sha256_digest(blob).removeprefix("sha256:"))
+    # The objects are the server's, behind its HTTP: refused without a signature, served with one.
+    assert httpx.get(f"{bucket.endpoint}/{bucket.name}/{blob_key}").status_code == 403
+    presigned = bucket.client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket.name, "Key": blob_key}, ExpiresIn=60
+    )
+    assert presigned.startswith(f"{bucket.endpoint}/{bucket.name}/")
+    assert httpx.get(presigned).content == blob
 
     cache = tmp_path / "cache"
     folder = fetch(published.uri_with_digest, published.adapter_digest, cache, s3_credentials)
     assert adapter_digest(folder) == published.adapter_digest
-    assert fetch("s3://adapters/team-a/support", published.adapter_digest, tmp_path / "c2", s3_credentials)
+    assert fetch(location, published.adapter_digest, tmp_path / "c2", s3_credentials)
 
     # The cache is read without the store: the bucket is gone.
     for key in keys:
-        bucket.delete_object(Bucket="adapters", Key=key)
-    bucket.delete_bucket(Bucket="adapters")
+        bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    bucket.client.delete_bucket(Bucket=bucket.name)
+    with pytest.raises(ArtifactNotFound):
+        fetch(published.uri_with_digest, published.adapter_digest, tmp_path / "c3", s3_credentials)
     assert fetch(published.uri_with_digest, published.adapter_digest, cache, s3_credentials) == folder
 
 
 def test_s3_objects_tampered_with_are_refused(
-    bucket: Any, s3_credentials: Credentials, tmp_path: Path
+    bucket: Bucket, s3_credentials: Credentials, tmp_path: Path
 ) -> None:
-    first = publish(make_adapter(tmp_path / "a", seed="a"), "s3://adapters/x", s3_credentials)
+    first = publish(make_adapter(tmp_path / "a", seed="a"), f"s3://{bucket.name}/x", s3_credentials)
     manifest_key = "x/manifests/sha256/" + first.manifest_digest.removeprefix("sha256:")
-    layer = manifests.parse(bucket.get_object(Bucket="adapters", Key=manifest_key)["Body"].read(), "test")
+    layer = manifests.parse(bucket.get(manifest_key), "test")
     blob_key = "x/blobs/sha256/" + layer.digest.removeprefix("sha256:")
-    original = bucket.get_object(Bucket="adapters", Key=blob_key)["Body"].read()
-    bucket.put_object(Bucket="adapters", Key=blob_key, Body=original[:-10] + bytes(10))
+    original = bucket.get(blob_key)
+    bucket.put(blob_key, original[:-10] + bytes(10))
     cache = tmp_path / "cache"
     with pytest.raises(ArtifactDigestMismatch) as refused:
         fetch(first.uri_with_digest, first.adapter_digest, cache, s3_credentials)
@@ -465,10 +552,8 @@ def test_s3_objects_tampered_with_are_refused(
     assert_nothing_kept(cache)
 
     # The manifest pinned by the URI rewritten: its bytes no longer have the digest.
-    bucket.put_object(Bucket="adapters", Key=blob_key, Body=original)
-    bucket.put_object(
-        Bucket="adapters", Key=manifest_key, Body=manifests.build(layer.digest, layer.size, "2" * 64)
-    )
+    bucket.put(blob_key, original)
+    bucket.put(manifest_key, manifests.build(layer.digest, layer.size, "2" * 64))
     with pytest.raises(ArtifactDigestMismatch) as refused:
         fetch(first.uri_with_digest, first.adapter_digest, cache, s3_credentials)
     assert refused.value.expected == first.manifest_digest
@@ -477,36 +562,34 @@ def test_s3_objects_tampered_with_are_refused(
     blob_b = tmp_path / "b.tar.gz"
     make_adapter(tmp_path / "b", seed="b")
     digest_b, size_b = pack(tmp_path / "b", blob_b)
-    bucket.put_object(Bucket="adapters", Key=blob_key, Body=blob_b.read_bytes())  # under the old name
-    bucket.put_object(
-        Bucket="adapters",
-        Key="x/manifest.json",
-        Body=manifests.build(layer.digest, size_b, first.adapter_digest),
-    )
+    bucket.put(blob_key, blob_b.read_bytes())  # under the old name
+    bucket.put("x/manifest.json", manifests.build(layer.digest, size_b, first.adapter_digest))
     with pytest.raises(ArtifactDigestMismatch):  # the blob's sha256 is not its name
-        fetch("s3://adapters/x", first.adapter_digest, cache, s3_credentials)
-    bucket.put_object(
-        Bucket="adapters", Key="x/blobs/sha256/" + digest_b.removeprefix("sha256:"), Body=blob_b.read_bytes()
-    )
-    bucket.put_object(
-        Bucket="adapters", Key="x/manifest.json", Body=manifests.build(digest_b, size_b, first.adapter_digest)
-    )
+        fetch(f"s3://{bucket.name}/x", first.adapter_digest, cache, s3_credentials)
+    bucket.put("x/blobs/sha256/" + digest_b.removeprefix("sha256:"), blob_b.read_bytes())
+    bucket.put("x/manifest.json", manifests.build(digest_b, size_b, first.adapter_digest))
     with pytest.raises(ArtifactDigestMismatch) as refused:
-        fetch("s3://adapters/x", first.adapter_digest, cache, s3_credentials)
+        fetch(f"s3://{bucket.name}/x", first.adapter_digest, cache, s3_credentials)
     assert refused.value.expected == first.adapter_digest
     assert refused.value.found == adapter_digest(tmp_path / "b")
     assert_nothing_kept(cache)
 
 
-def test_s3_unsafe_and_oversized_archives(bucket: Any, s3_credentials: Credentials, tmp_path: Path) -> None:
+def test_s3_unsafe_and_oversized_archives(
+    bucket: Bucket, s3_credentials: Credentials, tmp_path: Path
+) -> None:
     claimed = "3" * 64
     uri = push_raw(
-        S3Store("s3://adapters/evil", s3_credentials), tmp_path, tar_gz([regular("../x", b"x")]), claimed
+        S3Store(f"s3://{bucket.name}/evil", s3_credentials),
+        tmp_path,
+        tar_gz([regular("../x", b"x")]),
+        claimed,
     )
     with pytest.raises(ArtifactUnsafe):
         fetch(uri, claimed, tmp_path / "cache", s3_credentials)
+    assert not (tmp_path / "x").exists()
     big = make_adapter(tmp_path / "big", weights=os.urandom(2 * 1024 * 1024))
-    published = publish(big, "s3://adapters/big", s3_credentials)
+    published = publish(big, f"s3://{bucket.name}/big", s3_credentials)
     with pytest.raises(ArtifactTooLarge) as refused:
         fetch(
             published.uri_with_digest,
