@@ -7,7 +7,7 @@ each team's requests are answered with its own adapter (vLLM answers 404 for a n
 so a 200 means the gateway chose a pod that has it); a tenant reaches neither the other team's adapter,
 by its route or by the pool's served name, nor the other team's gateway; a pod that crashed is started
 again by the next `tandem up` and its share loaded again; `tandem status` shows where each adapter is
-loaded; `tandem down` leaves no process behind.
+loaded, and shows the pool not Ready while a pod is down; `tandem down` leaves no process behind.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import yaml
 
 from tandem.platform.local import processes
 from tandem.workloads.model_common import adapter_digest
-from tests.integration.test_local_up import state_of, tandem
+from tests.integration.test_local_up import state_of, tandem, wait_for
 from tests.integration.vllm_server import make_identity_adapter, require_vllm
 
 pytestmark = pytest.mark.integration
@@ -183,6 +183,12 @@ def test_two_teams_on_one_local_pool(
         # A crashed pod: the next `tandem up` starts it again and loads its share again.
         crashed = state_of(state)["servers"]["vllm:serving/smollm/smollm-1"]
         os.killpg(crashed["pid"], signal.SIGKILL)
+        wait_for(lambda: not processes.alive(crashed["pid"]), 30, "the killed vLLM to exit")
+        shown = tandem("status", state=state, timeout=60)
+        [row] = [
+            line for line in shown.stdout.splitlines() if "serving/smollm" in line and "ServingPool" in line
+        ]
+        assert "False" in row and "VllmUnavailable" in row, row  # observed now, not as recorded
         again = tandem("up", "-f", str(directory), "--detach", state=state, timeout=900)
         assert again.returncode == 0, again.stdout + again.stderr
         assert state_of(state)["servers"]["vllm:serving/smollm/smollm-1"]["pid"] != crashed["pid"]

@@ -38,6 +38,7 @@ from tandem.api.v1alpha1 import (
 )
 from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core.errors import PlanError
+from tandem.core.pools import placement_of
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 
 from . import metrics
@@ -57,7 +58,7 @@ from .planners.evaluation import EVALUATE_CONTAINER, check_endpoint_namespace, p
 from .planners.hybridendpoint import FETCH_CONTAINER, plan_hybrid_endpoint
 from .planners.knowledgebase import plan_knowledge_base
 from .planners.pooled_endpoint import plan_pooled_endpoint
-from .planners.servingpool import placement_of, plan_serving_pool
+from .planners.servingpool import plan_serving_pool
 from .pools import (
     attached_endpoints,
     endpoints_to_tell,

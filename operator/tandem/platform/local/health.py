@@ -15,7 +15,7 @@ import httpx
 from tandem.core.endpoint_health import Condition, condition_of, read_dependencies
 
 from . import servers
-from .state import ResourceState, State
+from .state import ResourceState, State, pool_server_name
 
 # /healthz/dependencies checks each dependency with a 5 s limit; this covers them and the answer.
 DEPENDENCIES_TIMEOUT = 15.0
@@ -66,6 +66,12 @@ def _observe(
         if milvus is None or not milvus.ok:
             why = f"milvus-lite server {milvus}" if milvus else "the milvus-lite server is not running"
             return False, "MilvusUnavailable", f"{why} (now); `tandem up` restarts it"
+    if resource.kind == "ServingPool" and resource.ready:
+        for pod in resource.local.get("pods") or {}:
+            name = pool_server_name(resource.namespace, resource.name, pod)
+            server = health.get(name)
+            if server is None or not server.ok:
+                return False, "VllmUnavailable", f"{name}: {server or 'not running'} (now)"
     if resource.kind == "HybridEndpoint" and resource.reason in SERVING and resource.figures.get("url"):
         # An endpoint on a ServingPool has no vLLM of its own: its gateway reports the pool's pods.
         kinds = ("gateway",) if resource.figures.get("servingPool") else ("vllm", "gateway")

@@ -30,8 +30,8 @@ from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
 from tandem.core.digests import FINGERPRINT_DIGEST, digest
 from tandem.core.gateway import gateway_config
-from tandem.core.placement import Placement, PodSlot, place
-from tandem.core.pools import AttachedEndpoint, PooledAdapter, served_name
+from tandem.core.placement import PodSlot, place
+from tandem.core.pools import AttachedEndpoint, PooledAdapter, placement_of, served_name
 from tandem.core.references import ResolvedAdapter
 from tandem.core.vllm import pool_vllm_arguments
 from tandem.workloads.gateway.config import AdapterConfig, GatewayConfig, KnowledgeBaseConfig, VllmPool
@@ -39,7 +39,7 @@ from tandem.workloads.gateway.config import AdapterConfig, GatewayConfig, Knowle
 from .manifests import Manifests, Resource, pool_of
 from .runner import Progress, WorkFailed
 from .servers import Supervisor
-from .state import ResourceState, Server, State
+from .state import ResourceState, Server, State, pool_server_name
 
 POOL_KIND = "ServingPool"
 KEYS_FILE = "keys.json"
@@ -80,7 +80,7 @@ def local_pods(pool: Resource[ServingPoolSpec]) -> list[str]:
 
 
 def server_name(pool: Resource[ServingPoolSpec], pod: str) -> str:
-    return f"vllm:{pool.namespace}/{pool.name}/{pod}"
+    return pool_server_name(pool.namespace, pool.name, pod)
 
 
 def key_digest(key_file: Path) -> str:
@@ -126,19 +126,6 @@ def pooled_adapters(
     return out
 
 
-def _previous(status: ResourceState) -> Placement | None:
-    by_pod = status.local.get("placement")
-    if not isinstance(by_pod, dict):
-        return None
-    by_adapter: dict[str, list[str]] = {}
-    for pod, adapters in by_pod.items():
-        for adapter in adapters:
-            by_adapter.setdefault(adapter, []).append(pod)
-    return Placement(
-        {p: tuple(a) for p, a in by_pod.items()}, {a: tuple(sorted(p)) for a, p in by_adapter.items()}, {}
-    )
-
-
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_suffix(path.suffix + ".partial")
     partial.write_text(text)
@@ -169,7 +156,7 @@ def reconcile_pool(
         list(by_served),
         [PodSlot(p, spec.serving.max_cpu_loras) for p in pods],
         spec.placement.adapter_replicas,
-        _previous(status),
+        placement_of(status.figures),  # what it recorded: nothing moves without a reason
     )
 
     directory = pool_directory(platform.dir, pool.namespace, pool.name)
@@ -188,7 +175,9 @@ def reconcile_pool(
         )
     except ModelError as e:
         raise WorkFailed(e.reason, str(e)) from None
-    for name in [n for n in platform.state.servers if n.startswith(f"vllm:{pool.namespace}/{pool.name}/")]:
+    for name in [
+        n for n in platform.state.servers if n.startswith(pool_server_name(pool.namespace, pool.name, ""))
+    ]:
         if name not in {server_name(pool, p) for p in pods}:
             platform.servers.stop(name)  # replicas lowered: the pod is gone
     servers: dict[str, Server] = {}
@@ -252,7 +241,6 @@ def reconcile_pool(
         unplaced=[f"{name}: {why}" for name, why in sorted(placement.unplaced.items())],
         local={
             "pods": {pod: server.url for pod, server in servers.items()},
-            "placement": {pod: list(names) for pod, names in placement.by_pod.items()},
         },
     )
 

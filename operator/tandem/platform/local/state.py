@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 
+def pool_server_name(namespace: str, pool: str, pod: str) -> str:
+    """The supervised server that is pod `pod` of ServingPool namespace/pool (a vLLM process)."""
+    return f"vllm:{namespace}/{pool}/{pod}"
+
+
 @dataclass
 class Server:
     pid: int

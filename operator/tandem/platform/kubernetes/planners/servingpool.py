@@ -277,23 +277,3 @@ def plan_serving_pool(
     if scaler is not None:
         children.append(scaler)
     return Plan(children=children, facts=PoolFacts(vllm, vllm, placement, adapters))
-
-
-def placement_of(status: dict[str, Any]) -> Placement | None:
-    """The placement the pool's status last recorded (each adapter's `placed` pods): what the next
-    placement keeps where it can, so that a reconcile moves no adapter without a reason."""
-    entries = status.get("adapters") or []
-    if not entries:
-        return None
-    by_adapter = {
-        e["servedName"]: tuple(sorted(e.get("placed") or [])) for e in entries if e.get("servedName")
-    }
-    by_pod: dict[str, list[str]] = {}
-    for adapter, pods in by_adapter.items():
-        for pod in pods:
-            by_pod.setdefault(pod, []).append(adapter)
-    return Placement(
-        by_pod={pod: tuple(sorted(adapters)) for pod, adapters in by_pod.items()},
-        by_adapter=by_adapter,
-        unplaced={},
-    )
