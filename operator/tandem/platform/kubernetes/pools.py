@@ -30,6 +30,7 @@ from .planners.hybridendpoint import adapter_cache_folder
 from .planners.servingpool import PoolFacts
 from .references import reference_allowed
 from .resolution import Resolver
+from .status import serving_outcome
 from .vllm_key import vllm_key_secret_name
 
 
@@ -214,9 +215,13 @@ def pooled_endpoint_status(
     pool: dict[str, Any],
     key_digest: str | None,
     waiting: list[str],
+    url: str = "",
+    dependencies: list[dict[str, Any] | str] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
-    """An endpoint served by a pool: Ready only when its gateway is, the pool lists it as attached, and each
-    of its adapters is loaded on at least one of the pool's pods (as the pool observed just now)."""
+    """An endpoint served by a pool: Ready only when its gateway is, the pool lists it as attached, each of
+    its adapters is loaded on at least one of the pool's pods (as the pool observed just now), and no
+    gateway pod finds a dependency down (`dependencies`: their /healthz/dependencies, as for an endpoint
+    with its own vLLM: a KnowledgeBase it cannot search makes it RetrievalUnavailable)."""
     me = f"{owner.namespace}/{owner.name}"
     where = f"ServingPool {pool['metadata']['namespace']}/{pool['metadata']['name']}"
     status = pool.get("status") or {}
@@ -257,6 +262,19 @@ def pooled_endpoint_status(
         missing = ", ".join(a["name"] for a in adapters if not a["ready"])
         outcome = Outcome.progressing("LoadingAdapters", f"not loaded on any pod of {where} yet: {missing}")
     else:
-        outcome = Outcome.ready("Serving", f"gateway {gw_ready}/{gw_desired} ready on {where}")
+        outcome = serving_outcome(url, f"gateway {gw_ready}/{gw_desired} ready on {where}", dependencies)
     figures["phase"] = {"Ready": "Ready", "Stalled": "Failed"}.get(outcome.state, "Progressing")
     return outcome, figures
+
+
+def missed_adapters(dependencies: list[dict[str, Any] | str], since: float) -> list[str]:
+    """The served names an endpoint's gateways found on no pod that answers (their /healthz/dependencies
+    `pool.misses`) at or after `since` (wall-clock seconds): a request answered 503 for want of them, so
+    the pool is told, to observe its pods again and place anew what a lost pod held."""
+    missed: set[str] = set()
+    for body in dependencies:
+        misses = ((body.get("pool") or {}).get("misses") or {}) if isinstance(body, dict) else {}
+        for miss in misses.values():
+            if isinstance(miss, dict) and float(miss.get("lastAt") or 0) >= since and miss.get("servedName"):
+                missed.add(str(miss["servedName"]))
+    return sorted(missed)

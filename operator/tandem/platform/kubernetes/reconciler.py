@@ -62,6 +62,7 @@ from .planners.servingpool import plan_serving_pool
 from .pools import (
     attached_endpoints,
     endpoints_to_tell,
+    missed_adapters,
     pool_of,
     pool_status,
     pooled_adapter,
@@ -345,10 +346,21 @@ class Reconciler:
         recorded = {
             e.get("servedName") for e in pool_status_.get("adapters") or [] if e.get("endpoint") == me
         }
-        if me not in (pool_status_.get("endpoints") or []) or recorded != {a.config.name for a in pooled}:
+        gateways = await self.api.list("v1", "Pod", owner.namespace, owner.labels("gateway"))
+        dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)
+        # A gateway that found an adapter on no pod since the last resync tells the pool too (a pod that lost
+        # its adapters, or a holder gone before the pool noticed): the pool looks at its pods again.
+        missed = missed_adapters(dependencies, since=time.time() - self.settings.resync_seconds)
+        if (
+            me not in (pool_status_.get("endpoints") or [])
+            or recorded != {a.config.name for a in pooled}
+            or missed
+        ):
             self._in_background(self.trigger(SERVING_POOL.kind, pool_owner.namespace, pool_owner.name))
         gateway = live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
-        outcome, figures = pooled_endpoint_status(owner, spec, gateway, pool, key_digest, waiting)
+        outcome, figures = pooled_endpoint_status(
+            owner, spec, gateway, pool, key_digest, waiting, plan.facts.url, dependencies
+        )
         figures["url"] = plan.facts.url
         return outcome, figures, writes
 
