@@ -160,9 +160,8 @@ def reconcile_pool(
     )
 
     directory = pool_directory(platform.dir, pool.namespace, pool.name)
-    pool_key = platform.vllm_key(
-        directory
-    )  # what `tandem up` presents when it loads adapters (the sidecar's)
+    # The pool's own key: what `tandem up` presents when it loads adapters (in a cluster, the sidecars').
+    pool_key = platform.vllm_key(directory)
     keys = directory / KEYS_FILE
     _write_atomically(keys, json.dumps(sorted({e.key_digest for e in attached if e.key_digest})))
     try:
