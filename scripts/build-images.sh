@@ -194,14 +194,17 @@ for name in "${names[@]}"; do
         "$builder" push "$ref"
     fi
     if [[ ${IMAGE_PRUNE:-0} == 1 ]]; then
+        # Best effort: an image still used by a container (a build interrupted earlier left its working
+        # container) stays, and says so; the build itself succeeded.
+        pruned=ok
         case $builder in
             buildah | podman)
-                "$builder" rmi "localhost/tandem-$name-build:$tag" >/dev/null
-                "$builder" rmi --prune >/dev/null
+                "$builder" rmi "localhost/tandem-$name-build:$tag" >/dev/null || pruned=partly
+                "$builder" rmi --prune >/dev/null || pruned=partly
                 ;;
-            docker) docker image prune --force >/dev/null ;;
+            docker) docker image prune --force >/dev/null || pruned=partly ;;
         esac
-        say "pruned the build stage and dangling images (IMAGE_PRUNE=1)"
+        say "pruned the build stage and dangling images (IMAGE_PRUNE=1): $pruned"
     fi
 done
 
