@@ -36,6 +36,7 @@ from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the s
     Sidecars,
     endpoint,
     pool_status,
+    record_triggers,
     settled,
     sidecars,
 )
@@ -94,14 +95,7 @@ async def test_the_endpoint_reads_its_gateways_and_tells_the_pool_of_misses(
 ) -> None:
     settings = OperatorSettings(adapter_status_port=sidecars.port, gateway_port=gateway.port)
     reconciler = Reconciler(kube, settings)
-    told: list[tuple[str, str, str]] = []
-    trigger = reconciler.trigger
-
-    async def recording(kind: str, namespace: str, name: str) -> Any:
-        told.append((kind, namespace, name))
-        return await trigger(kind, namespace, name)
-
-    monkeypatch.setattr(reconciler, "trigger", recording)
+    told = record_triggers(reconciler, monkeypatch)
     emulator.create(POOL)
     emulator.create(GRANT)
     emulator.create(endpoint("team-a", "assistant"))

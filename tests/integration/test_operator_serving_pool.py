@@ -111,6 +111,19 @@ def pool_status(emulator: Emulator) -> dict[str, Any]:
     return (emulator.get("servingpools", POOL_NS, "smollm") or {}).get("status") or {}
 
 
+def record_triggers(reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """Every (kind, namespace, name) the reconciler triggers from now on, in order; each still runs."""
+    told: list[tuple[str, str, str]] = []
+    trigger = reconciler.trigger
+
+    async def recording(kind: str, namespace: str, name: str) -> Any:
+        told.append((kind, namespace, name))
+        return await trigger(kind, namespace, name)
+
+    monkeypatch.setattr(reconciler, "trigger", recording)
+    return told
+
+
 async def settled(reconciler: Reconciler) -> None:
     """Wait for what the reconciler started beside the reconciliations the test ran (a pool telling its
     endpoints, an endpoint telling its pool), and for what those started: a loop would time out here."""
@@ -258,14 +271,7 @@ async def test_an_attached_endpoints_status_follows_its_pools_at_once(
     reconciliation reconciles that endpoint at once, not at the endpoint's resync (60 s; here: never); a pool
     pass that changes no endpoint's part reconciles none, and nothing keeps waking the other."""
     reconciler = Reconciler(kube, OperatorSettings(adapter_status_port=sidecars.port))
-    told: list[tuple[str, str, str]] = []
-    trigger = reconciler.trigger
-
-    async def recording(kind: str, namespace: str, name: str) -> Any:
-        told.append((kind, namespace, name))
-        return await trigger(kind, namespace, name)
-
-    monkeypatch.setattr(reconciler, "trigger", recording)
+    told = record_triggers(reconciler, monkeypatch)
     emulator.create(POOL)
     emulator.create(GRANT)
     emulator.create(endpoint("team-a", "assistant"))

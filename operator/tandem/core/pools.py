@@ -35,6 +35,16 @@ class PooledAdapter:
     config: AdapterConfig  # name = the served name; path = where the pool pod's sidecar puts it
     rank: int
 
+    def for_gateway(self) -> AdapterConfig:
+        """The adapter as its endpoint's gateway knows it: by the endpoint's name, sent as the pool's."""
+        return AdapterConfig(
+            name=self.adapter,
+            served_name=self.config.name,
+            path=self.config.path,
+            version=self.config.version,
+            digest=self.config.digest,
+        )
+
 
 @dataclass(frozen=True)
 class AttachedEndpoint:

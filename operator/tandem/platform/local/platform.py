@@ -31,9 +31,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tandem.api.v1alpha1 import AdapterTrainingSpec, EvaluationSpec, HybridEndpointSpec, KnowledgeBaseSpec
+from tandem.api.v1alpha1.adaptertraining import ModelSource
 from tandem.api.v1alpha1.hybridendpoint import REMOTE_ADAPTER_SCHEMES
 from tandem.api.v1alpha1.knowledgebase import S3_CREDENTIAL_KEYS, s3_env_prefix
 from tandem.api.v1alpha1.servingpool import ServingPoolSpec
@@ -56,6 +57,9 @@ from .references import fetcher_for, knowledge_base, secret_folder, secret_token
 from .runner import Progress, WorkFailed, WorkloadRunner
 from .servers import Supervisor
 from .state import ResourceState, Server, State
+
+if TYPE_CHECKING:
+    from tandem.workloads.models import PreparedModel
 
 __all__ = ["LocalPlatform", "WorkFailed"]
 
@@ -472,8 +476,6 @@ class LocalPlatform:
     def _endpoint(
         self, he: Resource[HybridEndpointSpec], status: ResourceState, manifests: Manifests
     ) -> None:
-        from tandem.workloads.models import ModelError, prepare
-
         if he.spec.serving_pool_ref is not None:
             pooled_endpoint(self, he, status, manifests, self._ensure_gateway)
             return
@@ -538,16 +540,7 @@ class LocalPlatform:
             )
             self.servers.stop(f"gateway:{he.namespace}/{he.name}")
             self._gateway_restarts[he.key] = time.monotonic()
-        try:
-            self.progress(he.key, {"stage": "model", "message": "preparing the base model"})
-            model = prepare(
-                spec.base_model.uri,
-                spec.base_model.gguf_file,
-                self.model_cache,
-                allow_private_networks=spec.base_model.allow_private_networks,
-            )
-        except ModelError as e:
-            raise WorkFailed(e.reason, str(e)) from None
+        model = self.prepare_model(he.key, spec.base_model)
         directory = self.endpoint_directory(he)
         vllm_key_file = self.vllm_key(directory)
         vllm_key = vllm_key_file.read_text().strip()
@@ -594,6 +587,21 @@ class LocalPlatform:
                 "keyFiles": key_files,
             },
         )
+
+    def prepare_model(self, key: str, source: ModelSource) -> PreparedModel:
+        """The base model as a folder vLLM serves (converted once into the model cache), or WorkFailed."""
+        from tandem.workloads.models import ModelError, prepare
+
+        try:
+            self.progress(key, {"stage": "model", "message": "preparing the base model"})
+            return prepare(
+                source.uri,
+                source.gguf_file,
+                self.model_cache,
+                allow_private_networks=source.allow_private_networks,
+            )
+        except ModelError as e:
+            raise WorkFailed(e.reason, str(e)) from None
 
     # --- gateways ----------------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tandem.api.v1alpha1 import HybridEndpointSpec
+from tandem.api.v1alpha1.adaptertraining import ModelSource
 from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
@@ -40,6 +41,9 @@ from .manifests import Manifests, Resource, pool_of
 from .runner import Progress, WorkFailed
 from .servers import Supervisor
 from .state import ResourceState, Server, State, pool_server_name
+
+if TYPE_CHECKING:
+    from tandem.workloads.models import PreparedModel
 
 POOL_KIND = "ServingPool"
 KEYS_FILE = "keys.json"
@@ -58,6 +62,8 @@ class Platform(Protocol):
     def resolve_adapters(self, he: Resource[HybridEndpointSpec]) -> list[ResolvedAdapter]: ...
 
     def vllm_key(self, directory: Path) -> Path: ...
+
+    def prepare_model(self, key: str, source: ModelSource) -> PreparedModel: ...
 
     def endpoint_directory(self, he: Resource[HybridEndpointSpec]) -> Path: ...
 
@@ -136,7 +142,6 @@ def reconcile_pool(
     platform: Platform, pool: Resource[ServingPoolSpec], status: ResourceState, manifests: Manifests
 ) -> None:
     from tandem.workloads.adapter_sync import Fetcher, SyncError, VllmAdmin, sync_once
-    from tandem.workloads.models import ModelError, prepare
 
     spec = pool.spec
     attached: list[AttachedEndpoint] = []
@@ -164,16 +169,7 @@ def reconcile_pool(
     pool_key = platform.vllm_key(directory)
     keys = directory / KEYS_FILE
     _write_atomically(keys, json.dumps(sorted({e.key_digest for e in attached if e.key_digest})))
-    try:
-        platform.progress(pool.key, {"stage": "model", "message": "preparing the base model"})
-        model = prepare(
-            spec.base_model.uri,
-            spec.base_model.gguf_file,
-            platform.model_cache,
-            allow_private_networks=spec.base_model.allow_private_networks,
-        )
-    except ModelError as e:
-        raise WorkFailed(e.reason, str(e)) from None
+    model = platform.prepare_model(pool.key, spec.base_model)
     for name in [
         n for n in platform.state.servers if n.startswith(pool_server_name(pool.namespace, pool.name, ""))
     ]:
@@ -307,16 +303,7 @@ def pooled_endpoint(
             f"{named} is not serving the endpoint yet ({pool_status.reason}: {pool_status.message})",
         )
     adapters = pooled_adapters(platform, he, pool.spec.serving.max_lora_rank)
-    served = [
-        AdapterConfig(
-            name=a.adapter,
-            served_name=a.config.name,
-            path=a.config.path,
-            version=a.config.version,
-            digest=a.config.digest,
-        )
-        for a in adapters
-    ]
+    served = [a.for_gateway() for a in adapters]
     directory = platform.endpoint_directory(he)
     vllm_key = platform.vllm_key(directory)
     knowledge, secrets = platform.gateway_inputs(he, manifests)

@@ -16,7 +16,7 @@ from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core.gateway import gateway_config
 from tandem.core.pools import PooledAdapter, pool_service_host
 from tandem.core.references import ResolvedKnowledgeBase
-from tandem.workloads.gateway.config import AdapterConfig, VllmPool
+from tandem.workloads.gateway.config import VllmPool
 
 from ..ownership import Owner
 from ..settings import OperatorSettings
@@ -53,16 +53,7 @@ def plan_pooled_endpoint(
     kb_configs = [mount_knowledge_base(owner, kb, mounts) for kb in knowledge_bases]
     api_key_files = mount_api_keys(mounts, spec.tenants)
     # The gateway knows each adapter by the endpoint's name and sends the pool's.
-    served = [
-        AdapterConfig(
-            name=a.adapter,
-            served_name=a.config.name,
-            path=a.config.path,
-            version=a.config.version,
-            digest=a.config.digest,
-        )
-        for a in adapters
-    ]
+    served = [a.for_gateway() for a in adapters]
     config = gateway_config(
         spec,
         namespace=owner.namespace,
