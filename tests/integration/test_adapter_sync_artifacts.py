@@ -190,3 +190,70 @@ def test_a_store_that_does_not_answer_is_retried_not_refused(registry: Registry,
     assert not sync(config, fake, fetcher, events)
     assert "ArtifactUnavailable" in events[0]["error"] and fetcher.refused == {}
     assert fake.adapters == {}
+
+
+def test_a_pool_pod_fetches_with_the_store_the_operator_chose_for_each_adapter_only(
+    registry_auth: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ServingPool's sidecar has no credentials of its own: each adapter entry of its placement file
+    names the store folder the operator granted to that adapter's namespace (planners/servingpool.py
+    writes it), or none. Against a registry that refuses anonymous pulls, team-a's adapter (its namespace
+    listed under the store) loads; team-b's, published to the same registry but under no store granted to
+    team-b, is fetched anonymously and refused, even though the pod holds the store's Secret; a store
+    whose Secret is not there yet (an optional volume: an empty folder) says so rather than pulling
+    anonymously."""
+    from tandem.api.v1alpha1.servingpool import AdapterStore
+    from tandem.core.pools import PooledAdapter, store_for
+    from tandem.platform.kubernetes.planners import servingpool
+    from tandem.workloads.gateway.config import AdapterConfig
+
+    stores_dir = tmp_path / "adapter-stores"
+    monkeypatch.setattr(servingpool, "STORES_DIR", str(stores_dir))
+    stores_dir.mkdir()
+    secret_folder(stores_dir / "team-a", registry_auth)
+    (stores_dir / "later").mkdir()
+    store = AdapterStore.model_validate(
+        {
+            "name": "team-a",
+            "prefix": f"oci://{registry_auth.host}/team-a",
+            "credentialsSecretRef": {"name": "registry"},
+            "namespaces": ["team-a"],
+        }
+    )
+    later = store.model_copy(update={"name": "later", "prefix": f"oci://{registry_auth.host}/team-c"})
+    cache = tmp_path / "cache"
+    entries = []
+    for namespace, seed in (("team-a", "a"), ("team-b", "b"), ("team-c", "c")):
+        folder = make_adapter(tmp_path / f"src-{namespace}", seed=seed)
+        digest = adapter_digest(folder)
+        uri = publish(
+            folder,
+            f"oci://{registry_auth.host}/{namespace}/house:v1",
+            registry_credentials(registry_auth),
+        ).uri_with_digest
+        stores = [store, later.model_copy(update={"namespaces": ["team-c"]})]
+        chosen = store_for(namespace, uri, namespace, stores)
+        config = AdapterConfig(name=f"{namespace}/ep/house", path=str(cache / digest), digest=digest, uri=uri)
+        entries.append(servingpool._sync_entry(PooledAdapter(f"{namespace}/ep", "house", config, 8, chosen)))
+    assert [e.get("credentials") for e in entries] == [
+        str(stores_dir / "team-a"),
+        None,
+        str(stores_dir / "later"),
+    ]
+
+    path = tmp_path / "pod-0.json"
+    path.write_text(json.dumps({"endpoint": {"namespace": "pools", "name": "smollm"}, "adapters": entries}))
+    fake, events = FakeVllm(), []
+    assert not sync(path, fake, Fetcher(cache), events)  # as the pool's sidecar runs: no --credentials
+    assert set(fake.adapters) == {"team-a/ep/house"}
+    errors = {e["adapter"]: e.get("error", "") for e in events if "adapter" in e}
+    assert "ArtifactAccessDenied" in errors["team-b/ep/house"]
+    assert "holds none of the store keys" in errors["team-c/ep/house"]
+    assert sorted(p.name for p in cache.iterdir()) == [entries[0]["digest"]]
+
+
+def registry_credentials(registry: Registry) -> Any:
+    from tandem.workloads.artifacts import Credentials
+
+    assert registry.credentials is not None
+    return Credentials(username=registry.credentials[0], password=registry.credentials[1])

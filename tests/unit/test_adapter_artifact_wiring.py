@@ -337,11 +337,15 @@ class StubFetcher(Fetcher):
         super().__init__(cache)
         self.sources, self.failing = sources, failing
         self.asked: list[str] = []
+        self.stores: list[tuple[Path | None, bool]] = []
 
-    def fetch(self, uri: str, digest: str) -> Path:
+    def fetch(
+        self, uri: str, digest: str, credentials: Path | None = None, *, insecure: bool = False
+    ) -> Path:
         import shutil
 
         self.asked.append(uri)
+        self.stores.append((credentials, insecure))
         if uri in self.failing:
             raise self.failing[uri]
         target = self.cache_dir / digest

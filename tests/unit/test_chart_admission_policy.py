@@ -248,7 +248,21 @@ def pool(image: str | None = None, extra_args: list[str] | None = None) -> Doc:
     return meta("ServingPool", {"baseModel": {"uri": "hf://org/model"}, "serving": serving})
 
 
+def pool_with_store(prefix: str) -> Doc:
+    store = {
+        "name": "private",
+        "prefix": prefix,
+        "credentialsSecretRef": {"name": "registry"},
+        "namespaces": ["team-a"],
+    }
+    return meta("ServingPool", {"baseModel": {"uri": "hf://org/model"}, "adapterStores": [store]})
+
+
 HOSTILE: dict[str, tuple[Doc, str]] = {
+    "pool-store-credentials-to-attacker": (
+        pool_with_store("oci://attacker.example.net/team-a"),
+        "spec.adapterStores: private",
+    ),
     "pool-vllm-image-elsewhere": (pool(image="evil.example.net/vllm:1"), "spec.serving.image"),
     "training-image-elsewhere": (
         training("evil.example.net/miner:1"),
@@ -332,6 +346,8 @@ def test_hostile_manifest_is_refused(name: str) -> None:
 
 
 FINE: dict[str, Doc] = {
+    "pool-store-allowed-host": pool_with_store("oci://docs.example.com:5000/team-a"),
+    "pool-s3-store-endpoint-in-the-secret": pool_with_store("s3://adapters/team-a"),
     "training-image-allowed-registry": training("ghcr.io/tandem-dev/tandem-worker:0.1.0-cu128"),
     "training-image-by-digest": training("ghcr.io/tandem-dev/tandem-worker@sha256:" + "0" * 64),
     "vllm-image-allowed-repository": endpoint(image="docker.io/vllm/vllm-openai:v0.32.0"),
@@ -453,8 +469,10 @@ def test_every_secret_reference_is_checked_or_known_to_go_nowhere() -> None:
         if (kind, path) in SECRETS_SENT_NOWHERE:
             continue
         # Inside the sources list the expressions name a source `s`: s.http.headersSecretRef; inside the
-        # adapters list an adapter `a`: a.credentialsSecretRef.
-        field = path.replace("[]", "").removeprefix("spec.sources.").removeprefix("spec.adapters.")
+        # adapters list an adapter `a`: a.credentialsSecretRef; inside adapterStores a store `s`.
+        field = path.replace("[]", "")
+        for within in ("spec.sources.", "spec.adapters.", "spec.adapterStores."):
+            field = field.removeprefix(within)
         expressions = _checked(kind)
         assert "secretHostPattern" in expressions, f"{kind} {path} is not held to allowedSecretHosts"
         assert re.search(rf"\b{re.escape(field)}\b", expressions), f"{kind} {path}"

@@ -4,9 +4,12 @@ can serve at all."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tandem.api.v1alpha1.servingpool import AdapterStore
 from tandem.workloads.gateway.config import AdapterConfig
 
 from .errors import PlanError
@@ -34,6 +37,7 @@ class PooledAdapter:
     adapter: str  # its name in the endpoint
     config: AdapterConfig  # name = the served name; path = where the pool pod's sidecar puts it
     rank: int
+    store: AdapterStore | None = None  # the pool's credentials to fetch it with; None: anonymously
 
     def for_gateway(self) -> AdapterConfig:
         """The adapter as its endpoint's gateway knows it: by the endpoint's name, sent as the pool's."""
@@ -96,3 +100,53 @@ def placement_of(status: dict[str, Any]) -> Placement | None:
         by_adapter=by_adapter,
         unplaced={},
     )
+
+
+# The pin or tag at the end of an artifact URI: not part of the location a store covers.
+_PIN = re.compile(r"@sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r":[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def store_location(uri: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(scheme, host or bucket in lower case, path segments) of an oci:// or s3:// URI or store prefix,
+    without its tag or pin; None for anything else, or a path with an empty, "." or ".." segment (such a
+    URI is covered by no store: it could name another location than its text suggests)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in ("oci", "s3"):
+        return None
+    rest = _PIN.sub("", rest)
+    authority, _, path = rest.partition("/")
+    segments = tuple(path.rstrip("/").split("/")) if path.rstrip("/") else ()
+    if segments and scheme == "oci":
+        segments = (*segments[:-1], _TAG.sub("", segments[-1]))
+    if not authority or any(s in ("", ".", "..") for s in segments):
+        return None
+    return scheme, authority.lower(), segments
+
+
+def store_for(where: str, uri: str, namespace: str, stores: Sequence[AdapterStore]) -> AdapterStore | None:
+    """The pool's store whose credentials fetch `uri` for an endpoint of `namespace`: among the stores
+    whose prefix covers the URI (same scheme and host or bucket, its path segments a leading part of the
+    URI's) and that list the namespace, the one with the longest prefix. None when no store covers the URI
+    (fetched anonymously); PlanError AdapterStoreNotGranted when stores cover it but none lists the
+    namespace: the pool's credentials are never used for a namespace its owner did not name."""
+    location = store_location(uri)
+    covering = []
+    for store in stores:
+        prefix = store_location(store.prefix)
+        if location is None or prefix is None:
+            continue
+        if prefix[:2] == location[:2] and location[2][: len(prefix[2])] == prefix[2]:
+            covering.append((len(prefix[2]), store))
+    granted = [(depth, s) for depth, s in covering if namespace in s.namespaces]
+    if granted:
+        return max(granted, key=lambda item: item[0])[1]
+    if covering:
+        names = ", ".join(sorted(s.name for _, s in covering))
+        raise PlanError(
+            "AdapterStoreNotGranted",
+            f"{where}: {uri} is under the ServingPool's adapterStores {names}, which do not list namespace "
+            f"{namespace}: the pool's owner grants a store's credentials per namespace "
+            "(spec.adapterStores[].namespaces)",
+        )
+    return None

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +77,10 @@ class ConfiguredAdapter:
     version: str | None = None
     digest: str | None = None  # what training recorded (adapterDigest): checked before vLLM loads it
     uri: str | None = None  # oci:// or s3://: fetched into `path` (the cache's folder for `digest`) first
+    # A ServingPool's store for this adapter (its mounted Secret folder), chosen by the operator; None: the
+    # sidecar's own --credentials, or anonymous.
+    credentials: str | None = None
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Action:
     version: str | None = None
     digest: str | None = None
     uri: str | None = None
+    credentials: str | None = None
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,8 @@ def plan_sync(
                 version=adapter.version,
                 digest=adapter.digest,
                 uri=adapter.uri,
+                credentials=adapter.credentials,
+                insecure=adapter.insecure,
             )
         )
     return actions
@@ -158,14 +166,24 @@ def parse_adapters(entries: Iterable[Any]) -> list[ConfiguredAdapter]:
             raise ConfigError(f"adapters[{i}] is not an object")
         name, path, version = entry.get("name"), entry.get("path"), entry.get("version")
         digest, uri = entry.get("digest"), entry.get("uri")
+        credentials, insecure = entry.get("credentials"), entry.get("insecure", False)
         if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
             raise ConfigError(f"adapters[{i}] needs a non-empty name and path, got {dict(entry)!r}")
-        if digest is not None and not isinstance(digest, str):
-            raise ConfigError(f"adapters[{i}].digest is not a string")
-        if uri is not None and not isinstance(uri, str):
-            raise ConfigError(f"adapters[{i}].uri is not a string")
+        for field_, value in (("digest", digest), ("uri", uri), ("credentials", credentials)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"adapters[{i}].{field_} is not a string")
+        if not isinstance(insecure, bool):
+            raise ConfigError(f"adapters[{i}].insecure is not a boolean")
         adapters.append(
-            ConfiguredAdapter(name, path, None if version is None else str(version), digest, uri or None)
+            ConfiguredAdapter(
+                name,
+                path,
+                None if version is None else str(version),
+                digest,
+                uri or None,
+                credentials or None,
+                insecure,
+            )
         )
     names = [a.name for a in adapters]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
@@ -316,8 +334,11 @@ class Fetcher:
         self.cache_dir, self.credentials, self.insecure = cache_dir, credentials, insecure
         self.refused: dict[tuple[str, str], str] = {}
 
-    def fetch(self, uri: str, digest: str) -> Path:
-        """The adapter's folder in the cache; SyncError saying why not (StoreUnavailable: try again)."""
+    def fetch(
+        self, uri: str, digest: str, credentials: Path | None = None, *, insecure: bool = False
+    ) -> Path:
+        """The adapter's folder in the cache; SyncError saying why not (StoreUnavailable: try again).
+        `credentials` (with its `insecure`): this adapter's store, instead of the fetcher's own."""
         from .artifacts import (
             ArtifactDigestMismatch,
             ArtifactError,
@@ -329,16 +350,24 @@ class Fetcher:
 
         if (uri, digest) in self.refused:
             raise SyncError(self.refused[(uri, digest)])
+        if credentials is None:
+            credentials, insecure = self.credentials, self.insecure
         try:
-            credentials = (
-                Credentials.from_folder(self.credentials, insecure=self.insecure)
-                if self.credentials is not None
-                else Credentials(insecure=self.insecure)
+            found = (
+                Credentials.from_folder(credentials, insecure=insecure)
+                if credentials is not None
+                else Credentials(insecure=insecure)
             )
         except (OSError, ValueError) as e:
             raise SyncError(f"store credentials: {e}") from None
+        if credentials is not None and found == Credentials(insecure=insecure):
+            # An optional Secret volume that is not there yet: an empty folder, not an anonymous pull.
+            raise SyncError(
+                f"{uri}: store credentials: {credentials} holds none of the store keys (username and "
+                "password, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): is its Secret there?; not loaded"
+            )
         try:
-            return fetch(uri, digest, self.cache_dir, credentials)
+            return fetch(uri, digest, self.cache_dir, found)
         except ValueError as e:  # a URI or digest that names nothing
             raise SyncError(f"{uri}: {e}") from None
         except ArtifactError as e:
@@ -379,7 +408,8 @@ def _fetched(action: Action, fetcher: Fetcher | None) -> str | None:
     if fetcher is None:
         return f"{action.uri}: this adapter sync has no adapter cache (--cache-dir); not fetched"
     assert action.path is not None
-    folder = fetcher.fetch(action.uri, action.digest)  # SyncError: this adapter's error
+    store = Path(action.credentials) if action.credentials else None
+    folder = fetcher.fetch(action.uri, action.digest, store, insecure=action.insecure)  # SyncError: its error
     if not _same_path(str(folder), action.path):
         return f"{action.uri} was fetched to {folder}, not to its configured path {action.path}; not loaded"
     return None
@@ -450,12 +480,7 @@ def sync_once(
     by the caller between rounds) is updated with the version now serving per name. `fetcher` brings
     adapters with a `uri` into the cache first (without one, such an adapter is not loaded).
     """
-    wanted = parse_adapters(
-        {"name": a.name, "path": a.path, "version": a.version, "digest": a.digest, "uri": a.uri}
-        if isinstance(a, ConfiguredAdapter)
-        else a
-        for a in adapters
-    )
+    wanted = parse_adapters(asdict(a) if isinstance(a, ConfiguredAdapter) else a for a in adapters)
     seen = versions if versions is not None else {}
     own = admin is None
     client = admin or VllmAdmin(vllm_url)

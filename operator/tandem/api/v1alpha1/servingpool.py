@@ -8,12 +8,20 @@ another namespace attaches only if a ReferenceGrant in the pool's namespace allo
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from .adaptertraining import ModelSource
-from .common import CelRule, CommonStatus, StatusModel, TandemModel, nested
+from .common import (
+    DNS_LABEL,
+    CelRule,
+    CommonStatus,
+    LocalObjectReference,
+    StatusModel,
+    TandemModel,
+    nested,
+)
 from .hybridendpoint import Serving
 
 
@@ -62,12 +70,72 @@ class Placement(TandemModel):
     )
 
 
+# An adapter store location: oci://HOST[:PORT][/REPO-PATH] or s3://BUCKET[/KEY-PATH], path segments of
+# registry and key characters that never are "." or ".." (a segment boundary is what the pool owner grants).
+STORE_PREFIX = (
+    r"^(oci|s3)://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?$"
+)
+
+
+class AdapterStore(TandemModel):
+    """Credentials the pool's pods use to fetch some namespaces' adapters from one store location.
+
+    The pool's pods cannot mount a team's Secret, and credentials of the pool's own would let any attached
+    endpoint fetch whatever they can read (the pool acting for a team that may not). So the pool's owner
+    says which namespaces may use which credentials, for which location: an adapter is fetched with a
+    store's Secret only when its URI lies under the store's prefix (whole path segments) and its endpoint's
+    namespace is listed; an adapter under a prefix whose store does not list its namespace is refused.
+    """
+
+    name: str = Field(
+        min_length=1,
+        max_length=48,  # its volume in the pod is store-<name>, a DNS label
+        pattern=DNS_LABEL,
+        description="The store's name.",
+    )
+    prefix: str = Field(
+        max_length=512,
+        pattern=STORE_PREFIX,
+        description=(
+            "Where the adapters are: oci://HOST[:PORT]/REPO-PATH or s3://BUCKET/KEY-PATH. It covers the "
+            "URIs below it by whole path segments (oci://reg/team-a covers oci://reg/team-a/x, not "
+            "oci://reg/team-ab/x); no '.' or '..' segment."
+        ),
+    )
+    credentials_secret_ref: LocalObjectReference = Field(
+        description=(
+            "Secret of the pool's namespace with the store's credentials (keys username and password, or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optionally endpoint_url and region), mounted in "
+            "the pool pods' adapter-sync container only."
+        )
+    )
+    namespaces: list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]] = Field(
+        min_length=1,
+        max_length=256,
+        description="Namespaces whose endpoints' adapters may be fetched with these credentials.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Fetch over plain HTTP from a store that is not on loopback (an in-cluster registry).",
+    )
+
+
 class ServingPoolSpec(TandemModel):
     """The base model, the vLLM fleet and how adapters are placed on it."""
 
     base_model: ModelSource = Field(description="The base model every pod of the pool serves.")
     serving: PoolServing = nested(PoolServing, "The vLLM pods.")
     placement: Placement = nested(Placement, "How adapters are spread over the pods.")
+    adapter_stores: list[AdapterStore] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Credentials for private adapter stores, each granted to some namespaces for one location. "
+            "Adapters under no store's prefix are fetched anonymously."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
 
 class PooledAdapterStatus(StatusModel):

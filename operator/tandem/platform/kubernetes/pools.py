@@ -9,15 +9,16 @@ status.refused with the reason, and its own status says the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from tandem.api.kinds import HYBRID_ENDPOINT, REFERENCE_GRANT, SERVING_POOL
 from tandem.api.v1alpha1 import HybridEndpointSpec
-from tandem.api.v1alpha1.servingpool import ServingPoolSpec
+from tandem.api.v1alpha1.servingpool import AdapterStore, ServingPoolSpec
 from tandem.core.errors import PlanError
-from tandem.core.pools import AttachedEndpoint, PooledAdapter, check_portable, served_name
+from tandem.core.pools import AttachedEndpoint, PooledAdapter, check_portable, served_name, store_for
 from tandem.core.references import ResolvedAdapter
 from tandem.workloads.gateway.config import AdapterConfig
 
@@ -40,17 +41,24 @@ def pool_of(spec: HybridEndpointSpec, namespace: str) -> tuple[str, str] | None:
     return None if ref is None else (ref.namespace or namespace, ref.name)
 
 
-def pooled_adapter(endpoint: Owner, adapter: ResolvedAdapter) -> PooledAdapter:
-    """An endpoint's adapter as a pool serves it; PlanError if its pods could not fetch and verify it."""
-    check_portable(f"{endpoint.namespace}/{endpoint.name}: spec.adapters[{adapter.name}]", adapter)
+def pooled_adapter(
+    endpoint: Owner, adapter: ResolvedAdapter, stores: Sequence[AdapterStore] = ()
+) -> PooledAdapter:
+    """An endpoint's adapter as a pool serves it; PlanError if its pods could not fetch and verify it.
+    `stores`, the pool's adapterStores: the one granted to the endpoint's namespace for the adapter's
+    location gives the credentials; anonymous otherwise."""
+    where = f"{endpoint.namespace}/{endpoint.name}: spec.adapters[{adapter.name}]"
+    check_portable(where, adapter)
     assert adapter.digest is not None
     if adapter.credentials is not None or adapter.insecure:
         raise PlanError(
             "AdapterStoreNotShared",
-            f"{endpoint.namespace}/{endpoint.name}: spec.adapters[{adapter.name}]: a ServingPool's pods "
-            "fetch anonymously over HTTPS; they cannot mount the endpoint's credentialsSecretRef (a Secret "
-            "of its own namespace) nor allow plain HTTP for it: publish to a store the pool can read",
+            f"{where}: a ServingPool's pods cannot mount the endpoint's credentialsSecretRef (a Secret of "
+            "its own namespace) nor take its insecure: remove them, and have the pool's owner list the "
+            f"namespace under a store in the ServingPool's spec.adapterStores, or publish to a store "
+            "anyone may read",
         )
+    store = store_for(where, adapter.uri, endpoint.namespace, stores)
     config = AdapterConfig(
         name=served_name(endpoint.namespace, endpoint.name, adapter.name),
         path=adapter_cache_folder(adapter.digest),
@@ -58,7 +66,7 @@ def pooled_adapter(endpoint: Owner, adapter: ResolvedAdapter) -> PooledAdapter:
         digest=adapter.digest,
         uri=adapter.uri,
     )
-    return PooledAdapter(f"{endpoint.namespace}/{endpoint.name}", adapter.name, config, adapter.rank)
+    return PooledAdapter(f"{endpoint.namespace}/{endpoint.name}", adapter.name, config, adapter.rank, store)
 
 
 async def attached_endpoints(
@@ -106,7 +114,7 @@ async def attached_endpoints(
             continue
         try:
             resolved, _waiting = await resolver.adapters(endpoint, he)
-            adapters = [pooled_adapter(endpoint, a) for a in resolved]
+            adapters = [pooled_adapter(endpoint, a, spec.adapter_stores) for a in resolved]
         except Blocked as e:
             refused.append(f"{who}: {e.outcome.message}")
             continue

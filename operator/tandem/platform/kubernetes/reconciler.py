@@ -335,7 +335,7 @@ class Reconciler:
                 f"spec.baseModel.uri: {spec.base_model.uri} is not what ServingPool "
                 f"{pool_owner.namespace}/{pool_owner.name} serves ({pool_spec.base_model.uri})",
             )
-        pooled = [pooled_adapter(owner, a) for a in adapters]
+        pooled = [pooled_adapter(owner, a, pool_spec.adapter_stores) for a in adapters]
         plan = plan_pooled_endpoint(owner, spec, self.settings, pool_owner, pool_spec, pooled, kbs)
         live, writes = await sync_children(self.api, owner, plan, self.refusals)
         # The pool places this endpoint's adapters: when what it last recorded for the endpoint is not what

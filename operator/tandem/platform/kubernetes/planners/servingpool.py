@@ -43,6 +43,7 @@ from .scaling import pool_autoscaler
 CONFIG_DIR = "/etc/tandem"
 KEYS_FILE = "keys.json"
 KEY_DIR = "/var/run/tandem/vllm-key"
+STORES_DIR = "/var/run/tandem/adapter-stores"  # one folder per spec.adapterStores entry, in the sidecar only
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "tandem"}
 GATEWAY_POD_LABELS = {"app.kubernetes.io/managed-by": "tandem", "app.kubernetes.io/component": "gateway"}
@@ -61,11 +62,27 @@ def pool_names(owner: Owner) -> tuple[str, str]:
     return child_name(owner.name, "vllm"), child_name(owner.name, "placement")
 
 
+def store_dir(name: str) -> str:
+    return f"{STORES_DIR}/{name}"
+
+
+def _sync_entry(adapter: PooledAdapter) -> dict[str, Any]:
+    """One adapter as the sidecar reads it; with the credentials folder of the store the operator chose
+    for it (tandem.core.pools.store_for: granted to its endpoint's namespace), never one of the sidecar's
+    own choosing."""
+    entry = adapter.config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    if adapter.store is not None:
+        entry["credentials"] = store_dir(adapter.store.name)
+        if adapter.store.insecure:
+            entry["insecure"] = True
+    return entry
+
+
 def _pod_config(owner: Owner, adapters: list[PooledAdapter]) -> str:
     """What one pod's sidecar reads: the adapter-sync format (an `endpoint` for its logs, `adapters`)."""
     wire = {
         "endpoint": {"namespace": owner.namespace, "name": owner.name},
-        "adapters": [a.config.model_dump(by_alias=True, exclude_none=True, mode="json") for a in adapters],
+        "adapters": [_sync_entry(a) for a in adapters],
     }
     return json.dumps(wire, indent=2, sort_keys=True)
 
@@ -119,6 +136,13 @@ def _deployment(
     cache = {"name": ADAPTER_CACHE_VOLUME, "mountPath": ADAPTER_CACHE_DIR}
     sync_mounts = Mounts(volumes=mounts.volumes, mounts=[*mounts.mounts, cache])
     mounts.mounts.append({**cache, "readOnly": True})
+    # The adapter stores' credentials: in the sidecar only (vLLM never sees them). Optional volumes: a store
+    # Secret not created yet fails that store's fetches (the sidecar says so), not the whole fleet's start.
+    for store in spec.adapter_stores:
+        sync_mounts.add_secret(
+            f"store-{store.name}", store.credentials_secret_ref.name, store_dir(store.name)
+        )
+        sync_mounts.volumes[-1]["secret"]["optional"] = True
     args = pool_vllm_arguments(serving, model=model, host="0.0.0.0", port=port)
     env = [
         *({"name": k, "value": v} for k, v in RUNTIME_LORA_ENV.items()),
@@ -154,8 +178,8 @@ def _deployment(
             f"--api-key-file={key_file}",
             f"--status-port={settings.adapter_status_port}",
             "--status-host=0.0.0.0",
-            # Anonymous pulls: the pool's pods cannot mount the teams' registry Secrets (pools.py refuses
-            # adapters that need one).
+            # Anonymous pulls, unless an adapter's entry names a store's credentials folder: the pool's
+            # pods cannot mount the teams' registry Secrets (pools.py refuses adapters that need one).
             f"--cache-dir={ADAPTER_CACHE_DIR}",
         ],
         mounts=sync_mounts,
