@@ -122,6 +122,12 @@ def _all(*mutations: Mutation) -> Mutation:
 
 KB, AT, HE, EV, RG = "KnowledgeBase", "AdapterTraining", "HybridEndpoint", "Evaluation", "ReferenceGrant"
 SP = "ServingPool"
+STORE = {
+    "name": "team-a",
+    "prefix": "oci://registry.example.com/team-a",
+    "credentialsSecretRef": {"name": "registry"},
+    "namespaces": ["team-a"],
+}
 
 INLINE = {"documents": [{"id": "a", "text": "A."}]}
 
@@ -651,6 +657,41 @@ CORPUS: list[Case] = [
         "placement.adapterReplicas",
     ),
     Case("pool-name-not-dns-1035", SP, _at("metadata.name", "1pool"), "metadata.name"),
+    Case(
+        "pool-store-prefix-climbs-out",
+        SP,
+        _spec("adapterStores", [{**STORE, "prefix": "oci://registry.example.com/team-a/../team-b"}]),
+        "spec.adapterStores[0].prefix",
+        "adapterStores.0.prefix",
+    ),
+    Case(
+        "pool-store-prefix-with-userinfo",
+        SP,
+        _spec("adapterStores", [{**STORE, "prefix": "oci://u:p@registry.example.com/team-a"}]),
+        "spec.adapterStores[0].prefix",
+        "adapterStores.0.prefix",
+    ),
+    Case(
+        "pool-store-for-nobody",
+        SP,
+        _spec("adapterStores", [{**STORE, "namespaces": []}]),
+        "spec.adapterStores[0].namespaces",
+        "adapterStores.0.namespaces",
+    ),
+    Case(
+        "pool-store-without-credentials",
+        SP,
+        _spec("adapterStores", [{k: v for k, v in STORE.items() if k != "credentialsSecretRef"}]),
+        "spec.adapterStores[0].credentialsSecretRef",
+        "adapterStores.0.credentialsSecretRef",
+    ),
+    Case(
+        "pool-store-named-twice",
+        SP,
+        _spec("adapterStores", [STORE, {**STORE, "prefix": "s3://adapters/team-a"}]),
+        "spec.adapterStores[1]",
+        'adapterStores[1]: Duplicate value: {"name":"team-a"}',
+    ),
     Case(
         "pooled-endpoint-with-own-replicas",
         HE,
