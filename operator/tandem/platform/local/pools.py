@@ -30,14 +30,16 @@ from tandem.api.v1alpha1.servingpool import ServingPoolSpec
 from tandem.core import vllm_guard
 from tandem.core.adapters import lora_rank_slot
 from tandem.core.digests import FINGERPRINT_DIGEST, digest
+from tandem.core.errors import PlanError
 from tandem.core.gateway import gateway_config
 from tandem.core.placement import PodSlot, place
-from tandem.core.pools import AttachedEndpoint, PooledAdapter, placement_of, served_name
+from tandem.core.pools import AttachedEndpoint, PooledAdapter, placement_of, served_name, store_for
 from tandem.core.references import ResolvedAdapter
 from tandem.core.vllm import pool_vllm_arguments
 from tandem.workloads.gateway.config import AdapterConfig, GatewayConfig, KnowledgeBaseConfig, VllmPool
 
 from .manifests import Manifests, Resource, pool_of
+from .references import secret_folder
 from .runner import Progress, WorkFailed
 from .servers import Supervisor
 from .state import ResourceState, Server, State, pool_server_name
@@ -95,13 +97,15 @@ def key_digest(key_file: Path) -> str:
 
 
 def pooled_adapters(
-    platform: Platform, he: Resource[HybridEndpointSpec], max_rank: int
+    platform: Platform, he: Resource[HybridEndpointSpec], spec: ServingPoolSpec
 ) -> list[PooledAdapter]:
     """The endpoint's adapters as its pool loads them, or WorkFailed saying why the pool cannot: a pool
-    loads only adapters it can verify by digest, fetches from stores anonymously (as a pool's pods do in a
-    cluster), and serves ranks up to its maxLoraRank."""
+    loads only adapters it can verify by digest, fetches from stores with the pool's own credentials
+    (spec.adapterStores, for the namespaces each lists) or anonymously, never with the endpoint's (as a
+    pool's pods do in a cluster), and serves ranks up to its maxLoraRank."""
     out = []
     who = f"{he.namespace}/{he.name}"
+    max_rank = spec.serving.max_lora_rank
     for a in platform.resolve_adapters(he):
         where = f"{who}: spec.adapters[{a.name}]"
         if not a.digest:
@@ -112,14 +116,19 @@ def pooled_adapters(
         if a.remote and (a.credentials is not None or a.insecure):
             raise WorkFailed(
                 "AdapterStoreNotShared",
-                f"{where}: a ServingPool fetches adapters anonymously over HTTPS, without the endpoint's "
-                "credentialsSecretRef or insecure: publish to a store the pool can read",
+                f"{where}: a ServingPool does not fetch with the endpoint's credentialsSecretRef or "
+                "insecure: remove them, and have the pool list the namespace under a store in "
+                "spec.adapterStores",
             )
         if lora_rank_slot(a.rank) > max_rank:
             raise WorkFailed(
                 "AdapterRankTooLarge",
                 f"{where}: rank {a.rank}; the pool serves up to spec.serving.maxLoraRank {max_rank}",
             )
+        try:
+            store = store_for(where, a.uri, he.namespace, spec.adapter_stores) if a.remote else None
+        except PlanError as e:
+            raise WorkFailed(e.reason, str(e)) from None
         config = AdapterConfig(
             name=served_name(he.namespace, he.name, a.name),
             # A fetched adapter's folder is each pod's own cache (set per pod); a local one is read in place.
@@ -128,8 +137,35 @@ def pooled_adapters(
             digest=a.digest,
             uri=a.uri if a.remote else None,
         )
-        out.append(PooledAdapter(who, a.name, config, a.rank))
+        out.append(PooledAdapter(who, a.name, config, a.rank, store))
     return out
+
+
+def _sync_entries(
+    platform: Platform,
+    pool: Resource[ServingPoolSpec],
+    manifests: Manifests,
+    share: list[PooledAdapter],
+    cache: Path,
+) -> list[dict[str, Any]]:
+    """One pod's share as its sidecar reads it in a cluster: fetched adapters in the pod's own cache, each
+    with its store's Secret as a private folder (empty while the Secret is not among the manifests, as an
+    optional volume is: that store's adapters then fail to fetch, saying so)."""
+    entries = []
+    for a in share:
+        entry: dict[str, Any] = a.config.model_dump()
+        if a.config.uri:
+            entry["path"] = str(cache / a.config.path)
+        if a.store is not None:
+            where = f"ServingPool {pool.namespace}/{pool.name}: spec.adapterStores[{a.store.name}]"
+            entry["credentials"] = str(
+                secret_folder(
+                    platform.dir, manifests, pool.namespace, a.store.credentials_secret_ref.name, where, True
+                )
+            )
+            entry["insecure"] = a.store.insecure
+        entries.append(entry)
+    return entries
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -148,7 +184,7 @@ def reconcile_pool(
     refused: list[str] = []
     for he in manifests.attached(pool):
         try:
-            adapters = pooled_adapters(platform, he, spec.serving.max_lora_rank)
+            adapters = pooled_adapters(platform, he, spec)
         except WorkFailed as e:
             refused.append(f"{he.namespace}/{he.name}: {e}")
             continue
@@ -183,15 +219,15 @@ def reconcile_pool(
     errors: list[str] = []
     for pod, server in servers.items():
         cache = directory / "adapter-cache" / pod  # each pod's own, as in a cluster: a sync prunes its cache
-        share = [by_served[s].config for s in placement.by_pod.get(pod, ())]
-        wanted = [c.model_copy(update={"path": str(cache / c.path)}) if c.uri else c for c in share]
+        share = [by_served[s] for s in placement.by_pod.get(pod, ())]
+        wanted = _sync_entries(platform, pool, manifests, share, cache)
         with VllmAdmin(server.url, api_key=pool_key.read_text().strip()) as admin:
             try:
-                sync_once(server.url, [c.model_dump() for c in wanted], admin=admin, fetcher=Fetcher(cache))
+                sync_once(server.url, wanted, admin=admin, fetcher=Fetcher(cache))
             except SyncError as e:
                 errors.append(f"{pod}: {e}")
             loaded[pod] = {a.name: a.path for a in admin.loaded_adapters()}
-            paths = {c.name: c.path for c in wanted}
+            paths = {c["name"]: c["path"] for c in wanted}
             loaded[pod] = {n: p for n, p in loaded[pod].items() if paths.get(n) in (None, p)}
 
     entries: list[dict[str, Any]] = [
@@ -302,7 +338,7 @@ def pooled_endpoint(
             "WaitingForPool",
             f"{named} is not serving the endpoint yet ({pool_status.reason}: {pool_status.message})",
         )
-    adapters = pooled_adapters(platform, he, pool.spec.serving.max_lora_rank)
+    adapters = pooled_adapters(platform, he, pool.spec)
     served = [a.for_gateway() for a in adapters]
     directory = platform.endpoint_directory(he)
     vllm_key = platform.vllm_key(directory)

@@ -63,16 +63,20 @@ def secret_token_file(directory: Path, manifests: Manifests, kb: ResolvedKnowled
     return str(path)
 
 
-def secret_folder(directory: Path, manifests: Manifests, namespace: str, name: str, where: str) -> Path:
+def secret_folder(
+    directory: Path, manifests: Manifests, namespace: str, name: str, where: str, optional: bool = False
+) -> Path:
     """A Secret among the manifests as a folder of one private file per key, as a pod gets it mounted
-    (a store's credentials: `tandem.workloads.artifacts.Credentials.from_folder` reads it)."""
+    (a store's credentials: `tandem.workloads.artifacts.Credentials.from_folder` reads it). `optional`:
+    a Secret not among them is an empty folder (an optional volume's), not SecretNotFound."""
     data = manifests.secrets.get((namespace, name))
-    if data is None:
+    if data is None and not optional:
         raise WorkFailed("SecretNotFound", f"{where}: no Secret {namespace}/{name} among the manifests")
     folder = directory / "secrets" / f"store-{namespace}-{name}"
     for old in folder.glob("*") if folder.is_dir() else []:
         old.unlink()  # a key removed from the Secret is gone from the folder too
-    for key, value in data.items():
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    for key, value in (data or {}).items():
         write_private(folder / key, value)
     return folder
 
