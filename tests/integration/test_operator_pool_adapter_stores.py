@@ -24,14 +24,32 @@ from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.planners.servingpool import STORES_DIR
 from tandem.platform.kubernetes.reconciler import Reconciler
 from tandem.platform.kubernetes.settings import OperatorSettings
-from tests.cluster_controllers import run_ready_pod
+from tests.cluster_controllers import roll_out_deployments, run_ready_pod
 from tests.emulator.server import Emulator
 from tests.integration.conftest import condition
-from tests.integration.test_operator_serving_pool import GRANT, PODS, POOL, POOL_NS, endpoint, settled
+from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the fixture `sidecars`)
+    DIGEST,
+    GRANT,
+    PODS,
+    POOL,
+    POOL_NS,
+    Sidecars,
+    endpoint,
+    settled,
+    sidecars,
+)
 
 pytestmark = pytest.mark.integration
 
 PRIVATE = "oci://127.0.0.1:5000/private-team-a"
+
+
+def pool_pods(emulator: Emulator) -> None:
+    """The pool's pods, Ready, for the placement to have somewhere to go."""
+    with httpx.Client(base_url=emulator.url, timeout=10) as client:
+        labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
+        for name, ip in PODS.items():
+            run_ready_pod(client, POOL_NS, name, labels, ip)
 
 
 async def test_a_store_serves_the_namespaces_it_lists_and_refuses_the_others(
@@ -65,13 +83,7 @@ async def test_a_store_serves_the_namespaces_it_lists_and_refuses_the_others(
     stalled = condition(emulator.get("hybridendpoints", "team-b", "helpdesk"), "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "AdapterStoreNotGranted"
 
-    def pods() -> None:  # the pool's pods, for the placement to have somewhere to go
-        with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
-            for name, ip in PODS.items():
-                run_ready_pod(client, POOL_NS, name, labels, ip)
-
-    await asyncio.to_thread(pods)
+    await asyncio.to_thread(pool_pods, emulator)
     await reconcile("servingpools", POOL_NS, "smollm")
     status = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]
     assert status["endpoints"] == ["team-a/assistant"]
@@ -115,3 +127,61 @@ async def test_a_store_serves_the_namespaces_it_lists_and_refuses_the_others(
     status = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]
     assert status["endpoints"] == ["team-a/assistant", "team-b/helpdesk"] and status["refused"] == []
     await settled(reconciler)
+
+
+async def test_a_fetch_that_fails_on_its_pod_stalls_pool_and_endpoint_with_the_sidecars_words(
+    emulator: Emulator,
+    kube: KubeApi,
+    sidecars: Sidecars,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """The store's Secret holds a wrong password: the pod's sidecar cannot fetch the adapter and says so on
+    its status port. Status says why (not LoadingAdapters forever): the pool and the endpoint are Stalled
+    AdapterSyncFailed with the pod and the sidecar's error; once the sidecar loads it, both are Ready."""
+    pool = copy.deepcopy(POOL)
+    pool["spec"]["adapterStores"] = [
+        {"name": "team-a", "prefix": PRIVATE, "credentialsSecretRef": {"name": "r"}, "namespaces": ["team-a"]}
+    ]
+    mine = endpoint("team-a", "assistant")
+    mine["spec"]["adapters"][0]["uri"] = f"{PRIVATE}/support:v1"
+    for body in (pool, GRANT, mine):
+        emulator.create(body)
+    reconciler = Reconciler(kube, OperatorSettings(adapter_status_port=sidecars.port))
+
+    async def reconcile(resource: str, namespace: str, name: str) -> Any:
+        return await reconciler.reconcile(emulator.get(resource, namespace, name) or {})
+
+    def roll_out() -> None:
+        with httpx.Client(base_url=emulator.url, timeout=10) as client:
+            for ns in (POOL_NS, "team-a"):
+                roll_out_deployments(client, ns)
+
+    await reconcile("hybridendpoints", "team-a", "assistant")
+    await asyncio.to_thread(pool_pods, emulator)
+    await reconcile("servingpools", POOL_NS, "smollm")
+    await asyncio.to_thread(roll_out)
+    [entry] = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]["adapters"]
+    [placed] = entry["placed"]
+    denied = f"{PRIVATE}/support:v1: ArtifactAccessDenied: the registry refused the credentials (401)"
+    sidecars.errors[PODS[placed]] = {entry["servedName"]: denied}
+    other = next(ip for pod, ip in PODS.items() if pod != placed)
+    sidecars.errors[other] = {"someone/else/adapter": "not placed here: not reported"}
+
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    assert result.outcome.state == "Stalled" and result.outcome.reason == "AdapterSyncFailed"
+    assert result.outcome.message == f"team-a/assistant/support on {placed}: {denied}"
+    [entry] = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]["adapters"]
+    assert entry["errors"] == [f"{placed}: {denied}"] and entry["loaded"] == []
+    await settled(reconciler)  # the pool told the endpoint: its part changed
+    stalled = condition(emulator.get("hybridendpoints", "team-a", "assistant"), "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "AdapterSyncFailed"
+    assert f"support on {placed}: {denied}" in stalled["message"]
+
+    # The Secret fixed: the sidecar's next round loads it and reports no error.
+    sidecars.errors[PODS[placed]] = {}
+    sidecars.loaded[PODS[placed]] = {entry["servedName"]: f"/var/cache/tandem/adapters/{DIGEST}"}
+    result = await reconcile("servingpools", POOL_NS, "smollm")
+    assert result.outcome.state == "Ready", result.outcome
+    await settled(reconciler)
+    he = await reconcile("hybridendpoints", "team-a", "assistant")
+    assert he.outcome.state == "Ready", he.outcome
+    assert "errors" not in (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]["adapters"][0]

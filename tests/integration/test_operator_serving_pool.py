@@ -74,6 +74,7 @@ class Sidecars:
     def __init__(self, port: int) -> None:
         self.port = port
         self.loaded: dict[str, dict[str, str]] = {ip: {} for ip in PODS.values()}
+        self.errors: dict[str, dict[str, str]] = {ip: {} for ip in PODS.values()}  # the last round's
         self.runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
@@ -88,7 +89,7 @@ class Sidecars:
     def _handler(self, ip: str) -> Any:
         async def models(_: web.Request) -> web.Response:
             data = [{"id": n, "root": root, "parent": "base"} for n, root in self.loaded[ip].items()]
-            return web.json_response({"object": "list", "data": data})
+            return web.json_response({"object": "list", "data": data, "errors": self.errors[ip]})
 
         return models
 

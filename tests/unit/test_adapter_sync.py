@@ -362,3 +362,37 @@ def test_the_loop_follows_the_config_as_it_changes_and_never_unloads_on_a_bad_on
         "in-sync",
         "adapter-unloaded",
     ]
+
+
+async def test_the_status_port_says_why_an_adapter_is_not_loaded_until_a_round_loads_it(
+    tmp_path: Path,
+) -> None:
+    """What the operator reads from each pod (tandem.platform.kubernetes.adapters.observe_pods) through
+    the sidecar's real status server: each adapter's error from the last round, gone once it loads."""
+    from tandem.platform.kubernetes.adapters import observe_pods
+    from tandem.workloads.adapter_sync import serve_status
+
+    fake = FakeVllm()
+    problems: dict[str, str] = {}
+    missing = ConfiguredAdapter("style", str(tmp_path / "style"), "v1")
+    fine = ConfiguredAdapter("facts", adapter_folder(tmp_path, "facts"), "v1")
+    with fake.admin() as admin:
+        server = serve_status(admin, "127.0.0.1", 0, problems)
+        pod = {
+            "metadata": {"name": "vllm-0"},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        try:
+            with pytest.raises(SyncError):
+                sync_once(URL, [missing, fine], admin=admin, problems=problems)
+            [seen] = (await observe_pods([pod], int(server.server_address[1]))).values()
+            assert seen.loaded == {"facts": fine.path}
+            assert list(seen.errors) == ["style"] and "no adapter_config.json" in seen.errors["style"]
+
+            adapter_folder(tmp_path, "style")  # the folder appears: the next round loads it
+            sync_once(URL, [missing, fine], admin=admin, problems=problems)
+            [seen] = (await observe_pods([pod], int(server.server_address[1]))).values()
+            assert seen.errors == {} and set(seen.loaded) == {"style", "facts"}
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -56,6 +56,7 @@ VLLM_API_KEY_ENV = "VLLM_API_KEY"
 
 Report = Callable[[dict[str, Any]], None]
 MAX_BACKOFF = 30.0  # seconds between attempts while vLLM is down (or longer, if the interval is)
+MAX_PROBLEM = 500  # characters of an adapter's error served on the status port (and so in status)
 
 
 class SyncError(Exception):
@@ -473,8 +474,12 @@ def sync_once(
     endpoint: str = "",
     admin: VllmAdmin | None = None,
     fetcher: Fetcher | None = None,
+    problems: MutableMapping[str, str] | None = None,
 ) -> list[Outcome]:
     """One round: read what vLLM serves, plan, act. Raises SyncError if any action failed.
+
+    `problems` (kept by the caller, served on the status port) is set to this round's errors by adapter:
+    what the operator reports as the reason an adapter is not loaded.
 
     `report` receives one event per action (the sidecar prints them as JSON lines). `versions` (kept
     by the caller between rounds) is updated with the version now serving per name. `fetcher` brings
@@ -491,6 +496,11 @@ def sync_once(
         if own:
             client.close()
     failed = {o.action.name for o in outcomes if o.error}
+    if problems is not None:  # replaced key by key: the status server reads it meanwhile, never empty
+        now = {o.action.name: o.error[:MAX_PROBLEM] for o in outcomes if o.error}
+        for name in [n for n in problems if n not in now]:
+            del problems[name]
+        problems.update(now)
     if fetcher is not None and not failed:
         # Only after a round that left vLLM serving exactly the configuration (a failed reload keeps the
         # old version serving: its folder stays until the new one is in).
@@ -521,6 +531,7 @@ def run(
     transport: httpx.BaseTransport | None = None,
     api_key_file: Path | None = None,
     fetcher: Fetcher | None = None,
+    problems: MutableMapping[str, str] | None = None,
 ) -> bool:
     """Sync every `interval` seconds, forever; with `once`, until one round succeeds or `timeout` passes.
 
@@ -543,6 +554,7 @@ def run(
                     endpoint=endpoint,
                     admin=admin,
                     fetcher=fetcher,
+                    problems=problems,
                 )
             except SyncError as e:
                 failures += 1
@@ -576,10 +588,14 @@ def _problem(error: SyncError, endpoint: str, retry_in: float | None) -> dict[st
     return event
 
 
-def serve_status(admin: VllmAdmin, host: str, port: int) -> ThreadingHTTPServer:
+def serve_status(
+    admin: VllmAdmin, host: str, port: int, problems: Mapping[str, str] | None = None
+) -> ThreadingHTTPServer:
     """Answer `GET /v1/models` on host:port with the adapters vLLM lists now (its /v1/models entries
-    that have a parent), in vLLM's own shape; 503 while vLLM does not answer. Nothing else is served:
-    whoever reaches this port learns which adapters are loaded, and can neither generate nor load."""
+    that have a parent), in vLLM's own shape, and `errors`: why the last round could not load each adapter
+    it failed on (`problems`, as sync_once keeps them); 503 while vLLM does not answer. Nothing else is
+    served: whoever reaches this port learns which adapters are loaded or failing, and can neither
+    generate nor load."""
     lock = threading.Lock()  # one httpx.Client, requests from the server's threads
 
     class Handler(BaseHTTPRequestHandler):
@@ -594,7 +610,8 @@ def serve_status(admin: VllmAdmin, host: str, port: int) -> ThreadingHTTPServer:
                 self._reply(503, {"error": "vLLM does not answer"})
                 return
             adapters = [m for m in models if isinstance(m, dict) and m.get("parent")]
-            self._reply(200, {"object": "list", "data": adapters})
+            errors = dict(problems or {})  # a copy: the sync loop replaces its content each round
+            self._reply(200, {"object": "list", "data": adapters, "errors": errors})
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
@@ -639,11 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     if (args.credentials or args.insecure) and args.cache_dir is None:
         parser.error("--credentials and --insecure are for fetching adapters: give --cache-dir")
     fetcher = Fetcher(args.cache_dir, args.credentials, insecure=args.insecure) if args.cache_dir else None
+    problems: dict[str, str] = {}
     if args.status_port is not None:
         serve_status(
             VllmAdmin(args.vllm, timeout=10, api_key_file=args.api_key_file),
             args.status_host,
             args.status_port,
+            problems,
         )
     try:
         ok = run(
@@ -654,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             api_key_file=args.api_key_file,
             fetcher=fetcher,
+            problems=problems,
         )
     except KeyboardInterrupt:
         return 0

@@ -148,6 +148,13 @@ class PooledAdapterStatus(StatusModel):
     loaded: list[str] = Field(
         default_factory=list, description="Ready pods whose vLLM lists it now (never more than observed)."
     )
+    errors: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Why it is not loaded on a pod it is placed on, as that pod's adapter sync last said (pod: "
+            "error); the sync tries again with backoff."
+        ),
+    )
 
 
 class ServingPoolStatus(CommonStatus):

@@ -7,9 +7,12 @@ path carries the version, so a pod still serving the previous version does not c
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+MAX_ERROR = 500  # characters of a pod's error kept for status (the sync sends at most as many)
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
@@ -19,14 +22,38 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-async def _models(client: httpx.AsyncClient, ip: str, port: int) -> dict[str, str] | None:
+@dataclass(frozen=True)
+class PodAdapters:
+    """What one pod's adapter sync reports: adapter name -> the path vLLM loaded it from, and adapter
+    name -> why its last round could not load it (the sync's own words: a store that refused, a digest
+    that did not match)."""
+
+    loaded: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+async def _models(client: httpx.AsyncClient, ip: str, port: int) -> PodAdapters:
     try:
         response = await client.get(f"http://{ip}:{port}/v1/models")
         response.raise_for_status()
-        data = response.json().get("data") or []
+        body = response.json()
+        data = body.get("data") or []
+        errors = body.get("errors") or {}
     except (httpx.HTTPError, ValueError, AttributeError):
-        return None  # unreachable or not answering: counts as having nothing loaded
-    return {str(m["id"]): str(m.get("root") or "") for m in data if isinstance(m, dict) and m.get("parent")}
+        return PodAdapters()  # unreachable or not answering: counts as having nothing loaded
+    loaded = {str(m["id"]): str(m.get("root") or "") for m in data if isinstance(m, dict) and m.get("parent")}
+    if not isinstance(errors, dict):
+        errors = {}
+    return PodAdapters(loaded, {str(k): str(v)[:MAX_ERROR] for k, v in errors.items()})
+
+
+async def observe_pods(pods: list[dict[str, Any]], port: int, timeout: float = 3.0) -> dict[str, PodAdapters]:
+    """Ready pod name -> what its adapter sync reports (nothing, when the pod does not answer: nothing is
+    claimed for it)."""
+    ready = [p for p in pods if pod_ready(p)]
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
+    return {p["metadata"]["name"]: f for p, f in zip(ready, found, strict=True)}
 
 
 async def loaded_by_pod(
@@ -34,10 +61,7 @@ async def loaded_by_pod(
 ) -> dict[str, dict[str, str]]:
     """Ready pod name -> adapter name -> the path it was loaded from ({} when the pod does not answer:
     nothing is claimed for it)."""
-    ready = [p for p in pods if pod_ready(p)]
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
-    return {p["metadata"]["name"]: f or {} for p, f in zip(ready, found, strict=True)}
+    return {pod: found.loaded for pod, found in (await observe_pods(pods, port, timeout)).items()}
 
 
 async def loaded_per_pod(pods: list[dict[str, Any]], port: int, timeout: float = 3.0) -> list[dict[str, str]]:

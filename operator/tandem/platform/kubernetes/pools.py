@@ -22,6 +22,7 @@ from tandem.core.pools import AttachedEndpoint, PooledAdapter, check_portable, s
 from tandem.core.references import ResolvedAdapter
 from tandem.workloads.gateway.config import AdapterConfig
 
+from .adapters import PodAdapters
 from .api import KubeApi
 from .blocked import Blocked
 from .conditions import Outcome
@@ -126,31 +127,39 @@ async def attached_endpoints(
     return attached, refused
 
 
+NONE = PodAdapters()  # a pod that did not answer: nothing loaded, nothing failing
+
+
 def pool_status(
     facts: PoolFacts,
     deployment: dict[str, Any] | None,
     attached: list[AttachedEndpoint],
     refused: list[str],
-    loaded: dict[str, dict[str, str]],
+    observed: dict[str, PodAdapters],
 ) -> tuple[Outcome, dict[str, Any]]:
     """The pool's status: an adapter counts as loaded on a pod only when that pod's vLLM lists it from its
-    placed folder (the folder is named by the digest, so another version does not count)."""
+    placed folder (the folder is named by the digest, so another version does not count). An adapter whose
+    sync failed on a pod it is placed on (the sidecar's last round) stalls the pool with that error: its
+    sidecar tries again with backoff, and the next observation clears it."""
     desired, ready = deployment_replicas(deployment)
     placement = facts.placement
     entries = []
     for a in facts.adapters:
-        where = [
-            pod for pod, adapters in sorted(loaded.items()) if adapters.get(a.config.name) == a.config.path
+        name, placed = a.config.name, list(placement.by_adapter.get(a.config.name, ()))
+        where = [pod for pod, seen in sorted(observed.items()) if seen.loaded.get(name) == a.config.path]
+        entry: dict[str, Any] = {
+            "endpoint": a.endpoint,
+            "adapter": a.adapter,
+            "servedName": name,
+            "placed": placed,
+            "loaded": where,
+        }
+        errors = [
+            f"{pod}: {observed[pod].errors[name]}" for pod in placed if name in observed.get(pod, NONE).errors
         ]
-        entries.append(
-            {
-                "endpoint": a.endpoint,
-                "adapter": a.adapter,
-                "servedName": a.config.name,
-                "placed": list(placement.by_adapter.get(a.config.name, ())),
-                "loaded": where,
-            }
-        )
+        if errors:
+            entry["errors"] = errors
+        entries.append(entry)
     figures: dict[str, Any] = {
         "replicas": desired,
         "readyReplicas": ready,
@@ -179,6 +188,8 @@ def pool_status(
                 or ", ".join(nowhere)
             ),
         )
+    elif failing := [f"{e['servedName']} on {error}" for e in entries for error in e.get("errors", ())]:
+        outcome = Outcome.stalled("AdapterSyncFailed", "; ".join(failing))
     elif pending:
         outcome = Outcome.progressing(
             "LoadingAdapters", "adapters not loaded where placed yet: " + ", ".join(pending)
@@ -208,7 +219,7 @@ def endpoints_to_tell(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             who, _, why = refusal.partition(": ")
             found.setdefault(who, []).append(("refused", why))
         for e in status.get("adapters") or []:
-            mine = (e.get("adapter"), e.get("placed"), e.get("loaded"))
+            mine = (e.get("adapter"), e.get("placed"), e.get("loaded"), e.get("errors"))
             found.setdefault(e.get("endpoint"), []).append(mine)
         return found
 
@@ -266,6 +277,13 @@ def pooled_endpoint_status(
         outcome = Outcome.progressing("Deploying", f"gateway {gw_ready}/{gw_desired} ready")
     elif waiting:
         outcome = Outcome.progressing("WaitingForAdapters", f"waiting for adapters: {', '.join(waiting)}")
+    elif failing := [
+        f"{a['name']} on {error}"
+        for a in adapters
+        if not a["ready"]
+        for error in (mine.get(a["name"]) or {}).get("errors") or []
+    ]:
+        outcome = Outcome.stalled("AdapterSyncFailed", f"{where}: " + "; ".join(failing))
     elif not all(a["ready"] for a in adapters):
         missing = ", ".join(a["name"] for a in adapters if not a["ready"])
         outcome = Outcome.progressing("LoadingAdapters", f"not loaded on any pod of {where} yet: {missing}")

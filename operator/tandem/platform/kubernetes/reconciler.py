@@ -42,7 +42,7 @@ from tandem.core.pools import placement_of
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 
 from . import metrics
-from .adapters import loaded_by_pod, loaded_per_pod, pod_ready
+from .adapters import loaded_per_pod, observe_pods, pod_ready
 from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
@@ -395,9 +395,9 @@ class Reconciler:
         previous = placement_of(body.get("status") or {})
         plan = plan_serving_pool(owner, spec, self.settings, attached, names, previous)
         live, applied = await sync_children(self.api, owner, plan, self.refusals)
-        loaded = await loaded_by_pod(pods, self.settings.adapter_status_port)
+        observed = await observe_pods(pods, self.settings.adapter_status_port)
         deployment = live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment))
-        outcome, figures = pool_status(plan.facts, deployment, attached, refused, loaded)
+        outcome, figures = pool_status(plan.facts, deployment, attached, refused, observed)
         changed = endpoints_to_tell(body.get("status") or {}, figures)
         if changed:
             self._in_background(self._tell_endpoints(owner, changed))
