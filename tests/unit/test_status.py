@@ -342,6 +342,20 @@ def test_hybrid_endpoint_is_loading_until_every_pod_serves_the_current_adapter_p
     assert [a["ready"] for a in figures["adapters"]] == [False, False]
 
 
+def test_hybrid_endpoint_whose_adapter_sync_failed_says_why_instead_of_loading_forever() -> None:
+    # legal's sync failed on pod vllm-1 (its sidecar's words); house-style has a stale error from a pod
+    # that has loaded it since on every pod, which no longer matters.
+    observed = [{"house-style": STYLE_PATH, "legal": LEGAL_PATH}, {"house-style": STYLE_PATH}]
+    errors = {"legal": ["vllm-1: /adapters/legal holds no adapter_config.json"], "house-style": ["vllm-0: x"]}
+    outcome, figures = hybrid_endpoint_status(HE_SPEC, he_plan(), serving(), [], observed, None, None, errors)
+    assert outcome == Outcome.stalled(
+        "AdapterSyncFailed", "legal on vllm-1: /adapters/legal holds no adapter_config.json"
+    )
+    assert figures["phase"] == "Failed"
+    outcome, _ = hybrid_endpoint_status(HE_SPEC, he_plan(), serving(), [], BOTH_LOADED, None, None, errors)
+    assert outcome.state == "Ready"  # loaded everywhere now: an old error claims nothing
+
+
 def test_hybrid_endpoint_base_model_fetch_failure_retries_or_stalls() -> None:
     starting = serving(vllm_ready=0)
     unreachable = {"error": "BaseModelUnreachable", "message": "timed out"}

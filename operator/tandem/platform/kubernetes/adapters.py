@@ -56,19 +56,6 @@ async def observe_pods(pods: list[dict[str, Any]], port: int, timeout: float = 3
     return {p["metadata"]["name"]: f for p, f in zip(ready, found, strict=True)}
 
 
-async def loaded_by_pod(
-    pods: list[dict[str, Any]], port: int, timeout: float = 3.0
-) -> dict[str, dict[str, str]]:
-    """Ready pod name -> adapter name -> the path it was loaded from ({} when the pod does not answer:
-    nothing is claimed for it)."""
-    return {pod: found.loaded for pod, found in (await observe_pods(pods, port, timeout)).items()}
-
-
-async def loaded_per_pod(pods: list[dict[str, Any]], port: int, timeout: float = 3.0) -> list[dict[str, str]]:
-    """For each ready pod: adapter name -> the path it was loaded from ({} when the pod does not answer)."""
-    return list((await loaded_by_pod(pods, port, timeout)).values())
-
-
 def adapter_statuses(expected: list[dict[str, Any]], observed: list[dict[str, str]]) -> list[dict[str, Any]]:
     """`expected`: name, path and version of each adapter; ready = loaded from its path on every ready pod."""
     out = []

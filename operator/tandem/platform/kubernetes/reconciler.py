@@ -42,7 +42,7 @@ from tandem.core.pools import placement_of
 from tandem.core.references import ResolvedAdapter, ResolvedKnowledgeBase
 
 from . import metrics
-from .adapters import loaded_per_pod, observe_pods, pod_ready
+from .adapters import observe_pods, pod_ready
 from .api import ApiError, KubeApi
 from .blocked import Blocked
 from .children import Refusals, key, owned, sync_children, write
@@ -297,11 +297,18 @@ class Reconciler:
         live, writes = await sync_children(self.api, owner, plan, self.refusals)
         writes += int(created is not None)
         pods = await self.api.list("v1", "Pod", owner.namespace, owner.labels("vllm"))
-        observed = await loaded_per_pod(pods, self.settings.adapter_status_port)
+        reports = await observe_pods(pods, self.settings.adapter_status_port)
+        observed = [r.loaded for r in reports.values()]
+        sync_errors: dict[str, list[str]] = {}
+        for pod, report in sorted(reports.items()):
+            for adapter, error in report.errors.items():
+                sync_errors.setdefault(adapter, []).append(f"{pod}: {error}")
         fetched = termination_report(pods, FETCH_CONTAINER)
         gateways = await self.api.list("v1", "Pod", owner.namespace, owner.labels("gateway"))
         dependencies = await dependencies_per_pod(gateways, self.settings.gateway_port)
-        outcome, figures = hybrid_endpoint_status(spec, plan, live, waiting, observed, fetched, dependencies)
+        outcome, figures = hybrid_endpoint_status(
+            spec, plan, live, waiting, observed, fetched, dependencies, sync_errors
+        )
         missing = missing_secrets([*pods, *gateways])
         if not missing and outcome.state == "Progressing" and not all(map(pod_ready, [*pods, *gateways])):
             # A secret volume's missing Secret (the gateway's API keys) shows only in the pod's FailedMount

@@ -112,11 +112,13 @@ def hybrid_endpoint_status(
     observed: list[dict[str, str]],
     fetched: dict[str, Any] | None = None,
     dependencies: list[dict[str, Any] | str] | None = None,
+    sync_errors: dict[str, list[str]] | None = None,
 ) -> tuple[Outcome, dict[str, Any]]:
     """`waiting`: adapters whose training has no adapter yet; `observed`: what each ready vLLM pod's
     /v1/models lists; `fetched`: the report of the vLLM pods' base-model fetch (init container);
     `dependencies`: what each ready gateway pod's /healthz/dependencies says (or why it could not be
-    read)."""
+    read); `sync_errors`: adapter -> "pod: error" for each pod whose adapter sync failed on it last round
+    (an adapter not loaded with one of these is Stalled AdapterSyncFailed, not LoadingAdapters)."""
     desired, ready = deployment_replicas(live.get(("apps/v1", "Deployment", plan.facts.vllm_deployment)))
     gw_desired, gw_ready = deployment_replicas(
         live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
@@ -148,6 +150,13 @@ def hybrid_endpoint_status(
         )
     elif waiting:
         outcome = Outcome.progressing("WaitingForAdapters", f"waiting for adapters: {', '.join(waiting)}")
+    elif failing := [
+        f"{a['name']} on {error}"
+        for a in adapters
+        if not a["ready"]
+        for error in (sync_errors or {}).get(a["name"], [])
+    ]:
+        outcome = Outcome.stalled("AdapterSyncFailed", "; ".join(failing))
     elif not all(a["ready"] for a in adapters):
         missing = ", ".join(
             f"{a['name']} ({a['loadedReplicas']}/{len(observed)} pods)" for a in adapters if not a["ready"]
