@@ -21,10 +21,13 @@ An adapter with a `uri` (oci:// or s3://, an artifact an AdapterTraining publish
 cache (`--cache-dir`, shared with vLLM) as `<cache>/<digest>`, its configured path, before vLLM is asked
 to load it: an artifact whose files do not have the adapter's digest is deleted and never loaded (that
 adapter's error; the others load), a store that does not answer is retried with the rounds' backoff.
+An entry may name its store's credentials (`credentials`, a mounted Secret folder, and `insecure`): a
+ServingPool's operator chooses them per adapter, for the namespaces the pool's owner granted them to.
 
 With `--status-port`, the sidecar also answers `GET /v1/models` on that port with the adapters vLLM
-lists at that moment (asked live, with the key): the operator reports what is loaded from there, so it
-needs no vLLM key and the vLLM port admits the gateway only.
+lists at that moment (asked live, with the key) and, under `errors`, why the last round could not load
+each adapter it failed on: the operator reports what is loaded, and why not, from there, so it needs no
+vLLM key and the vLLM port admits the gateway only.
 
 A round with nothing to do sends nothing but the GET. Every action is one JSON line on stdout. vLLM not
 answering yet (it takes minutes to start) or a configuration being unreadable are retried with backoff;
@@ -365,7 +368,7 @@ class Fetcher:
             # An optional Secret volume that is not there yet: an empty folder, not an anonymous pull.
             raise SyncError(
                 f"{uri}: store credentials: {credentials} holds none of the store keys (username and "
-                "password, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): is its Secret there?; not loaded"
+                "password, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): is its Secret there? Not loaded"
             )
         try:
             return fetch(uri, digest, self.cache_dir, found)
