@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from .pod_answers import get_json
+
 MAX_ERROR = 500  # characters of a pod's error kept for status (the sync sends at most as many)
 
 
@@ -32,15 +34,16 @@ class PodAdapters:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-async def _models(client: httpx.AsyncClient, ip: str, port: int) -> PodAdapters:
+async def _models(client: httpx.AsyncClient, ip: str, port: int, seconds: float) -> PodAdapters:
     try:
-        response = await client.get(f"http://{ip}:{port}/v1/models")
-        response.raise_for_status()
-        body = response.json()
+        code, body = await get_json(client, f"http://{ip}:{port}/v1/models", seconds=seconds)
+        if code != 200:
+            return PodAdapters()
         data = body.get("data") or []
         errors = body.get("errors") or {}
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return PodAdapters()  # unreachable or not answering: counts as having nothing loaded
+    except (httpx.HTTPError, ValueError, AttributeError, TimeoutError):
+        # unreachable, not answering in time, too much or not JSON: counts as having nothing loaded
+        return PodAdapters()
     loaded = {str(m["id"]): str(m.get("root") or "") for m in data if isinstance(m, dict) and m.get("parent")}
     if not isinstance(errors, dict):
         errors = {}
@@ -52,7 +55,7 @@ async def observe_pods(pods: list[dict[str, Any]], port: int, timeout: float = 3
     claimed for it)."""
     ready = [p for p in pods if pod_ready(p)]
     async with httpx.AsyncClient(timeout=timeout) as client:
-        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port) for p in ready))
+        found = await asyncio.gather(*(_models(client, p["status"]["podIP"], port, timeout) for p in ready))
     return {p["metadata"]["name"]: f for p, f in zip(ready, found, strict=True)}
 
 

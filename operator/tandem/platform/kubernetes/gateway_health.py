@@ -16,17 +16,20 @@ import httpx
 from tandem.core.endpoint_health import read_dependencies
 
 from .adapters import pod_ready
+from .pod_answers import get_json
 
 # The gateway checks each dependency with a 5 s limit; this covers them and the answer.
 PROBE_TIMEOUT = 10.0
 
 
-async def _dependencies(client: httpx.AsyncClient, name: str, ip: str, port: int) -> dict[str, Any] | str:
+async def _dependencies(
+    client: httpx.AsyncClient, name: str, ip: str, port: int, seconds: float
+) -> dict[str, Any] | str:
     where = f"pod {name} ({ip}:{port})"
     try:
-        response = await client.get(f"http://{ip}:{port}/healthz/dependencies")
-        return read_dependencies(where, response.status_code, response.json())
-    except (httpx.HTTPError, ValueError) as e:
+        code, body = await get_json(client, f"http://{ip}:{port}/healthz/dependencies", seconds=seconds)
+        return read_dependencies(where, code, body)
+    except (httpx.HTTPError, ValueError, TimeoutError) as e:
         return f"the gateway {where} does not answer ({type(e).__name__})"
 
 
@@ -38,6 +41,9 @@ async def dependencies_per_pod(
     async with httpx.AsyncClient(timeout=timeout) as client:
         return list(
             await asyncio.gather(
-                *(_dependencies(client, p["metadata"]["name"], p["status"]["podIP"], port) for p in ready)
+                *(
+                    _dependencies(client, p["metadata"]["name"], p["status"]["podIP"], port, timeout)
+                    for p in ready
+                )
             )
         )
