@@ -344,3 +344,38 @@ async def test_a_pool_told_to_scale_with_keda_on_a_cluster_without_it_stalls_say
     assert "ScaledObject (keda.sh/v1alpha1)" in result.outcome.message and "install" in result.outcome.message
     stored = emulator.get("servingpools", POOL_NS, "smollm") or {}
     assert condition(stored, "Stalled")["reason"] == "KindNotInstalled"
+
+
+async def test_a_pooled_endpoints_new_key_reaches_the_pool_at_once(
+    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient
+) -> None:
+    """The pool accepts an attached gateway's key by the digest the endpoint's status records. When the key
+    is created (the first attach) or rotated (its Secret deleted: the operator makes a new one), the pool
+    takes the new digest as soon as the endpoint's status holds it, not at the pool's next resync (until
+    then the gateway, which re-reads its key file, is refused 401 by every pod)."""
+    reconciler = Reconciler(kube, OperatorSettings())
+    emulator.create(POOL)
+    emulator.create(GRANT)
+    emulator.create(endpoint("team-a", "assistant"))
+
+    def keys() -> list[str]:
+        [config] = [
+            c
+            for c in emulator.list_objects("v1/configmaps", POOL_NS)
+            if c["metadata"]["name"] == "smollm-placement"
+        ]
+        return json.loads(config["data"]["keys.json"])
+
+    def recorded() -> str:
+        return (emulator.get("hybridendpoints", "team-a", "assistant") or {})["status"]["vllmKeyDigest"]
+
+    await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
+    await settled(reconciler)
+    first = recorded()
+    assert keys() == [first]
+
+    gone = await api.delete("/api/v1/namespaces/team-a/secrets/assistant-vllm-key")
+    assert gone.status_code == 200, gone.text
+    await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
+    await settled(reconciler)
+    assert recorded() != first and keys() == [recorded()]

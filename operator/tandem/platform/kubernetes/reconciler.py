@@ -289,7 +289,7 @@ class Reconciler:
         key_digest = created or (body.get("status") or {}).get("vllmKeyDigest")
         if pool_of(spec, owner.namespace) is not None:
             outcome, figures, writes = await self._pooled_endpoint(
-                owner, spec, adapters, waiting, kbs, key_digest
+                owner, spec, adapters, waiting, kbs, key_digest, key_changed=created is not None
             )
             figures["vllmKeyDigest"] = key_digest
             return outcome, figures, writes + int(created is not None)
@@ -330,8 +330,11 @@ class Reconciler:
         waiting: list[str],
         kbs: list[ResolvedKnowledgeBase],
         key_digest: str | None,
+        *,
+        key_changed: bool = False,
     ) -> Observed:
-        """An endpoint on a ServingPool: its gateway only; the pool places and loads its adapters."""
+        """An endpoint on a ServingPool: its gateway only; the pool places and loads its adapters.
+        `key_changed`: its key was created just now (first attach, or its Secret deleted to rotate it)."""
         assert spec.serving_pool_ref is not None
         pool = await self.resolver.resolve(HYBRID_ENDPOINT, owner, SERVING_POOL, spec.serving_pool_ref)
         pool_owner = Owner.from_body(pool)
@@ -362,8 +365,9 @@ class Reconciler:
             me not in (pool_status_.get("endpoints") or [])
             or recorded != {a.config.name for a in pooled}
             or missed
+            or key_changed  # the pool accepts the gateway's key by the digest this status is about to hold
         ):
-            self._in_background(self.trigger(SERVING_POOL.kind, pool_owner.namespace, pool_owner.name))
+            self._in_background(self._tell_pool(owner, pool_owner))
         gateway = live.get(("apps/v1", "Deployment", plan.facts.gateway_deployment))
         outcome, figures = pooled_endpoint_status(
             owner, spec, gateway, pool, key_digest, waiting, plan.facts.url, dependencies
@@ -409,6 +413,16 @@ class Reconciler:
         if changed:
             self._in_background(self._tell_endpoints(owner, changed))
         return outcome, figures, writes + applied
+
+    async def _tell_pool(self, endpoint: Owner, pool: Owner) -> Result | None:
+        """Reconcile the endpoint's pool once the endpoint's status is written (its reconciliation holds
+        its lock until then): the pool reads the endpoint's key digest and adapters from there, and would
+        otherwise keep refusing a new key until its next resync."""
+        async with self._locks.setdefault(
+            (HYBRID_ENDPOINT.kind, endpoint.namespace, endpoint.name), asyncio.Lock()
+        ):
+            pass
+        return await self.trigger(SERVING_POOL.kind, pool.namespace, pool.name)
 
     async def _tell_endpoints(self, pool: Owner, endpoints: list[str]) -> None:
         """Reconcile the endpoints whose part of the pool's status changed, so their status follows the pool's
