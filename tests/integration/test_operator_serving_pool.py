@@ -379,3 +379,26 @@ async def test_a_pooled_endpoints_new_key_reaches_the_pool_at_once(
     await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
     await settled(reconciler)
     assert recorded() != first and keys() == [recorded()]
+
+
+async def test_an_attached_endpoint_says_at_once_that_its_pool_is_gone(
+    emulator: Emulator, kube: KubeApi, api: httpx.AsyncClient
+) -> None:
+    """Deleting a ServingPool takes its vLLM pods away from every attached endpoint: each is told at once
+    (the pool's delete handler reconciles them) and is no longer Ready, saying the pool is not found."""
+    reconciler = Reconciler(kube, OperatorSettings())
+    emulator.create(POOL)
+    emulator.create(GRANT)
+    emulator.create(endpoint("team-a", "assistant"))
+    await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
+    await settled(reconciler)
+    pool = emulator.get("servingpools", POOL_NS, "smollm") or {}
+    assert pool["status"]["endpoints"] == ["team-a/assistant"]
+
+    gone = await api.delete(f"/apis/tandem.dev/v1alpha1/namespaces/{POOL_NS}/servingpools/smollm")
+    assert gone.status_code == 200, gone.text
+    await reconciler.finalize(pool)  # kopf's delete handler, with the pool's last body
+    await settled(reconciler)
+    ready = condition(emulator.get("hybridendpoints", "team-a", "assistant"), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ServingPoolNotFound", ready
+    assert ready["message"] == "ServingPool serving/smollm does not exist"

@@ -191,6 +191,10 @@ class Reconciler:
         owner = Owner.from_body(body)
         if kind is HYBRID_ENDPOINT:
             self._detach_from_pool(owner, body)
+        if kind is SERVING_POOL:
+            # Its attached endpoints lose their vLLM now: their status says so now, not at their resync.
+            attached = [str(e) for e in (body.get("status") or {}).get("endpoints") or []]
+            self._in_background(self._tell_endpoints(owner, attached))
         try:
             job = plan_cleanup(kind, owner, body.get("spec") or {}, self.settings)
         except (ValidationError, PlanError) as e:
