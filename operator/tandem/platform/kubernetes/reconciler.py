@@ -189,12 +189,7 @@ class Reconciler:
         Terminating forever."""
         kind = by_kind(body["kind"])
         owner = Owner.from_body(body)
-        if kind is HYBRID_ENDPOINT:
-            self._detach_from_pool(owner, body)
-        if kind is SERVING_POOL:
-            # Its attached endpoints lose their vLLM now: their status says so now, not at their resync.
-            attached = [str(e) for e in (body.get("status") or {}).get("endpoints") or []]
-            self._in_background(self._tell_endpoints(owner, attached))
+        self.tell_dependents(body)
         try:
             job = plan_cleanup(kind, owner, body.get("spec") or {}, self.settings)
         except (ValidationError, PlanError) as e:
@@ -378,6 +373,19 @@ class Reconciler:
         )
         figures["url"] = plan.facts.url
         return outcome, figures, writes
+
+    def tell_dependents(self, body: dict[str, Any]) -> None:
+        """A resource is being deleted (its finalizer's handler, with its last body): reconcile now what
+        depends on it, rather than at their resync. Every kind holds kopf's finalizer (kopf keeps one on
+        any resource with a timer, and each kind has the resync timer), so this runs for every deletion."""
+        kind = by_kind(body["kind"])
+        owner = Owner.from_body(body)
+        if kind is HYBRID_ENDPOINT:
+            self._detach_from_pool(owner, body)
+        elif kind is SERVING_POOL:
+            # Its attached endpoints lose their vLLM now: their status says so now.
+            attached = [str(e) for e in (body.get("status") or {}).get("endpoints") or []]
+            self._in_background(self._tell_endpoints(owner, attached))
 
     def _detach_from_pool(self, owner: Owner, body: dict[str, Any]) -> None:
         """An endpoint being deleted leaves its pool now, not at the pool's next resync: the pool skips
