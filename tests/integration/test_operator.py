@@ -321,15 +321,18 @@ async def test_training_then_endpoint_picks_up_the_adapter(
 
     await eventually(adapter_configured, timeout=30, what="the adapter in the gateway config")
     await controllers(emulator)
-    obj = await eventually(
-        lambda: (
-            (o := emulator.get("hybridendpoints", NS, "assistant"))["status"].get("readyReplicas") == 1 and o
-        ),
-        what="vLLM ready",
-    )
+
+    def loading() -> dict[str, Any] | None:
+        # Waited for by its reason: statuses written before the adapter resolved (WaitingForAdapters) or
+        # while the changed Deployments rolled out (Deploying) can carry readyReplicas 1 too, and a status
+        # claiming more than LoadingAdapters would never come to this and time out.
+        o = emulator.get("hybridendpoints", NS, "assistant") or {}
+        ready = (o.get("status") or {}).get("readyReplicas") == 1
+        return o if ready and condition(o, "Reconciling").get("reason") == "LoadingAdapters" else None
+
+    obj = await eventually(loading, what="vLLM ready, the adapter not seen on any pod")
     # Deployments are ready, but nobody has seen the adapter on a pod: not Ready, and it says why.
     assert condition(obj, "Ready")["status"] == "False"
-    assert condition(obj, "Reconciling")["reason"] == "LoadingAdapters"
     assert "house-style (0/0 pods)" in condition(obj, "Reconciling")["message"]
     [adapter] = obj["status"]["adapters"]
     assert (adapter["name"], adapter["loadedReplicas"], adapter["ready"]) == ("house-style", 0, False)
