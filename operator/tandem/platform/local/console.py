@@ -133,7 +133,7 @@ def placement_table(state: State) -> Table | None:
     if not pools:
         return None
     table = Table(title="adapters in serving pools")
-    for column in ("POOL", "ENDPOINT", "ADAPTER", "PLACED ON", "LOADED ON"):
+    for column in ("POOL", "ENDPOINT", "ADAPTER", "PLACED ON", "LOADED ON", "ERROR"):
         table.add_column(column)
     for pool in sorted(pools, key=lambda r: (r.namespace, r.name)):
         for entry in pool.figures.get("adapters") or []:
@@ -143,6 +143,7 @@ def placement_table(state: State) -> Table | None:
                 entry["adapter"],
                 ", ".join(entry["placed"]) or "-",
                 ", ".join(entry["loaded"]) or "-",
+                "; ".join(entry.get("errors") or []) or "-",  # why not loaded where placed, if it failed
             )
     return table
 

@@ -217,15 +217,21 @@ def reconcile_pool(
 
     loaded: dict[str, dict[str, str]] = {}
     errors: list[str] = []
+    failed: dict[
+        str, list[str]
+    ] = {}  # served name -> "pod: error", as the cluster's status.adapters[].errors
     for pod, server in servers.items():
         cache = directory / "adapter-cache" / pod  # each pod's own, as in a cluster: a sync prunes its cache
         share = [by_served[s] for s in placement.by_pod.get(pod, ())]
         wanted = _sync_entries(platform, pool, manifests, share, cache)
+        problems: dict[str, str] = {}
         with VllmAdmin(server.url, api_key=pool_key.read_text().strip()) as admin:
             try:
-                sync_once(server.url, wanted, admin=admin, fetcher=Fetcher(cache))
+                sync_once(server.url, wanted, admin=admin, fetcher=Fetcher(cache), problems=problems)
             except SyncError as e:
                 errors.append(f"{pod}: {e}")
+            for name, error in problems.items():
+                failed.setdefault(name, []).append(f"{pod}: {error}")
             loaded[pod] = {a.name: a.path for a in admin.loaded_adapters()}
             paths = {c["name"]: c["path"] for c in wanted}
             loaded[pod] = {n: p for n, p in loaded[pod].items() if paths.get(n) in (None, p)}
@@ -237,6 +243,7 @@ def reconcile_pool(
             "servedName": a.config.name,
             "placed": list(placement.by_adapter.get(a.config.name, ())),
             "loaded": sorted(pod for pod, names in loaded.items() if a.config.name in names),
+            **({"errors": failed[a.config.name]} if a.config.name in failed else {}),
         }
         for a in adapters
     ]
