@@ -160,7 +160,12 @@ def _sync_entries(
             where = f"ServingPool {pool.namespace}/{pool.name}: spec.adapterStores[{a.store.name}]"
             entry["credentials"] = str(
                 secret_folder(
-                    platform.dir, manifests, pool.namespace, a.store.credentials_secret_ref.name, where, True
+                    platform.dir,
+                    manifests,
+                    pool.namespace,
+                    a.store.credentials_secret_ref.name,
+                    where,
+                    optional=True,
                 )
             )
             entry["insecure"] = a.store.insecure
@@ -217,9 +222,8 @@ def reconcile_pool(
 
     loaded: dict[str, dict[str, str]] = {}
     errors: list[str] = []
-    failed: dict[
-        str, list[str]
-    ] = {}  # served name -> "pod: error", as the cluster's status.adapters[].errors
+    # served name -> "pod: error" per pod whose sync failed on it (the cluster: status.adapters[].errors)
+    failed: dict[str, list[str]] = {}
     for pod, server in servers.items():
         cache = directory / "adapter-cache" / pod  # each pod's own, as in a cluster: a sync prunes its cache
         share = [by_served[s] for s in placement.by_pod.get(pod, ())]

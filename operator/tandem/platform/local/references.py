@@ -64,7 +64,7 @@ def secret_token_file(directory: Path, manifests: Manifests, kb: ResolvedKnowled
 
 
 def secret_folder(
-    directory: Path, manifests: Manifests, namespace: str, name: str, where: str, optional: bool = False
+    directory: Path, manifests: Manifests, namespace: str, name: str, where: str, *, optional: bool = False
 ) -> Path:
     """A Secret among the manifests as a folder of one private file per key, as a pod gets it mounted
     (a store's credentials: `tandem.workloads.artifacts.Credentials.from_folder` reads it). `optional`:
