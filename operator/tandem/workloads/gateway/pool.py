@@ -32,8 +32,9 @@ import httpx
 from .config import VllmPool
 
 log = logging.getLogger("tandem.gateway")
-# A miss polls the pods again at once, but no more often than this (seconds): a burst of requests for an
-# adapter placed nowhere costs the pods one round of /v1/models, not one per request.
+# A miss polls the pods again before it is answered, but rounds start no more often than this (seconds): a
+# burst of requests for an adapter placed nowhere costs the pods one round of /v1/models a second, not one
+# per request, and a miss within a second of the last round waits for the next one.
 MISS_REFRESH_SECONDS = 1.0
 # How long one pod's /v1/models may take (seconds) before the poll counts the pod as down.
 POLL_TIMEOUT = 3.0
@@ -101,19 +102,22 @@ class PoolRouter:
         resolve: Resolve | None = None,
         fetch_models: FetchModels | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.pool = pool
         self.base_model = base_model
         self.client = client
         self._resolve = resolve or self._resolve_configured
         self._fetch_models = fetch_models or self._fetch_over_http
-        self._clock = clock
+        self._clock, self._sleep = clock, sleep
         self.pods: dict[str, Pod] = {}
         self.misses: dict[str, Miss] = {}  # by the client's adapter name
         self.resolve_error: str | None = None
         self._turn = 0  # breaks ties between equally loaded pods, round robin
         self._refreshing: asyncio.Future[None] | None = None
         self._refreshed_at: float | None = None
+        self._round_started: float | None = None  # when the last completed round began
+        self._rounds_begun = self._rounds_done = 0  # rounds numbered as they begin; the last one completed
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -145,10 +149,11 @@ class PoolRouter:
         if self._refreshing is not None and not self._refreshing.done():
             await asyncio.shield(self._refreshing)
             return
-        self._refreshing = asyncio.ensure_future(self._refresh())
+        self._rounds_begun += 1
+        self._refreshing = asyncio.ensure_future(self._refresh(self._rounds_begun))
         await asyncio.shield(self._refreshing)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, number: int) -> None:
         started = self._clock()
         try:
             urls = [u.rstrip("/") for u in await self._resolve()]
@@ -174,7 +179,7 @@ class PoolRouter:
             pod.polled_at = started
             if pod.down_at is None or started >= pod.down_at:  # not a poll begun before a refusal
                 pod.up, pod.error, pod.down_at = True, None, None
-        self._refreshed_at = self._clock()
+        self._refreshed_at, self._round_started, self._rounds_done = self._clock(), started, number
 
     async def _resolve_configured(self) -> list[str]:
         if self.pool.pods is not None:
@@ -224,17 +229,30 @@ class PoolRouter:
         return tied[self._turn % len(tied)]
 
     async def choose(self, served_name: str, exclude: Iterable[Pod] = ()) -> Pod:
-        """`pick`, and on a miss poll the pods again at once (a newly loaded adapter is found before the
-        next periodic poll) and pick once more. Pods excluded by the caller (already tried) never trigger
-        a poll."""
+        """`pick`, and on a miss pick once more from a round of polls begun after the miss (a newly loaded
+        adapter is found before the next periodic poll): the next round starts at once, or once
+        MISS_REFRESH_SECONDS have passed since the last one began (a round just before the miss may predate
+        a load; misses in the meantime share one round). Pods excluded by the caller (already tried) never
+        trigger a poll."""
         exclude = list(exclude)
         try:
             return self.pick(served_name, exclude)
         except AdapterNotPlaced:
             if exclude:
                 raise
-        recent = self._refreshed_at is not None and self._clock() - self._refreshed_at < MISS_REFRESH_SECONDS
-        if not recent or (self._refreshing is not None and not self._refreshing.done()):
+        in_flight = self._refreshing is not None and not self._refreshing.done()
+        # The round that answers this miss: the one in flight (shared with the misses that started it), or
+        # the next one to begin.
+        needed = self._rounds_begun if in_flight else self._rounds_begun + 1
+        while self._rounds_done < needed:
+            if self._refreshing is not None and not self._refreshing.done():
+                await asyncio.shield(self._refreshing)
+                continue
+            if self._round_started is not None:
+                wait = self._round_started + MISS_REFRESH_SECONDS - self._clock()
+                if wait > 0:
+                    await self._sleep(wait)
+                    continue  # another miss may have begun the next round meanwhile
             await self.refresh()
         return self.pick(served_name, exclude)
 
