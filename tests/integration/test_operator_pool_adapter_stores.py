@@ -20,11 +20,9 @@ import httpx
 import pytest
 
 from tandem.platform.kubernetes.api import KubeApi
-from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.planners.servingpool import STORES_DIR
 from tandem.platform.kubernetes.reconciler import Reconciler
 from tandem.platform.kubernetes.settings import OperatorSettings
-from tests.cluster_controllers import roll_out_deployments, run_ready_pod
 from tests.emulator.server import Emulator
 from tests.integration.conftest import condition
 from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the fixture `sidecars`)
@@ -35,6 +33,8 @@ from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the f
     POOL_NS,
     Sidecars,
     endpoint,
+    roll_out,
+    run_pool_pods,
     settled,
     sidecars,
 )
@@ -42,14 +42,6 @@ from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the f
 pytestmark = pytest.mark.integration
 
 PRIVATE = "oci://127.0.0.1:5000/private-team-a"
-
-
-def pool_pods(emulator: Emulator) -> None:
-    """The pool's pods, Ready, for the placement to have somewhere to go."""
-    with httpx.Client(base_url=emulator.url, timeout=10) as client:
-        labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
-        for name, ip in PODS.items():
-            run_ready_pod(client, POOL_NS, name, labels, ip)
 
 
 async def test_a_store_serves_the_namespaces_it_lists_and_refuses_the_others(
@@ -83,7 +75,7 @@ async def test_a_store_serves_the_namespaces_it_lists_and_refuses_the_others(
     stalled = condition(emulator.get("hybridendpoints", "team-b", "helpdesk"), "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "AdapterStoreNotGranted"
 
-    await asyncio.to_thread(pool_pods, emulator)
+    await asyncio.to_thread(run_pool_pods, emulator)
     await reconcile("servingpools", POOL_NS, "smollm")
     status = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]
     assert status["endpoints"] == ["team-a/assistant"]
@@ -150,15 +142,10 @@ async def test_a_fetch_that_fails_on_its_pod_stalls_pool_and_endpoint_with_the_s
     async def reconcile(resource: str, namespace: str, name: str) -> Any:
         return await reconciler.reconcile(emulator.get(resource, namespace, name) or {})
 
-    def roll_out() -> None:
-        with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            for ns in (POOL_NS, "team-a"):
-                roll_out_deployments(client, ns)
-
     await reconcile("hybridendpoints", "team-a", "assistant")
-    await asyncio.to_thread(pool_pods, emulator)
+    await asyncio.to_thread(run_pool_pods, emulator)
     await reconcile("servingpools", POOL_NS, "smollm")
-    await asyncio.to_thread(roll_out)
+    await asyncio.to_thread(roll_out, emulator)
     [entry] = (emulator.get("servingpools", POOL_NS, "smollm") or {})["status"]["adapters"]
     [placed] = entry["placed"]
     denied = f"{PRIVATE}/support:v1: ArtifactAccessDenied: the registry refused the credentials (401)"

@@ -25,7 +25,7 @@ from tandem.platform.kubernetes.ownership import Owner
 from tandem.platform.kubernetes.reconciler import Reconciler
 from tandem.platform.kubernetes.settings import OperatorSettings
 from tandem.platform.local.processes import free_port
-from tests.cluster_controllers import roll_out_deployments, run_ready_pod
+from tests.cluster_controllers import run_ready_pod
 from tests.emulator.server import Emulator
 from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the stand-in sidecars' fixture)
     DIGEST,
@@ -37,6 +37,8 @@ from tests.integration.test_operator_serving_pool import (  # noqa: F401  (the s
     endpoint,
     pool_status,
     record_triggers,
+    roll_out,
+    run_pool_pods,
     settled,
     sidecars,
 )
@@ -101,14 +103,11 @@ async def test_the_endpoint_reads_its_gateways_and_tells_the_pool_of_misses(
     emulator.create(endpoint("team-a", "assistant"))
 
     def cluster() -> None:
+        run_pool_pods(emulator)
         with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            pool = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
-            for name, ip in PODS.items():
-                run_ready_pod(client, POOL_NS, name, pool, ip)
             mine = Owner("tandem.dev/v1alpha1", "HybridEndpoint", "team-a", "assistant", "").labels("gateway")
             run_ready_pod(client, "team-a", "assistant-gateway-0", mine, GATEWAY_IP)
-            for ns in (POOL_NS, "team-a"):
-                roll_out_deployments(client, ns)
+        roll_out(emulator)
 
     async def reconcile_endpoint() -> Any:
         result = await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})

@@ -108,6 +108,21 @@ async def sidecars() -> AsyncIterator[Sidecars]:
         await found.stop()
 
 
+def run_pool_pods(emulator: Emulator) -> None:
+    """The pool's pods, recorded Ready at their loopback addresses (the emulator runs no kubelet)."""
+    with httpx.Client(base_url=emulator.url, timeout=10) as client:
+        labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
+        for name, ip in PODS.items():
+            run_ready_pod(client, POOL_NS, name, labels, ip)
+
+
+def roll_out(emulator: Emulator) -> None:
+    """The Deployments of the pool's namespace and team-a's, rolled out as a cluster's controllers would."""
+    with httpx.Client(base_url=emulator.url, timeout=10) as client:
+        for ns in (POOL_NS, "team-a"):
+            roll_out_deployments(client, ns)
+
+
 def pool_status(emulator: Emulator) -> dict[str, Any]:
     return (emulator.get("servingpools", POOL_NS, "smollm") or {}).get("status") or {}
 
@@ -150,12 +165,7 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
         return await reconciler.reconcile(emulator.get(resource, namespace, name) or {})
 
     async def kubelet() -> None:
-        def run() -> None:
-            with httpx.Client(base_url=emulator.url, timeout=10) as client:
-                for ns in (POOL_NS, "team-a"):
-                    roll_out_deployments(client, ns)
-
-        await asyncio.to_thread(run)
+        await asyncio.to_thread(roll_out, emulator)
 
     # The endpoint of team-a: its gateway only (the pool runs vLLM), and a key whose digest it records.
     result = await reconcile("hybridendpoints", "team-a", "assistant")
@@ -178,13 +188,7 @@ async def test_two_namespaces_one_pool_placement_and_a_lost_pod(
     assert refused.outcome.reason == "ReferenceNotPermitted"
 
     # The pool, with its two pods running.
-    def pods() -> None:
-        with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
-            for name, ip in PODS.items():
-                run_ready_pod(client, POOL_NS, name, labels, ip)
-
-    await asyncio.to_thread(pods)
+    await asyncio.to_thread(run_pool_pods, emulator)
     await reconcile("servingpools", POOL_NS, "smollm")
     await kubelet()
     result = await reconcile("servingpools", POOL_NS, "smollm")
@@ -277,22 +281,11 @@ async def test_an_attached_endpoints_status_follows_its_pools_at_once(
     emulator.create(GRANT)
     emulator.create(endpoint("team-a", "assistant"))
 
-    def pods() -> None:
-        with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            labels = Owner("tandem.dev/v1alpha1", "ServingPool", POOL_NS, "smollm", "").labels("vllm")
-            for name, ip in PODS.items():
-                run_ready_pod(client, POOL_NS, name, labels, ip)
-
-    def kubelet() -> None:
-        with httpx.Client(base_url=emulator.url, timeout=10) as client:
-            for ns in (POOL_NS, "team-a"):
-                roll_out_deployments(client, ns)
-
     def he_status() -> dict[str, Any]:
         return (emulator.get("hybridendpoints", "team-a", "assistant") or {}).get("status") or {}
 
     # Not attached yet: the endpoint tells the pool, and the pool, attaching it, tells the endpoint.
-    await asyncio.to_thread(pods)
+    await asyncio.to_thread(run_pool_pods, emulator)
     first = await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
     assert first.outcome.reason == "WaitingForPool", first.outcome
     await settled(reconciler)
@@ -300,7 +293,7 @@ async def test_an_attached_endpoints_status_follows_its_pools_at_once(
     assert pool_status(emulator)["endpoints"] == ["team-a/assistant"]
     ready = condition({"status": he_status()}, "Ready")
     assert ready["reason"] != "WaitingForPool", ready  # it follows: the pool has attached it
-    await asyncio.to_thread(kubelet)  # the gateway and the pool's vLLM roll out
+    await asyncio.to_thread(roll_out, emulator)  # the gateway and the pool's vLLM roll out
     await reconciler.reconcile(emulator.get("hybridendpoints", "team-a", "assistant") or {})
     assert condition({"status": he_status()}, "Ready")["reason"] == "LoadingAdapters"
 
